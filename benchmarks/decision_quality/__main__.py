@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.decision_quality.runner import main
+
+sys.exit(main())

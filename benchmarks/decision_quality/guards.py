@@ -1,0 +1,287 @@
+"""Guards under test: the real clearance engine and the baselines. Each implements
+:class:`~benchmarks.decision_quality.protocol.Guard` and nothing more is used by the harness."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.decision_quality.features import Featuriser, args_key, is_side_effect
+from benchmarks.decision_quality.protocol import Verdict
+from clearance import Action, Engine
+from clearance.memory import NullMemory
+
+
+class _Base:
+    kind = "base"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._n = 0
+
+    def _rid(self) -> str:
+        self._n += 1
+        return f"{self.name}-{self._n}"
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    def close(self) -> None:
+        return None
+
+
+class AlwaysAllow(_Base):
+    kind = "always_allow"
+
+    def evaluate(self, action: Action) -> Verdict:
+        return Verdict("allowed", None, self._rid())
+
+    def report_outcome(
+        self, request_id: str, harmful: bool, cost: float, at: datetime
+    ) -> None:
+        return None
+
+
+class AlwaysAsk(AlwaysAllow):
+    kind = "always_ask"
+
+    def evaluate(self, action: Action) -> Verdict:
+        return Verdict("requires_approval", None, self._rid())
+
+
+class BlockSideEffects(AlwaysAllow):
+    """Blocks every call whose tool name does not read as a read (``get_``, ``search_``, ...)."""
+
+    kind = "block_side_effects"
+
+    def __init__(self, name: str, read_prefixes: list[str]) -> None:
+        super().__init__(name)
+        self.read_prefixes = read_prefixes
+
+    def evaluate(self, action: Action) -> Verdict:
+        side = is_side_effect(action.tool, self.read_prefixes)
+        return Verdict("blocked" if side else "allowed", None, self._rid())
+
+
+class _Thresholded(_Base):
+    def __init__(self, name: str, approval_above: float, block_above: float) -> None:
+        super().__init__(name)
+        self.approval_above, self.block_above = approval_above, block_above
+        self._pending: dict[str, Any] = {}
+
+    def _verdict(self, risk: float, rid: str) -> Verdict:
+        risk = min(max(risk, 0.0), 1.0)
+        result = (
+            "blocked"
+            if risk > self.block_above
+            else "requires_approval"
+            if risk > self.approval_above
+            else "allowed"
+        )
+        return Verdict(result, risk, rid)
+
+
+class ToolPrior(_Thresholded):
+    """Beta(alpha, beta) prior per tool, updated with reported outcomes; risk = posterior mean."""
+
+    kind = "tool_prior"
+
+    def __init__(self, name: str, alpha: float, beta: float, **kw: float) -> None:
+        super().__init__(name, **kw)
+        self.alpha, self.beta = alpha, beta
+        self.counts: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+
+    def evaluate(self, action: Action) -> Verdict:
+        h, n = self.counts[action.tool]
+        rid = self._rid()
+        self._pending[rid] = action.tool
+        return self._verdict((self.alpha + h) / (self.alpha + self.beta + n), rid)
+
+    def report_outcome(
+        self, request_id: str, harmful: bool, cost: float, at: datetime
+    ) -> None:
+        tool = self._pending.pop(request_id, None)
+        if tool is not None:
+            c = self.counts[tool]
+            c[0] += float(harmful)
+            c[1] += 1.0
+
+
+class ExactPrecedent(_Thresholded):
+    """Same tool and arguments seen harmful: block. Risk is the harm rate of exact precedents,
+    or the overall reported harm rate when there is none."""
+
+    kind = "exact_precedent"
+
+    def __init__(self, name: str, **kw: float) -> None:
+        super().__init__(name, **kw)
+        self.by_key: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        self.total = [0, 0]
+
+    def evaluate(self, action: Action) -> Verdict:
+        key = args_key(action)
+        rid = self._rid()
+        self._pending[rid] = key
+        h, n = self.by_key.get(key, (0, 0))
+        base = (self.total[0] + 1) / (self.total[1] + 2)
+        if h:
+            return Verdict("blocked", h / n, rid)
+        return Verdict("allowed", 0.0 if n else base, rid)
+
+    def report_outcome(
+        self, request_id: str, harmful: bool, cost: float, at: datetime
+    ) -> None:
+        key = self._pending.pop(request_id, None)
+        if key is not None:
+            c = self.by_key[key]
+            c[0] += int(harmful)
+            c[1] += 1
+            self.total[0] += int(harmful)
+            self.total[1] += 1
+
+
+class RiverLogReg(_Thresholded):
+    """Online logistic regression (river) on the :class:`Featuriser` features; learns from each
+    reported outcome, with the features as they were when the call was decided."""
+
+    kind = "river_logreg"
+
+    def __init__(
+        self,
+        name: str,
+        read_prefixes: list[str],
+        learning_rate: float,
+        intercept_init: float,
+        **kw: float,
+    ) -> None:
+        super().__init__(name, **kw)
+        from river import linear_model, optim
+
+        self.model = linear_model.LogisticRegression(
+            optimizer=optim.SGD(learning_rate), intercept_init=intercept_init
+        )
+        self.feat = Featuriser(read_prefixes)
+
+    def evaluate(self, action: Action) -> Verdict:
+        x = self.feat.features(action)
+        rid = self._rid()
+        self._pending[rid] = (action, x)
+        return self._verdict(self.model.predict_proba_one(x).get(True, 0.0), rid)
+
+    def report_outcome(
+        self, request_id: str, harmful: bool, cost: float, at: datetime
+    ) -> None:
+        got = self._pending.pop(request_id, None)
+        if got is not None:
+            action, x = got
+            self.model.learn_one(x, bool(harmful))
+            self.feat.observe(action, harmful)
+
+
+class ClearanceGuard(_Base):
+    """A real ``clearance.Engine`` on a temporary SQLite file with the track's rules.
+
+    ``learning: false`` pins the engine to rules alone (``NullMemory``). ``learning: true`` uses
+    the memory named by ``memory`` (``"module:factory"``) or, without one, the engine's default
+    memory: today that is ``NullMemory`` too, which the report states (``memory_class``).
+    Outcomes go in as ``record_execution("executed")`` plus ``report_outcome``.
+    """
+
+    kind = "clearance"
+
+    def __init__(
+        self,
+        name: str,
+        rules: Path,
+        clock: Callable[[], datetime],
+        learning: bool,
+        memory: str | None = None,
+        tmp_root: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.learning = learning
+        self._dir = tempfile.mkdtemp(prefix="dq-clearance-", dir=tmp_root)
+        mem = None
+        if not learning:
+            mem = NullMemory()
+        elif memory:
+            mod, _, attr = memory.partition(":")
+            mem = getattr(importlib.import_module(mod), attr)()
+        self.engine = Engine(Path(self._dir) / "bench.db", memory=mem, clock=clock)
+        self.engine.apply_rules(rules, applied_by="decision-quality-bench")
+        self.rules = str(rules)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "learning": self.learning,
+            "memory_class": type(self.engine.memory).__name__,
+            "rules": Path(self.rules).name,
+        }
+
+    def evaluate(self, action: Action) -> Verdict:
+        d = self.engine.evaluate(action)
+        return Verdict(d.result.value, d.risk_score, d.request_id)
+
+    def report_outcome(
+        self, request_id: str, harmful: bool, cost: float, at: datetime
+    ) -> None:
+        self.engine.record_execution(request_id, "executed")
+        self.engine.report_outcome(request_id, "harmful" if harmful else "succeeded", severity=1.0 if harmful else 0.0,
+                                   cost=cost, observed_at=at, reported_by="decision-quality-bench",
+                                   event_id=f"bench-{request_id}")  # fmt: skip
+
+    def close(self) -> None:
+        self.engine.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def make_guard(
+    spec: dict[str, Any],
+    cfg: dict[str, Any],
+    rules: Path,
+    clock: Callable[[], datetime],
+) -> _Base:
+    kind, name = spec["kind"], spec["name"]
+    th = {**cfg["thresholds"], **spec.get("thresholds", {})}
+    th = {
+        "approval_above": float(th["approval_above"]),
+        "block_above": float(th["block_above"]),
+    }
+    if kind == "clearance":
+        tmp = spec.get("tmp_dir") or ("/dev/shm" if Path("/dev/shm").is_dir() else None)
+        return ClearanceGuard(
+            name,
+            rules,
+            clock,
+            bool(spec.get("learning", False)),
+            spec.get("memory"),
+            tmp,
+        )
+    if kind == "always_allow":
+        return AlwaysAllow(name)
+    if kind == "always_ask":
+        return AlwaysAsk(name)
+    if kind == "block_side_effects":
+        return BlockSideEffects(name, cfg["read_prefixes"])
+    if kind == "tool_prior":
+        p = {**cfg["tool_prior"], **spec.get("prior", {})}
+        return ToolPrior(name, float(p["alpha"]), float(p["beta"]), **th)
+    if kind == "exact_precedent":
+        return ExactPrecedent(name, **th)
+    if kind == "river_logreg":
+        r = {**cfg["river"], **spec.get("river", {})}
+        return RiverLogReg(
+            name,
+            cfg["read_prefixes"],
+            float(r["learning_rate"]),
+            float(r["intercept_init"]),
+            **th,
+        )
+    raise ValueError(kind)

@@ -1,0 +1,1 @@
+"""One module per track: learning (2), calibration (4), refund (3), attacks (1)."""

@@ -1,0 +1,1 @@
+"""Adapters that put clearance between an agent framework and the tools its model calls."""

@@ -1,0 +1,91 @@
+"""What the governed loop asks its driver to do.
+
+The loop (``loop.py``) is a generator that yields these requests and receives their results, so
+it contains every decision about *what* happens and no I/O. The sync and async drivers only
+know *how*: call OpenAI, the engine and the tools, blocking or awaiting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from clearance.model import Action
+
+
+@dataclass(frozen=True)
+class CallModel:
+    """Send one request to the model; the result is the response as a plain dict.
+
+    With ``stream`` the driver streams the turn, hands the user its events as they arrive, and
+    returns the completed response, or a failed one with no output if the stream broke.
+    """
+
+    request: dict[str, Any]
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class Decide:
+    """Ask the engine about one action; the result is a Decision, or the exception it raised."""
+
+    action: Action
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunTools:
+    """Run allowed tools (concurrently where the driver can); results are ``ToolResult``s in order."""
+
+    runs: list[ToolRun]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    output: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Take the one right to run an approved call; the result is None, or the exception raised."""
+
+    request_id: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GetApproval:
+    approval_id: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """Best-effort report of what happened to a call; never fails the run."""
+
+    request_id: str
+    status: str
+    result_summary: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Hand an execution event to the user's ``on_decision`` hook; its failures are swallowed."""
+
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SaveRun:
+    """Persist a suspended run in the store, keyed by the approvals it waits for."""
+
+    run_id: str
+    state: dict[str, Any]
+    approval_ids: list[str] = field(default_factory=list)

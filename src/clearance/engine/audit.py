@@ -1,0 +1,162 @@
+"""The audit trail as a hash chain.
+
+Each event's hash covers its canonical body and the previous event's hash, and the chain's head
+is kept beside it; so any edited, removed or reordered row, including the newest, shows up
+in :func:`verify` as the first link that no longer holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from clearance._version import __version__
+from clearance.model import Event, RawJSON, canonical_json, new_id
+from clearance.store.sql import GENESIS, SqlTx
+
+SCHEMA_VERSION = 1
+SOURCE_VERSION = f"clearance@{__version__}"
+
+
+def link_hash(prev_hash: str, body: str) -> str:
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+def append(
+    tx: SqlTx,
+    type: str,
+    payload: dict[str, Any] | RawJSON,
+    *,
+    now: datetime,
+    request_id: str | None = None,
+    trace_id: str | None = None,
+) -> str:
+    """Append one event and return its id. The body is serialised once, canonically."""
+    return append_all(tx, [(type, payload)], now=now, request_id=request_id, trace_id=trace_id)[0]
+
+
+def append_all(
+    tx: SqlTx,
+    events: Sequence[tuple[str, dict[str, Any] | RawJSON]],
+    *,
+    now: datetime,
+    request_id: str | None = None,
+    trace_id: str | None = None,
+) -> list[str]:
+    """Append consecutive events of one request (``(type, payload)`` pairs) in one write.
+
+    A payload may be :class:`RawJSON` holding its own :func:`canonical_json` text, so that a
+    value already serialised for another column is not serialised again.
+    """
+    seq, prev = tx.chain_head()
+    created = now.isoformat()
+    rows, ids = [], []
+    for type_, payload in events:
+        seq += 1
+        event_id = new_id("evt")
+        body = event_body(event_id=event_id, seq=seq, trace_id=trace_id, request_id=request_id, type=type_,
+                          created_at=created, payload=payload)  # fmt: skip
+        digest = link_hash(prev, body)
+        rows.append({"seq": seq, "event_id": event_id, "trace_id": trace_id, "request_id": request_id, "type": type_,
+                     "created_at": now, "body": body, "prev_hash": prev, "hash": digest})  # fmt: skip
+        ids.append(event_id)
+        prev = digest
+    tx.append_events(rows)
+    return ids
+
+
+def event_body(*, event_id: str, seq: int, trace_id: str | None, request_id: str | None, type: str,
+               created_at: str, payload: dict[str, Any] | RawJSON) -> str:  # fmt: skip
+    """The canonical JSON of an event, exactly ``canonical_json`` of its fields, assembled
+    around a payload that may be canonical JSON already."""
+    p = payload if isinstance(payload, RawJSON) else canonical_json(payload)
+    c = canonical_json
+    # The keys in sorted order, as canonical_json writes them.
+    return (f'{{"created_at":{c(created_at)},"event_id":{c(event_id)},"payload":{p},"request_id":{c(request_id)},'
+            f'"schema_version":{c(SCHEMA_VERSION)},"seq":{c(seq)},"source_version":{c(SOURCE_VERSION)},'
+            f'"trace_id":{c(trace_id)},"type":{c(type)}}}')
+
+
+def to_event(row: dict[str, Any]) -> Event:
+    body = json.loads(row["body"])
+    return Event(**{**body, "created_at": datetime.fromisoformat(body["created_at"])}, prev_hash=row["prev_hash"], hash=row["hash"])
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    ok: bool
+    events_checked: int
+    first_broken_seq: int | None = None
+    problem: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "events_checked": self.events_checked,
+                "first_broken_seq": self.first_broken_seq, "problem": self.problem}  # fmt: skip
+
+
+_PROJECTED = ("event_id", "seq", "trace_id", "request_id", "type")
+
+
+def _same_time(text: Any, value: datetime | None) -> bool:
+    try:
+        return isinstance(text, str) and value is not None and datetime.fromisoformat(text) == value
+    except ValueError:
+        return False
+
+
+def verify(tx: SqlTx) -> AuditReport:
+    prev, expected_seq, checked = GENESIS, 1, 0
+    for row in tx.iter_events():
+        seq = row["seq"]
+        if seq != expected_seq:
+            return AuditReport(False, checked, expected_seq, f"event {expected_seq} is missing (next stored is {seq})")
+        if row["prev_hash"] != prev:
+            return AuditReport(False, checked, seq, f"event {seq} does not link to event {seq - 1}")
+        if link_hash(prev, row["body"]) != row["hash"]:
+            return AuditReport(False, checked, seq, f"event {seq} was altered: its hash does not match its contents")
+        try:
+            body = json.loads(row["body"])
+        except ValueError:
+            return AuditReport(False, checked, seq, f"event {seq} has an unreadable body")
+        for name in _PROJECTED:
+            if body.get(name) != row[name]:
+                return AuditReport(False, checked, seq, f"event {seq} was altered: column {name} disagrees with its body")
+        if not _same_time(body.get("created_at"), row["created_at"]):
+            return AuditReport(False, checked, seq, f"event {seq} was altered: column created_at disagrees with its body")
+        prev, expected_seq, checked = row["hash"], seq + 1, checked + 1
+    head_seq, head_hash = tx.chain_head()
+    if head_seq > checked:
+        return AuditReport(False, checked, checked + 1, f"event {checked + 1} onwards are missing: the chain head "
+                           f"records {head_seq} events but {checked} are stored, so the newest were removed")  # fmt: skip
+    if head_seq < checked:
+        return AuditReport(False, checked, head_seq + 1, f"the chain head records {head_seq} events but {checked} "
+                           f"are stored: event {head_seq + 1} onwards were added outside clearance")  # fmt: skip
+    if head_hash != prev:
+        return AuditReport(False, checked, max(checked, 1), f"event {checked} does not match the chain head: "
+                           "the newest event was altered or replaced")  # fmt: skip
+    return AuditReport(True, checked)
+
+
+def intact(tx: SqlTx, row: dict[str, Any]) -> bool:
+    """Whether one stored event still holds its place in the chain (its own hash and the next link)."""
+    if link_hash(row["prev_hash"], row["body"]) != row["hash"]:
+        return False
+    nxt = tx.event_after(row["seq"])
+    return (nxt["prev_hash"] if nxt else tx.chain_head()[1]) == row["hash"]
+
+
+def latest(tx: SqlTx, *, type: str, request_id: str | None = None, trace_id: str | None = None,
+           match: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
+    """The newest event of ``type`` whose payload has every key/value of ``match``."""
+    found, after = None, 0
+    while batch := tx.query_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after, limit=100):
+        for row in batch:
+            payload = json.loads(row["body"]).get("payload", {})
+            if all(payload.get(k) == v for k, v in match.items()):
+                found = row
+        after = batch[-1]["seq"]
+    return found

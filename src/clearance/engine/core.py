@@ -1,0 +1,698 @@
+"""The embedded engine: policy + memory + store, one durable transaction per operation.
+
+Every state change and its audit event commit together, so the trail can never miss a decision
+and a decision never exists without its trail. Nothing here knows which database it is on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from clearance.engine import audit
+from clearance.engine.audit import AuditReport
+from clearance.errors import (
+    AlreadyClaimed,
+    ClearanceError,
+    ApprovalExpired,
+    ApprovalNotPending,
+    ArgumentsMismatch,
+    ConflictError,
+    DuplicateVote,
+    NotApproved,
+    NotFound,
+    RunBusy,
+    RunStateTampered,
+    UnknownRequest,
+)
+from clearance.memory import Memory, NullMemory
+from clearance.model import (
+    NOT_RUN_STATUSES,
+    Action,
+    Approval,
+    ApprovalStatus,
+    ApprovalVote,
+    Decision,
+    DecisionResult,
+    Event,
+    Execution,
+    ExecutionStatus,
+    KillSwitch,
+    Outcome,
+    OutcomeStatus,
+    RawJSON,
+    arguments_hash,
+    canonical_json,
+    new_id,
+    utcnow,
+)
+from clearance.policy import RuleFile, RuleSet, Verdict, evaluate, load_rules, usage_lookups
+from clearance.store import SqlStore, open_store
+from clearance.store.sql import SqlTx
+
+__all__ = ["Engine", "PolicyInfo"]
+
+DEFAULT_APPROVAL_TTL = timedelta(hours=24)
+#: How long a resumer may hold a run before another may take it (a crashed resumer's lease lapses).
+RUN_LEASE = timedelta(minutes=10)
+_FINAL = frozenset({ExecutionStatus.executed, ExecutionStatus.failed, ExecutionStatus.not_run,
+                    ExecutionStatus.rejected, ExecutionStatus.blocked})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    version: int
+    digest: str
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+    unchanged: bool = False
+
+
+def _approval(row: dict[str, Any], votes: list[dict[str, Any]]) -> Approval:
+    data = row["data"]
+    return Approval(
+        approval_id=row["approval_id"],
+        request_id=row["request_id"],
+        status=ApprovalStatus(row["status"]),
+        tool=data["tool"],
+        actor=data["actor"],
+        domain=data["domain"],
+        value=data.get("value"),
+        arguments=data["arguments"],
+        args_hash=row["args_hash"],
+        policy_version=row["policy_version"],
+        reason=data["reason"],
+        approvals_required=row["approvals_required"],
+        votes=[ApprovalVote(approver=v["approver"], resolution=v["resolution"], comment=v["comment"], at=v["at"]) for v in votes],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        resolved_at=row["resolved_at"],
+        resolved_by=row["resolved_by"],
+        comment=row["comment"],
+    )
+
+
+def _execution(row: dict[str, Any]) -> Execution:
+    return Execution(**{k: row[k] for k in Execution.model_fields})
+
+
+def _outcome(row: dict[str, Any]) -> Outcome:
+    return Outcome(**{k: row[k] for k in Outcome.model_fields})
+
+
+class Engine:
+    """Decides tool calls and keeps the record.
+
+    Thread-safe: share one engine between threads; each call opens its own transaction.
+    ``rules`` pins a rule set (a file, a :class:`RuleFile`) instead of the store's applied
+    policy, for dry runs and ``clearance check --rules``.
+    """
+
+    def __init__(
+        self,
+        store: SqlStore | str | Path | None = None,
+        *,
+        rules: RuleFile | str | Path | None = None,
+        memory: Memory | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        default_approval_ttl: timedelta = DEFAULT_APPROVAL_TTL,
+    ) -> None:
+        self.store = store if isinstance(store, SqlStore) else open_store(store)
+        self.memory: Memory = memory or NullMemory()
+        self.clock = clock
+        self.default_approval_ttl = default_approval_ttl
+        self._pinned: RuleSet | None = None
+        if rules is not None:
+            source = rules if isinstance(rules, RuleFile) else load_rules(rules)
+            probe = RuleSet.compile(source, "file")
+            self._pinned = RuleSet.compile(source, f"file:{probe.digest()[:12]}")
+        self._cached: tuple[int, RuleSet] | None = None
+        self._cache_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- rules ----------------------------------------------------------------------------
+    def _rules(self, tx: SqlTx) -> RuleSet:
+        if self._pinned is not None:
+            return self._pinned
+        head = tx.policy_head()
+        cached = self._cached
+        if cached is not None and cached[0] == head:
+            return cached[1]
+        if head == 0:
+            ruleset = RuleSet.empty()
+        else:
+            row = tx.get_policy(head)
+            assert row is not None
+            ruleset = RuleSet.compile(RuleFile.model_validate(row["document"]), str(head), row["rule_versions"])
+        with self._cache_lock:
+            self._cached = (head, ruleset)
+        return ruleset
+
+    def current_rules(self) -> RuleSet:
+        with self.store.read() as tx:
+            return self._rules(tx)
+
+    def apply_rules(self, rules: RuleFile | str | Path, *, applied_by: str | None = None) -> PolicyInfo:
+        """Make a rules file the policy; a new version only when something changed."""
+        source = rules if isinstance(rules, RuleFile) else load_rules(rules)
+        incoming = RuleSet.compile(source, "pending")  # raises before anything is written
+        digest = incoming.digest()
+        now = self.clock()
+        with self.store.write() as tx:
+            head = tx.policy_head()
+            prev = tx.get_policy(head) if head else None
+            if prev is not None and prev["digest"] == digest:
+                return PolicyInfo(head, digest, [], [], [], unchanged=True)
+            old_rules = {r["id"]: r for r in (prev["document"]["rules"] if prev else [])}
+            old_versions: dict[str, int] = prev["rule_versions"] if prev else {}
+            versions, added, changed = {}, [], []
+            for rule in source.rules:
+                old = old_rules.get(rule.id)
+                if old is None:
+                    versions[rule.id] = old_versions.get(rule.id, 0) + 1
+                    added.append(rule.id)
+                elif RuleFile.model_validate({"rules": [old]}).rules[0].content_digest() != rule.content_digest():
+                    versions[rule.id] = old_versions.get(rule.id, 1) + 1
+                    changed.append(rule.id)
+                else:
+                    versions[rule.id] = old_versions.get(rule.id, 1)
+            removed = sorted(set(old_rules) - {r.id for r in source.rules})
+            # Keep the versions of removed rules, so a rule that comes back continues its count.
+            all_versions = {**old_versions, **versions}
+            version = head + 1
+            tx.insert_policy({"version": version, "digest": digest, "document": source.model_dump(mode="json", exclude_none=True),
+                              "rule_versions": all_versions, "applied_at": now, "applied_by": applied_by})  # fmt: skip
+            audit.append(tx, "rules.applied", {"policy_version": str(version), "digest": digest, "added": added,
+                         "changed": changed, "removed": removed, "applied_by": applied_by}, now=now)  # fmt: skip
+        return PolicyInfo(version, digest, added, changed, removed)
+
+    def policy_versions(self) -> list[dict[str, Any]]:
+        with self.store.read() as tx:
+            return tx.list_policies()
+
+    # -- decisions ------------------------------------------------------------------------
+    def evaluate(self, action: Action | Mapping[str, Any]) -> Decision:
+        """Decide one call. The decision and its audit event are committed before this returns."""
+        action = action if isinstance(action, Action) else Action.model_validate(action)
+        now = self.clock()
+        estimate = self.memory.assess(action, now)
+        request_id = new_id("req")
+        trace_id = action.trace_id or new_id("trc")
+        args_hash = arguments_hash(action.arguments)
+        action_json = canonical_json(action.model_dump(mode="json"))
+        # The rules most likely in force say which counters this call will ask about, so they are
+        # read in the transaction's first statement; a policy change since only means more reads.
+        planned = self._pinned or (self._cached[1] if self._cached is not None else None)
+        lookups = usage_lookups(planned, action, now) if planned is not None else []
+        with self.store.write() as tx:
+            known = _UsageAt.answers(lookups, tx.usage_lookups(lookups, now))
+            rules = self._rules(tx)
+            switch = self._kill_switch_for(tx, action)
+            if switch is not None:
+                verdict = Verdict(DecisionResult.blocked, _kill_reason(switch))
+            else:
+                verdict = evaluate(rules, action, now, _UsageAt(tx, now, known))
+            approval_id = expires = None
+            if verdict.result is DecisionResult.requires_approval:
+                approval_id = new_id("apr")
+                expires = now + (verdict.approval_ttl or self.default_approval_ttl)
+            decision = Decision(
+                request_id=request_id,
+                trace_id=trace_id,
+                tool=action.tool,
+                actor=action.actor,
+                domain=action.domain,
+                result=verdict.result,
+                reason=verdict.reason,
+                risk_score=min(max(estimate.risk, 0.0), 1.0),
+                matched_rules=verdict.matched,
+                shadow_rules=verdict.shadow,
+                precedents=estimate.precedents,
+                evidence=estimate.evidence,
+                policy_version=rules.policy_version,
+                decided_at=now,
+                approval_id=approval_id,
+                approval_expires_at=expires,
+                args_hash=args_hash,
+            )
+            # Serialised once: the decisions row and the audit body hold the same text.
+            decision_json = RawJSON(canonical_json(decision.model_dump(mode="json")))
+            tx.insert_decision({
+                "request_id": request_id, "trace_id": trace_id, "tool": action.tool, "actor": action.actor,
+                "domain": action.domain, "target": action.target, "value": action.value,
+                "arguments": action.arguments, "context": action.context, "result": verdict.result.value,
+                "policy_version": rules.policy_version, "decided_at": now, "decision": decision_json,
+            })  # fmt: skip
+            if verdict.result is not DecisionResult.blocked and verdict.counted_rules:
+                tx.add_usage([
+                    {"request_id": request_id, "rule_id": rid, "actor": action.actor, "target": action.target or "",
+                     "value": action.value or 0.0, "at": now, "expires_at": expires}
+                    for rid in verdict.counted_rules
+                ])  # fmt: skip
+            # canonical_json({"action": ..., "decision": ...}), from the parts already serialised.
+            events: list[tuple[str, dict[str, Any] | RawJSON]] = [
+                ("decision.made", RawJSON(f'{{"action":{action_json},"decision":{decision_json}}}'))
+            ]
+            if approval_id is not None:
+                assert expires is not None
+                tx.insert_approval({
+                    "approval_id": approval_id, "request_id": request_id, "status": "pending",
+                    "approvals_required": verdict.approvals_required, "args_hash": args_hash,
+                    "policy_version": rules.policy_version, "created_at": now, "expires_at": expires,
+                    "data": {"tool": action.tool, "actor": action.actor, "domain": action.domain, "value": action.value,
+                             "arguments": action.arguments, "reason": verdict.reason},
+                })  # fmt: skip
+                events.append(("approval.requested", {"approval_id": approval_id, "expires_at": expires.isoformat(),
+                               "approvals_required": verdict.approvals_required}))  # fmt: skip
+            audit.append_all(tx, events, now=now, request_id=request_id, trace_id=trace_id)
+        self.memory.observe_decision(action, decision)
+        return decision
+
+    def get_decision(self, request_id: str) -> Decision:
+        with self.store.read() as tx:
+            row = tx.get_decision(request_id)
+        if row is None:
+            raise UnknownRequest(request_id)
+        return Decision.model_validate(row["decision"])
+
+    def get_action(self, request_id: str) -> Action:
+        """The action as it was decided, arguments included."""
+        with self.store.read() as tx:
+            row = tx.get_decision(request_id)
+        if row is None:
+            raise UnknownRequest(request_id)
+        return Action(tool=row["tool"], arguments=row["arguments"], actor=row["actor"], domain=row["domain"],
+                      value=row["value"], target=row["target"], context=row["context"], trace_id=row["trace_id"])  # fmt: skip
+
+    # -- executions -----------------------------------------------------------------------
+    def claim_execution(self, request_id: str, *, claimant: str, arguments: Mapping[str, Any] | None = None) -> Execution:
+        """Take the one right to run an allowed or approved call.
+
+        Exactly one caller wins; a claim that never reports back stays ``unknown`` (it may have
+        run), and is never handed out again.
+        """
+        now = self.clock()
+        with self.store.write() as tx:
+            row = tx.get_decision(request_id)
+            if row is None:
+                raise UnknownRequest(request_id)
+            decision = Decision.model_validate(row["decision"])
+            if arguments is not None and arguments_hash(dict(arguments)) != decision.args_hash:
+                raise ArgumentsMismatch(f"the arguments differ from those decided under {request_id}; decide them anew")
+            if decision.result is DecisionResult.blocked:
+                raise NotApproved(f"{request_id} was blocked: {decision.reason}")
+            if decision.result is DecisionResult.requires_approval:
+                approval = tx.approval_for_request(request_id)
+                assert approval is not None
+                if approval["status"] == "pending" and approval["expires_at"] <= now:
+                    self._expire(tx, approval, now)
+                    approval = tx.approval_for_request(request_id)
+                    assert approval is not None
+                if approval["status"] != "approved":
+                    raise NotApproved(f"approval {approval['approval_id']} for {request_id} is {approval['status']}, not approved")
+                # The approvals row alone is not proof: a person's answer is an event in the chain.
+                evidence = audit.latest(tx, type="approval.resolved", request_id=request_id,
+                                        match={"approval_id": approval["approval_id"], "resolution": "approved"})  # fmt: skip
+                if evidence is None or not audit.intact(tx, evidence):
+                    raise NotApproved(f"approval {approval['approval_id']} for {request_id} has no intact approval "
+                                      "in the audit trail; refusing to run it")  # fmt: skip
+            existing = tx.get_execution(request_id)
+            if existing is not None and existing["status"] != ExecutionStatus.approval_required.value:
+                raise AlreadyClaimed(
+                    f"{request_id} was already claimed by {existing['claimed_by'] or 'an earlier run'} "
+                    f"(execution status {existing['status']})"
+                )
+            record = {"request_id": request_id, "status": ExecutionStatus.unknown.value, "claimed_by": claimant,
+                      "claimed_at": now, "reported_at": None, "result_summary": None, "error": None}  # fmt: skip
+            tx.put_execution(record)
+            audit.append(tx, "execution.claimed", {"claimed_by": claimant}, now=now,
+                         request_id=request_id, trace_id=row["trace_id"])  # fmt: skip
+        return _execution(record)
+
+    def record_execution(
+        self,
+        request_id: str,
+        status: ExecutionStatus | str,
+        result_summary: Any = None,
+        error: str | None = None,
+    ) -> Execution:
+        """Record what happened to the call; a call that did not run gives back its slots."""
+        status = ExecutionStatus(status)
+        now = self.clock()
+        with self.store.write() as tx:
+            return self._record_execution(tx, now, request_id, status, result_summary, error)
+
+    def record_executions(self, reports: Sequence[tuple[str, ExecutionStatus | str, Any, str | None]]) -> list[Execution | ClearanceError]:
+        """Record several executions in one durable transaction (one fsync, not one each).
+
+        Each report is ``(request_id, status, result_summary, error)``. A report that is refused
+        (unknown request, conflicting status) is returned as its error; the others still commit.
+        """
+        now = self.clock()
+        results: list[Execution | ClearanceError] = []
+        with self.store.write() as tx:
+            for request_id, status, summary, error in reports:
+                try:
+                    results.append(self._record_execution(tx, now, request_id, ExecutionStatus(status), summary, error))
+                except ClearanceError as exc:  # raised before anything of this report was written
+                    results.append(exc)
+        return results
+
+    def _record_execution(self, tx: SqlTx, now: datetime, request_id: str, status: ExecutionStatus,
+                          result_summary: Any, error: str | None) -> Execution:  # fmt: skip
+        row = tx.get_decision(request_id)
+        if row is None:
+            raise UnknownRequest(request_id)
+        existing = tx.get_execution(request_id)
+        if existing is not None and ExecutionStatus(existing["status"]) in _FINAL:
+            if existing["status"] == status.value:
+                return _execution(existing)
+            raise ConflictError(f"the execution of {request_id} is already recorded as {existing['status']}")
+        record = {
+            "request_id": request_id, "status": status.value,
+            "claimed_by": existing["claimed_by"] if existing else None,
+            "claimed_at": existing["claimed_at"] if existing else None,
+            "reported_at": now, "result_summary": result_summary, "error": error,
+        }  # fmt: skip
+        tx.put_execution(record)
+        if status in NOT_RUN_STATUSES:
+            tx.release_usage(request_id)
+        audit.append(tx, "execution.recorded", {"status": status.value, "result_summary": result_summary,
+                     "error": error}, now=now, request_id=request_id, trace_id=row["trace_id"])  # fmt: skip
+        return _execution(record)
+
+    def get_execution(self, request_id: str) -> Execution | None:
+        with self.store.read() as tx:
+            if tx.get_decision(request_id) is None:
+                raise UnknownRequest(request_id)
+            row = tx.get_execution(request_id)
+        return _execution(row) if row else None
+
+    # -- outcomes -------------------------------------------------------------------------
+    def report_outcome(
+        self,
+        request_id: str,
+        status: OutcomeStatus | str,
+        *,
+        severity: float = 0.0,
+        cost: float = 0.0,
+        description: str | None = None,
+        observed_at: datetime | None = None,
+        reported_by: str | None = None,
+        event_id: str | None = None,
+    ) -> Outcome:
+        """Link a real-world outcome to a decision. Idempotent on ``event_id``."""
+        now = self.clock()
+        outcome = Outcome(
+            request_id=request_id, status=OutcomeStatus(status), severity=severity, cost=cost,
+            description=description, observed_at=observed_at or now, reported_by=reported_by,
+            event_id=event_id or new_id("out"), recorded_at=now,
+        )  # fmt: skip
+        with self.store.write() as tx:
+            existing = tx.get_outcome(outcome.event_id)
+            if existing is not None:
+                if existing["request_id"] != request_id:
+                    raise ConflictError(f"event id {outcome.event_id!r} is already used by an outcome of {existing['request_id']}")
+                return _outcome(existing)
+            row = tx.get_decision(request_id)
+            if row is None:
+                raise UnknownRequest(request_id)
+            tx.insert_outcome(outcome.model_dump())
+            audit.append(tx, "outcome.reported", outcome.model_dump(mode="json"), now=now,
+                         request_id=request_id, trace_id=row["trace_id"])  # fmt: skip
+        self.memory.observe_outcome(outcome)
+        return outcome
+
+    def outcomes(self, request_id: str) -> list[Outcome]:
+        with self.store.read() as tx:
+            if tx.get_decision(request_id) is None:
+                raise UnknownRequest(request_id)
+            return [_outcome(r) for r in tx.outcomes_for(request_id)]
+
+    # -- approvals ------------------------------------------------------------------------
+    def _expire(self, tx: SqlTx, row: dict[str, Any], now: datetime) -> None:
+        if tx.set_approval_status(row["approval_id"], "pending", {"status": "expired", "resolved_at": now}):
+            tx.release_usage(row["request_id"])
+            decision = tx.get_decision(row["request_id"])
+            audit.append(tx, "approval.expired", {"approval_id": row["approval_id"]}, now=now,
+                         request_id=row["request_id"], trace_id=decision["trace_id"] if decision else None)  # fmt: skip
+
+    def expire_approvals(self) -> list[Approval]:
+        """Close every pending approval past its deadline, giving back reserved slots."""
+        now = self.clock()
+        with self.store.read() as tx:
+            if not tx.pending_expired(now):
+                return []
+        with self.store.write() as tx:
+            due = tx.pending_expired(now)
+            for row in due:
+                self._expire(tx, row, now)
+            return [_approval(r, tx.votes(r["approval_id"])) for r in (tx.get_approval(d["approval_id"]) for d in due) if r]
+
+    def list_approvals(self, status: ApprovalStatus | str | None = ApprovalStatus.pending, *, limit: int = 100) -> list[Approval]:
+        """Approvals by status (``None`` for all), oldest first."""
+        self.expire_approvals()
+        with self.store.read() as tx:
+            rows = tx.list_approvals(ApprovalStatus(status).value if status is not None else None, limit)
+            return [_approval(r, tx.votes(r["approval_id"])) for r in rows]
+
+    def get_approval(self, approval_id: str) -> Approval:
+        self.expire_approvals()
+        with self.store.read() as tx:
+            row = tx.get_approval(approval_id)
+            if row is None:
+                raise NotFound(f"unknown approval id {approval_id!r}")
+            return _approval(row, tx.votes(approval_id))
+
+    def resolve_approval(
+        self,
+        approval_id: str,
+        resolution: Literal["approved", "rejected"] | ApprovalStatus | str,
+        *,
+        approver: str,
+        comment: str | None = None,
+    ) -> Approval:
+        """Record one person's answer. Of concurrent resolutions exactly one takes effect."""
+        resolution = ApprovalStatus(resolution)
+        if resolution not in (ApprovalStatus.approved, ApprovalStatus.rejected):
+            raise ValueError("resolution must be 'approved' or 'rejected'")
+        if not approver:
+            raise ValueError("an approver identity is required")
+        now = self.clock()
+        expired = False
+        with self.store.write() as tx:
+            row = tx.get_approval(approval_id)
+            if row is None:
+                raise NotFound(f"unknown approval id {approval_id!r}")
+            if row["status"] == "pending" and row["expires_at"] <= now:
+                self._expire(tx, row, now)
+                expired = True
+            elif row["status"] == "expired":
+                raise ApprovalExpired(f"approval {approval_id} expired at {row['expires_at']:%Y-%m-%d %H:%M:%S} UTC")
+            elif row["status"] != "pending":
+                by = f" by {row['resolved_by']}" if row["resolved_by"] else ""
+                raise ApprovalNotPending(f"approval {approval_id} is already {row['status']}{by}")
+            else:
+                decision = tx.get_decision(row["request_id"])
+                assert decision is not None
+                if approver == decision["actor"]:
+                    raise ConflictError(f"{approver} made this call and cannot resolve its own approval")
+                votes = tx.votes(approval_id)
+                if any(v["approver"] == approver for v in votes):
+                    raise DuplicateVote(f"{approver} has already answered approval {approval_id}")
+                tx.add_vote({"approval_id": approval_id, "approver": approver, "resolution": resolution.value,
+                             "comment": comment, "at": now})  # fmt: skip
+                approvals = 1 + sum(v["resolution"] == "approved" for v in votes)
+                final = resolution is ApprovalStatus.rejected or approvals >= row["approvals_required"]
+                ctx = {"now": now, "request_id": row["request_id"], "trace_id": decision["trace_id"]}
+                if final:
+                    tx.set_approval_status(approval_id, "pending", {"status": resolution.value, "resolved_at": now,
+                                           "resolved_by": approver, "comment": comment})  # fmt: skip
+                    if resolution is ApprovalStatus.rejected:
+                        tx.release_usage(row["request_id"])
+                    else:
+                        tx.keep_usage(row["request_id"])
+                    audit.append(tx, "approval.resolved", {"approval_id": approval_id, "resolution": resolution.value,
+                                 "approver": approver, "comment": comment}, **ctx)  # fmt: skip
+                else:
+                    audit.append(tx, "approval.voted", {"approval_id": approval_id, "resolution": resolution.value,
+                                 "approver": approver, "comment": comment, "approvals": approvals,
+                                 "approvals_required": row["approvals_required"]}, **ctx)  # fmt: skip
+            result = _approval(tx.get_approval(approval_id) or row, tx.votes(approval_id))
+        if expired:
+            raise ApprovalExpired(f"approval {approval_id} expired at {row['expires_at']:%Y-%m-%d %H:%M:%S} UTC")
+        return result
+
+    # -- kill switch ----------------------------------------------------------------------
+    @staticmethod
+    def _scope(domain: str | None, tool: str | None, actor: str | None) -> tuple[str, str]:
+        given = [(s, v) for s, v in (("domain", domain), ("tool", tool), ("actor", actor)) if v is not None]
+        if len(given) > 1:
+            raise ValueError("a kill switch covers everything, or one domain, one tool or one actor")
+        return given[0] if given else ("all", "")
+
+    def activate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
+                             reason: str | None = None, by: str | None = None) -> KillSwitch:  # fmt: skip
+        """Block every matching call until deactivated."""
+        scope, value = self._scope(domain, tool, actor)
+        now = self.clock()
+        switch = KillSwitch(scope=scope, value=value, reason=reason, activated_by=by, activated_at=now)  # type: ignore[arg-type]
+        with self.store.write() as tx:
+            tx.set_kill_switch(switch.model_dump())
+            audit.append(tx, "kill_switch.activated", switch.model_dump(mode="json"), now=now)
+        return switch
+
+    def deactivate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
+                               by: str | None = None) -> bool:  # fmt: skip
+        scope, value = self._scope(domain, tool, actor)
+        now = self.clock()
+        with self.store.write() as tx:
+            if not tx.clear_kill_switch(scope, value):
+                return False
+            audit.append(tx, "kill_switch.deactivated", {"scope": scope, "value": value, "by": by}, now=now)
+        return True
+
+    def kill_switches(self) -> list[KillSwitch]:
+        with self.store.read() as tx:
+            return [KillSwitch(**r) for r in tx.kill_switches()]
+
+    @staticmethod
+    def _kill_switch_for(tx: SqlTx, action: Action) -> KillSwitch | None:
+        for row in tx.kill_switches():
+            scope, value = row["scope"], row["value"]
+            if scope == "all" or (scope == "domain" and value == action.domain) or (
+                scope == "tool" and value == action.tool) or (scope == "actor" and value == action.actor):  # fmt: skip
+                return KillSwitch(**row)
+        return None
+
+    # -- suspended runs -------------------------------------------------------------------
+    def save_run(self, run_id: str, state: dict[str, Any], approval_ids: list[str]) -> None:
+        """Keep a run that waits for approvals; its digest goes into the audit chain."""
+        now = self.clock()
+        digest = _digest(state)
+        with self.store.write() as tx:
+            existing = tx.get_run(run_id)
+            tx.put_run({"run_id": run_id, "trace_id": state["trace_id"], "state": state, "digest": digest,
+                        "created_at": existing["created_at"] if existing else now, "updated_at": now,
+                        "leased_by": None, "leased_until": None})  # fmt: skip
+            for approval_id in approval_ids:
+                tx.add_run_approval(approval_id, run_id)
+            audit.append(tx, "run.suspended", {"run_id": run_id, "digest": digest, "approval_ids": approval_ids},
+                         now=now, trace_id=state["trace_id"])  # fmt: skip
+
+    def take_run(self, approval_id: str, *, wait_seconds: float = 30.0) -> dict[str, Any]:
+        """Hand out, once, the saved run that waits for ``approval_id``.
+
+        A run goes to one resumer at a time: while another holds it (say, the other approval of
+        the same turn is being resumed), this waits up to ``wait_seconds`` for it to be saved
+        or released, then raises :class:`RunBusy`. A second caller for the same approval gets
+        :class:`AlreadyClaimed`; a state edited in the store gets :class:`RunStateTampered`.
+        """
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            now = self.clock()
+            with self.store.write() as tx:
+                link = tx.run_approval(approval_id)
+                if link is None:
+                    raise NotFound(f"no saved run waits for approval {approval_id!r}")
+                if link["consumed_at"] is not None:
+                    raise AlreadyClaimed(f"the run waiting for approval {approval_id} was already resumed")
+                row = tx.get_run(link["run_id"])
+                if row is None:
+                    raise RunStateTampered(f"run {link['run_id']} is missing from the store")
+                held = row["leased_by"] is not None and row["leased_until"] is not None and row["leased_until"] > now
+                if not held:
+                    self._check_run(tx, row)
+                    tx.consume_run_approval(approval_id, now)
+                    tx.set_run_lease(row["run_id"], approval_id, now + RUN_LEASE)
+                    audit.append(tx, "run.resumed", {"run_id": row["run_id"], "approval_id": approval_id}, now=now,
+                                 trace_id=row["trace_id"])  # fmt: skip
+                    return dict(row["state"])
+            if time.monotonic() >= deadline:
+                raise RunBusy(f"run {row['run_id']} is being resumed by another caller (for approval {row['leased_by']})")
+            time.sleep(0.05)
+
+    def release_run(self, run_id: str) -> None:
+        """Let the next resumer take a run (``save_run`` releases it too)."""
+        with self.store.write() as tx:
+            if tx.get_run(run_id) is not None:
+                tx.set_run_lease(run_id, None, None)
+
+    @staticmethod
+    def _check_run(tx: SqlTx, row: dict[str, Any]) -> None:
+        run_id = row["run_id"]
+        recorded = audit.latest(tx, type="run.suspended", trace_id=row["trace_id"], match={"run_id": run_id})
+        if recorded is None:
+            raise RunStateTampered(f"run {run_id} has no suspension in the audit trail")
+        expected = audit.to_event(recorded).payload.get("digest")
+        if not audit.intact(tx, recorded) or _digest(row["state"]) != row["digest"] or row["digest"] != expected:
+            raise RunStateTampered(f"the saved state of run {run_id} does not match its audit record; refusing to resume")
+
+    # -- audit ----------------------------------------------------------------------------
+    def audit_events(self, *, request_id: str | None = None, trace_id: str | None = None, type: str | None = None,
+                     after_seq: int = 0, limit: int = 100) -> list[Event]:  # fmt: skip
+        with self.store.read() as tx:
+            rows = tx.query_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq, limit=limit)
+        return [audit.to_event(r) for r in rows]
+
+    def verify_audit(self) -> AuditReport:
+        with self.store.read() as tx:
+            return audit.verify(tx)
+
+
+_MISSING = object()
+
+
+class _UsageAt:
+    """The store's counters as the policy sees them at one instant (reservations may lapse).
+
+    ``known`` holds answers read ahead in the same transaction (see ``usage_lookups``); any
+    other question goes to the store.
+    """
+
+    def __init__(self, tx: SqlTx, now: datetime, known: Mapping[tuple[Any, ...], Any] | None = None) -> None:
+        self.tx, self.now, self.known = tx, now, known or {}
+
+    @staticmethod
+    def answers(lookups: Sequence[tuple[Any, ...]], values: Sequence[Any]) -> dict[tuple[Any, ...], Any]:
+        """Answers keyed as the policy asks: a cooldown asks ``last_at(rule, actor, target)``
+        and its bounded look-back (see ``usage_lookups``) gives the same verdict."""
+        return {(lk[:4] if lk[0] == "last" else lk): v for lk, v in zip(lookups, values)}
+
+    def count(self, rule_id: str, actor: str, since: datetime, cap: int | None = None) -> int:
+        found = self.known.get(("count", rule_id, actor, since, cap), _MISSING)
+        return self.tx.count(rule_id, actor, since, self.now, cap) if found is _MISSING else found  # type: ignore[return-value]
+
+    def total_value(self, rule_id: str, actor: str, since: datetime) -> float:
+        found = self.known.get(("total", rule_id, actor, since), _MISSING)
+        return self.tx.total_value(rule_id, actor, since, self.now) if found is _MISSING else found  # type: ignore[return-value]
+
+    def last_at(self, rule_id: str, actor: str, target: str | None) -> datetime | None:
+        found = self.known.get(("last", rule_id, actor, target), _MISSING)
+        return self.tx.last_at(rule_id, actor, target, self.now) if found is _MISSING else found  # type: ignore[return-value]
+
+
+def _digest(state: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(state).encode()).hexdigest()
+
+
+def _kill_reason(switch: KillSwitch) -> str:
+    what = "everything" if switch.scope == "all" else f"{switch.scope} {switch.value}"
+    why = f": {switch.reason}" if switch.reason else ""
+    return f"kill switch is active for {what}{why}"

@@ -1,0 +1,336 @@
+"""Rules: the declarative half of a decision.
+
+A rules file is validated whole before anything takes effect: YAML syntax, unknown keys,
+negative limits, time zones and CEL conditions all fail at load with the rule id and the
+field named, so a bad file can never half-apply.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
+
+from clearance.errors import RuleError
+from clearance.model import canonical_json
+from clearance.policy.conditions import Condition, compile_condition
+
+__all__ = ["AllowedHours", "CompiledRule", "Rule", "RuleFile", "RuleSet", "load_rules", "parse_rules", "rules_json_schema"]
+
+_DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Accepts seconds as a number, or text such as ``"24h"``, ``"1h30m"``, ``"2d"``."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 3600, '24h' or '1h30m'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)) and any(m.groups()):
+        d, h, mi, s = (int(g or 0) for g in m.groups())
+        seconds = d * 86400 + h * 3600 + mi * 60 + s
+    else:
+        raise ValueError(f"expected a duration such as 3600, '24h' or '1h30m', got {value!r}")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+def _parse_clock(value: Any) -> time:
+    if isinstance(value, bool):
+        raise ValueError("expected an hour (0-24) or 'HH:MM'")
+    if isinstance(value, int):
+        if not 0 <= value <= 24:
+            raise ValueError(f"hour {value} is outside 0-24")
+        return time.max if value == 24 else time(value)
+    if isinstance(value, str) and re.fullmatch(r"\d{1,2}:\d{2}", value):
+        h, m = map(int, value.split(":"))
+        if h == 24 and m == 0:
+            return time.max
+        if 0 <= h < 24 and 0 <= m < 60:
+            return time(h, m)
+    raise ValueError(f"expected an hour (0-24) or 'HH:MM', got {value!r}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class AllowedHours(_Strict):
+    """A daily window in local time; ``start > end`` wraps past midnight (22 to 6)."""
+
+    start: int | str = Field(description="Hour 0-24 or 'HH:MM', inclusive.")
+    end: int | str = Field(description="Hour 0-24 or 'HH:MM', exclusive.")
+    tz: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Berlin.")
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(
+        default=None, description="Weekdays the window applies on (local time); all days when absent."
+    )
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, v: int | str) -> int | str:
+        _parse_clock(v)
+        return v
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _nonempty(self) -> AllowedHours:
+        if _parse_clock(self.start) == _parse_clock(self.end):
+            raise ValueError("allowed_hours start and end are equal: the window would be empty")
+        return self
+
+    def describe(self) -> str:
+        fmt = lambda v: f"{v:02d}:00" if isinstance(v, int) else v  # noqa: E731
+        days = f" on {', '.join(self.days)}" if self.days else ""
+        return f"{fmt(self.start)}-{fmt(self.end)} {self.tz}{days}"
+
+
+#: What a rules file may write for a duration; the model holds a timedelta.
+Duration = Annotated[
+    timedelta,
+    WithJsonSchema({"anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
+        {"type": "string", "pattern": r"^\s*(\d+d)?\s*(\d+h)?\s*(\d+m)?\s*(\d+s)?\s*$", "examples": ["24h", "1h30m"]},
+    ]}),
+]  # fmt: skip
+
+
+class Rule(_Strict):
+    """One rule: a selector, then limits; any limit it breaks makes it fire."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=128)
+    description: str | None = None
+    domain: str | None = Field(default=None, description="Domain name or glob; any domain when absent.")
+    tool: str | None = Field(default=None, description="Tool name or glob; any tool when absent.")
+    actors: list[str] | None = Field(default=None, description="Actor names or globs; any actor when absent.")
+    max_value: float | None = Field(default=None, ge=0, description="Above it: blocked.")
+    min_value: float | None = Field(default=None, ge=0, description="Below it: blocked.")
+    require_approval_above: float | None = Field(default=None, ge=0, description="Above it: requires approval.")
+    max_per_hour: int | None = Field(default=None, ge=0, description="Per actor, rolling 60 minutes.")
+    max_per_day: int | None = Field(default=None, ge=0, description="Per actor, rolling 24 hours.")
+    cooldown_seconds: float | None = Field(default=None, ge=0, description="Per actor and target.")
+    allowed_hours: AllowedHours | None = None
+    allow_actors: list[str] | None = Field(default=None, description="Only these actors (globs); others blocked.")
+    deny_actors: list[str] | None = Field(default=None, description="These actors (globs) are blocked.")
+    budget: float | None = Field(default=None, ge=0, description="Maximum total value per actor, rolling 24 hours.")
+    when: str | None = Field(default=None, description="CEL condition over tool, args, actor, domain, value, target, context, now.")
+    effect: Literal["block", "require_approval"] | None = Field(
+        default=None, description="What a true `when` (or, without `when`, any match) does. Default block."
+    )
+    status: Literal["active", "paused", "shadow"] = "active"
+    approval_ttl: Duration | None = Field(default=None, description="How long an approval stays open, e.g. '24h'.")
+    approvals_required: int = Field(default=1, ge=1, le=10)
+
+    @field_validator("actors", "allow_actors", "deny_actors", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("approval_ttl", mode="before")
+    @classmethod
+    def _ttl(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.startswith("P"):
+            return v  # ISO 8601, as stored policies write it; pydantic parses it
+        return None if v is None else parse_duration(v)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Rule:
+        if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
+            raise ValueError(f"min_value {self.min_value:g} is above max_value {self.max_value:g}")
+        if self.effect is not None and self.when is None and self._has_limits():
+            raise ValueError("effect applies to `when` (or to a rule without limits); this rule has limits")
+        return self
+
+    def _has_limits(self) -> bool:
+        names = ("max_value", "min_value", "require_approval_above", "max_per_hour", "max_per_day",
+                 "cooldown_seconds", "allowed_hours", "allow_actors", "deny_actors", "budget")  # fmt: skip
+        return any(getattr(self, n) is not None for n in names)
+
+    def content_digest(self) -> str:
+        return hashlib.sha256(canonical_json(self.model_dump(mode="json", exclude_none=True)).encode()).hexdigest()
+
+
+class RuleFile(_Strict):
+    """The rules file: ``version`` is the file format, not the policy version."""
+
+    version: Literal[1] = 1
+    rules: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> RuleFile:
+        seen: set[str] = set()
+        for r in self.rules:
+            if r.id in seen:
+                raise ValueError(f"rule id {r.id!r} appears more than once")
+            seen.add(r.id)
+        return self
+
+
+def glob_matcher(patterns: str | Sequence[str]) -> Callable[[str], bool]:
+    """``fnmatchcase`` against one pattern or any of several, compiled once: a set lookup when
+    no pattern has a wildcard, else one regular expression."""
+    pats = [patterns] if isinstance(patterns, str) else list(patterns)
+    if not any(ch in p for p in pats for ch in "*?["):
+        return frozenset(pats).__contains__
+    regex = re.compile("|".join(fnmatch.translate(p) for p in pats))
+    return lambda name: regex.match(name) is not None
+
+
+def _anything(_name: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule: Rule
+    version: int
+    condition: Condition | None
+    hours: tuple[time, time, ZoneInfo] | None
+    # Derived once from ``rule``: selector and actor-list matchers, and whether it counts calls.
+    domain_matches: Callable[[str], bool] = field(init=False, repr=False, compare=False)
+    tool_matches: Callable[[str], bool] = field(init=False, repr=False, compare=False)
+    actor_matches: Callable[[str], bool] = field(init=False, repr=False, compare=False)
+    denied: Callable[[str], bool] | None = field(init=False, repr=False, compare=False)
+    allowed: Callable[[str], bool] | None = field(init=False, repr=False, compare=False)
+    counts: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        r, put = self.rule, object.__setattr__
+        put(self, "domain_matches", _anything if r.domain is None else glob_matcher(r.domain))
+        put(self, "tool_matches", _anything if r.tool is None else glob_matcher(r.tool))
+        put(self, "actor_matches", _anything if r.actors is None else glob_matcher(r.actors))
+        put(self, "denied", None if r.deny_actors is None else glob_matcher(r.deny_actors))
+        put(self, "allowed", None if r.allow_actors is None else glob_matcher(r.allow_actors))
+        put(self, "counts", any(v is not None for v in (r.max_per_hour, r.max_per_day, r.budget, r.cooldown_seconds)))
+
+    @property
+    def id(self) -> str:
+        return self.rule.id
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Rules ready to evaluate, with the policy version decisions are stamped with."""
+
+    rules: tuple[CompiledRule, ...]
+    policy_version: str
+    source: RuleFile = field(default_factory=RuleFile)
+    # (domain, tool) -> the rules that are not paused and whose domain and tool selectors match.
+    _candidates: dict[tuple[str, str], tuple[CompiledRule, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def candidates(self, domain: str, tool: str) -> tuple[CompiledRule, ...]:
+        """The rules that may apply to a call of ``tool`` in ``domain``, in file order (actor
+        selectors still to be checked). Memoised: calls repeat the same few tools."""
+        key = (domain, tool)
+        found = self._candidates.get(key)
+        if found is None:
+            found = tuple(r for r in self.rules if r.rule.status != "paused" and r.domain_matches(domain) and r.tool_matches(tool))
+            if len(self._candidates) >= 4096:  # names come from callers: keep the memo bounded
+                self._candidates.clear()
+            self._candidates[key] = found
+        return found
+
+    @classmethod
+    def empty(cls) -> RuleSet:
+        return cls(rules=(), policy_version="0")
+
+    @classmethod
+    def compile(cls, source: RuleFile, policy_version: str, versions: dict[str, int] | None = None) -> RuleSet:
+        compiled = []
+        for rule in source.rules:
+            condition = compile_condition(rule.when, rule.id) if rule.when is not None else None
+            hours = None
+            if rule.allowed_hours is not None:
+                ah = rule.allowed_hours
+                hours = (_parse_clock(ah.start), _parse_clock(ah.end), ZoneInfo(ah.tz))
+            compiled.append(CompiledRule(rule, (versions or {}).get(rule.id, 1), condition, hours))
+        return cls(rules=tuple(compiled), policy_version=policy_version, source=source)
+
+    def digest(self) -> str:
+        return hashlib.sha256(canonical_json(self.source.model_dump(mode="json", exclude_none=True)).encode()).hexdigest()
+
+
+def _format_validation(exc: ValidationError, data: Any) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = err["loc"]
+        where = ""
+        for part in loc:
+            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            try:
+                rid = data["rules"][loc[1]].get("id")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                rid = None
+            if rid:
+                where = f"rule {rid!r} ({where})"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = f"unknown field {loc[-1]!r}"
+        lines.append(f"{where or 'file'}: {message}")
+    return "; ".join(lines)
+
+
+def parse_rules(text: str, *, origin: str = "<rules>") -> RuleFile:
+    """Validate a rules document; raises :class:`RuleError` naming each problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RuleError(f"{origin}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RuleError(f"{origin}: expected a mapping with `version` and `rules`, got {type(data).__name__}")
+    try:
+        source = RuleFile.model_validate(data)
+    except ValidationError as exc:
+        raise RuleError(f"{origin}: {_format_validation(exc, data)}") from None
+    # Compile conditions now, so that a bad expression fails at load, not on the first call.
+    RuleSet.compile(source, policy_version="check")
+    return source
+
+
+def load_rules(path: str | Path) -> RuleFile:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleError(f"cannot read rules file {str(p)!r}: {exc.strerror}") from None
+    return parse_rules(text, origin=str(p))
+
+
+def rules_json_schema() -> dict[str, Any]:
+    """JSON Schema of the rules file, for editors (yaml-language-server) and CI checks."""
+    schema = RuleFile.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "clearance rules file"
+    # The loader also takes a single name where a list is expected (`actors: agent-1`).
+    rule = schema["$defs"]["Rule"]["properties"]
+    for name in ("actors", "allow_actors", "deny_actors"):
+        rule[name]["anyOf"].insert(0, {"type": "string"})
+    return schema

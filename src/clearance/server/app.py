@@ -1,0 +1,127 @@
+"""The application factory: one engine, its key store, the routes under ``/v1``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from clearance import __version__
+from clearance.engine import Engine
+from clearance.server import errors
+from clearance.server.auth import KeyStore
+from clearance.server.errors import ErrorEnvelope
+from clearance.server.idempotency import IdempotencyMiddleware, IdempotencyStore
+from clearance.server.middleware import RequestContext
+from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, rules, runs
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app", "from_env"]
+
+log = logging.getLogger("clearance.server")
+
+DEFAULT_MAX_BODY_BYTES = 1_000_000
+
+DESCRIPTION = """\
+The clearance control plane: one shared engine (rules, rate limits, approvals, memory, audit)
+for many agents. Every operation of the embedded `Engine` is here; `RemoteEngine` speaks it.
+
+**Auth.** `Authorization: Bearer <API key>`. Roles: `agent` (decide, claim, record, report,
+suspended runs), `approver` (read; resolve approvals as its own identity), `admin` (everything).
+Refusals are 401/403 and are written to the audit trail.
+
+**Errors.** Every status >= 400 has the body
+`{"error": {"type", "message", "status", "field", "correlation_id"}}`.
+
+**Retries.** POST/PUT/DELETE accept an `Idempotency-Key` header: a retry with the same key gets
+the first answer and runs nothing twice.
+"""
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorEnvelope, "description": text}
+    for code, text in ((400, "The body could not be parsed"), (401, "No valid API key"), (403, "The key's role or identity may not do this"),
+                       (404, "Unknown id"), (409, "Conflicts with what is recorded"),
+                       (413, "Body too large"), (422, "Invalid request"))  # fmt: skip
+}
+
+
+def _serialise_writes(engine: Engine) -> threading.RLock:
+    """One writer at a time inside this process, queued on a lock rather than on SQLite's busy
+    handler (which sleeps and retries, and so stretches tail latency under load). The store's
+    own writer lock still orders writers between processes."""
+    store = engine.store
+    existing = getattr(store, "_clearance_server_lock", None)
+    if existing is not None:
+        return existing  # type: ignore[no-any-return]
+    lock = threading.RLock()
+    inner = store.write
+
+    @contextmanager
+    def write() -> Iterator[Any]:
+        with lock, inner() as tx:
+            yield tx
+
+    store.write = write  # type: ignore[method-assign]
+    store._clearance_server_lock = lock  # type: ignore[attr-defined]
+    return lock
+
+
+def create_app(
+    engine: Engine | str | Path | None = None,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    metrics: bool = True,
+    close_engine: bool | None = None,
+) -> FastAPI:
+    """The HTTP API over ``engine`` (an :class:`Engine`, or a store location for one)."""
+    owns = not isinstance(engine, Engine)
+    eng = engine if isinstance(engine, Engine) else Engine(engine)
+    close = owns if close_engine is None else close_engine
+    writes = _serialise_writes(eng)
+    idempotency = IdempotencyStore(eng.store, writes)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.loop = asyncio.get_running_loop()
+        try:
+            yield
+        finally:
+            idempotency.close()
+            if close:
+                eng.close()
+
+    app = FastAPI(title="clearance", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  responses=_ERRORS, docs_url="/docs", redoc_url=None, openapi_url="/v1/openapi.json")  # fmt: skip
+    app.state.engine = eng
+    app.state.keys = KeyStore(eng.store)
+    app.state.approval_waiters = {}
+    app.state.metrics = None
+    observe = None
+    if metrics:
+        try:
+            from clearance.server.metrics import Metrics
+        except ImportError:  # pragma: no cover - prometheus_client is in the server extra
+            log.info("prometheus_client is not installed; /metrics is off")
+        else:
+            app.state.metrics = Metrics()
+            observe = app.state.metrics.observe_request
+            app.include_router(app.state.metrics.router())
+    errors.install(app)
+    for module in (health, decisions, approvals, rules, kill_switch, audit, runs, keys):
+        app.include_router(module.router, prefix="/v1")
+    app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, store=idempotency)
+    app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe)
+    return app
+
+
+def from_env() -> FastAPI:
+    """The app for ``CLEARANCE_DB`` (uvicorn factory, one per worker process of ``clearance serve --workers``)."""
+    import os
+
+    limit = int(os.environ.get("CLEARANCE_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES)
+    return create_app(os.environ.get("CLEARANCE_DB"), max_body_bytes=limit)

@@ -1,0 +1,86 @@
+"""Roles on top of API keys (:mod:`clearance.server.keystore`).
+
+Each key has a role and an identity (the actor or person it speaks for):
+
+- ``agent``: decide calls (as its identity only), claim and record their executions, report
+  outcomes, keep suspended runs, read its own decisions and approvals.
+- ``approver``: read (decisions, approvals, rules, audit, kill switches) and resolve approvals,
+  always as its own identity, never for a call made by that same identity.
+- ``admin``: everything, including rules, the kill switch and keys; may act as any actor and
+  name any approver.
+
+Every refusal (401 without a valid key, 403 for a role or identity that may not) is answered
+with the error envelope and appended to the audit trail as ``auth.refused``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from clearance.engine import audit
+from clearance.model import utcnow
+from clearance.server.errors import ApiError
+from clearance.server.keystore import ROLES, ApiKey, KeyStore, Principal, Role
+from clearance.store import SqlStore
+
+__all__ = ["ROLES", "ApiKey", "KeyStore", "Principal", "Role", "refuse", "require"]
+
+log = logging.getLogger("clearance.server")
+
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer clr_...`.")
+
+
+def refuse(request: Request, status: int, message: str, principal: Principal | None = None,
+           field: str | None = None) -> ApiError:  # fmt: skip
+    """Audit a refusal and return the error to raise."""
+    kind = "unauthorized" if status == 401 else "forbidden"
+    payload = {"status": status, "type": kind, "reason": message, "method": request.method, "path": request.url.path,
+               "key_id": principal.key_id if principal else None, "role": principal.role if principal else None,
+               "identity": principal.identity if principal else None,
+               "client": request.client.host if request.client else None,
+               "correlation_id": getattr(request.state, "correlation_id", None)}  # fmt: skip
+    try:
+        store: SqlStore = request.app.state.engine.store
+        with store.write() as tx:
+            audit.append(tx, "auth.refused", payload, now=utcnow())
+    except Exception:  # noqa: BLE001 - the refusal stands even if it cannot be recorded
+        log.exception("could not audit a refused request")
+    return ApiError(status, kind, message, field)
+
+
+async def principal_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    if credentials is None:
+        raise await run_in_threadpool(refuse, request, 401, "an API key is required: send Authorization: Bearer <key>")
+    keys: KeyStore = request.app.state.keys
+    # A verified key is cached for a second, so this reads the store about once a second per key.
+    principal = keys.authenticate(credentials.credentials)
+    if principal is None:
+        raise await run_in_threadpool(refuse, request, 401, "the API key is not valid or was revoked")
+    request.state.principal = principal
+    return principal
+
+
+def require(*roles: Role) -> Callable[..., Any]:
+    """A dependency: the caller's key, refused with 401/403 unless its role is one of ``roles``
+    (admin is always allowed)."""
+    allowed = frozenset(roles) | {"admin"}
+
+    async def dependency(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+        principal = await principal_of(request, credentials)
+        if principal.role not in allowed:
+            raise await run_in_threadpool(refuse, request, 403, f"the {principal.role} role may not {request.method} "
+                                          f"{request.url.path} (needs {' or '.join(sorted(allowed))})", principal)  # fmt: skip
+        return principal
+
+    dependency.__name__ = f"require_{'_'.join(sorted(allowed))}"
+    return dependency

@@ -1,0 +1,72 @@
+"""Prometheus metrics at ``/metrics`` (when ``prometheus_client`` is installed).
+
+- ``clearance_http_requests_total{method,route,status}`` and
+  ``clearance_http_request_seconds{method,route}``: every request.
+- ``clearance_decisions_total{result,rule}``: decisions made through this server, by verdict and
+  by each rule that fired (``rule="-"`` when none did).
+- ``clearance_decision_seconds``: time to a durable decision, as the server measures it.
+- ``clearance_outcomes_total{status}``: outcomes reported through this server.
+- ``clearance_approvals_pending`` and ``clearance_approval_oldest_pending_seconds``: the
+  approval queue, read from the store at scrape time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from clearance.model import ApprovalStatus, Decision, Outcome, utcnow
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("clearance_http_requests", "HTTP requests.", ["method", "route", "status"], registry=r)
+        self.request_seconds = Histogram("clearance_http_request_seconds", "HTTP request latency.", ["method", "route"],
+                                         registry=r, buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))  # fmt: skip
+        self.decisions = Counter("clearance_decisions", "Decisions by result and fired rule.", ["result", "rule"], registry=r)
+        self.decision_seconds = Histogram("clearance_decision_seconds", "Time to a durable decision.", registry=r,
+                                          buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1))  # fmt: skip
+        self.outcomes = Counter("clearance_outcomes", "Outcomes reported.", ["status"], registry=r)
+        self.pending = Gauge("clearance_approvals_pending", "Pending approvals (at scrape time).", registry=r)
+        self.oldest = Gauge("clearance_approval_oldest_pending_seconds", "Age of the oldest pending approval.", registry=r)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.request_seconds.labels(method, route).observe(seconds)
+
+    def observe_decision(self, decision: Decision, seconds: float) -> None:
+        self.decision_seconds.observe(seconds)
+        rules = [m.rule_id for m in decision.matched_rules] or ["-"]
+        for rule in rules:
+            self.decisions.labels(decision.result.value, rule).inc()
+
+    def observe_outcome(self, outcome: Outcome) -> None:
+        self.outcomes.labels(outcome.status.value).inc()
+
+    def router(self) -> APIRouter:
+        router = APIRouter(tags=["health"])
+
+        @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics", include_in_schema=True)
+        def metrics(request: Request) -> PlainTextResponse:
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            engine: Any = request.app.state.engine
+            pending = engine.list_approvals(ApprovalStatus.pending, limit=10_000)
+            self.pending.set(len(pending))
+            self.oldest.set(max(((utcnow() - a.created_at).total_seconds() for a in pending), default=0.0))
+            return PlainTextResponse(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+        return router
+
+
+def timed() -> float:
+    return time.perf_counter()

@@ -1,0 +1,97 @@
+"""Run the app with uvicorn: in the foreground (``clearance serve``) or in a background thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from clearance.engine import Engine
+
+__all__ = ["ServerThread", "serve"]
+
+
+def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, max_body_bytes: int | None = None,
+          log_level: str = "info", json_logs: bool = True, workers: int = 1) -> None:  # fmt: skip
+    """Run the server in the foreground; with ``workers > 1``, that many processes share the port
+    (and the store: idempotency keys and API keys live there, so any worker may answer a retry)."""
+    import logging
+
+    import uvicorn
+
+    from clearance.server.app import DEFAULT_MAX_BODY_BYTES, create_app
+    from clearance.server.middleware import json_log_formatter
+
+    if json_logs:
+        handler = logging.StreamHandler()
+        handler.setFormatter(json_log_formatter())
+        for name in ("clearance.server", "clearance.server.access"):
+            lg = logging.getLogger(name)
+            lg.handlers[:] = [handler]
+            lg.setLevel(log_level.upper())
+            lg.propagate = False
+    if workers > 1:
+        import os
+
+        from clearance.store import resolve_location
+
+        os.environ["CLEARANCE_DB"] = resolve_location(db)
+        os.environ["CLEARANCE_MAX_BODY_BYTES"] = str(max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+        Engine(db).close()  # migrate once, before the workers start
+        uvicorn.run("clearance.server.app:from_env", factory=True, workers=workers, host=host, port=port,
+                    log_level=log_level, access_log=not json_logs, timeout_keep_alive=30)  # fmt: skip
+        return
+    app = create_app(db, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not json_logs,
+                timeout_keep_alive=30)  # fmt: skip
+
+
+class ServerThread:
+    """The server on ``127.0.0.1`` and a free port, in a daemon thread::
+
+        with ServerThread("clearance.db") as server:
+            engine = RemoteEngine(server.url, api_key=token)
+    """
+
+    def __init__(self, engine: Engine | str | Path | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 **app_kw: Any) -> None:  # fmt: skip
+        import uvicorn
+
+        from clearance.server.app import create_app
+
+        self.app = create_app(engine, **app_kw)
+        self.engine: Engine = self.app.state.engine
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.host, self.port = self._sock.getsockname()[:2]
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True,
+                                        name=f"clearance-server-{self.port}")  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the clearance server did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,615 @@
+"""The store on SQLAlchemy Core: SQLite (embedded default) or PostgreSQL, same code.
+
+Writes are serialised: on SQLite with ``BEGIN IMMEDIATE``, on PostgreSQL by locking the audit
+chain's head row, which every write transaction appends to anyway. Serialising writers is what
+makes rate-limit counts, approval resolution and execution claims exact without retries, and it
+keeps the audit chain linear.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql import ColumnElement, Select
+
+from clearance.model import RawJSON
+from clearance.store import schema as t
+
+__all__ = ["SqlStore", "SqlTx"]
+
+GENESIS = "0" * 64
+
+
+# Hot-path statements are built once: constructing Core expressions costs more than running them.
+_u = t.usage.c
+_HOLDING = (_u.active.is_(True), or_(_u.expires_at.is_(None), _u.expires_at > bindparam("now")))
+_USAGE_WINDOW = (_u.rule_id == bindparam("rule_id"), _u.actor == bindparam("actor"), _u.at > bindparam("since"), *_HOLDING)
+_COUNT_CAPPED = select(func.count()).select_from(
+    select(literal(1)).where(*_USAGE_WINDOW).limit(bindparam("cap")).subquery()
+)
+_COUNT = select(func.count()).where(*_USAGE_WINDOW)
+_TOTAL = select(func.coalesce(func.sum(_u.value), 0.0)).where(*_USAGE_WINDOW)
+_LAST = select(func.max(_u.at)).where(_u.rule_id == bindparam("rule_id"), _u.actor == bindparam("actor"),
+                                      _u.target == bindparam("target"), *_HOLDING)  # fmt: skip
+_POLICY_HEAD = select(func.coalesce(func.max(t.policies.c.version), 0))
+_KILL_SWITCHES = select(t.kill_switches)
+_CHAIN_HEAD = select(t.chain_head.c.seq, t.chain_head.c.hash).where(t.chain_head.c.id == 1)
+# What every write transaction needs first, in one round trip: the policy head, whether any kill
+# switch is on, and the audit chain's tip.
+_PRELUDE = select(
+    _POLICY_HEAD.scalar_subquery(),
+    select(func.count()).select_from(t.kill_switches).scalar_subquery(),
+    t.chain_head.c.seq,
+    t.chain_head.c.hash,
+).where(t.chain_head.c.id == 1)
+_INSERT_DECISION = insert(t.decisions)
+_INSERT_USAGE = insert(t.usage)
+_INSERT_EVENT = insert(t.events)
+_INSERT_APPROVAL = insert(t.approvals)
+_MOVE_HEAD = update(t.chain_head).where(t.chain_head.c.id == 1)
+_LOCK_HEAD = select(t.chain_head.c.id).where(t.chain_head.c.id == 1).with_for_update()
+_GET_DECISION = select(t.decisions).where(t.decisions.c.request_id == bindparam("request_id"))
+
+
+_NOW = bindparam("now", type_=t.UTCDateTime())
+
+
+def _lookup_column(kind: str, i: int) -> ColumnElement[Any]:
+    """One usage question as a scalar subquery with parameters of its own (``r3``, ``a3``...)
+    but for the shared ``now``."""
+    holding = (_u.active.is_(True), or_(_u.expires_at.is_(None), _u.expires_at > _NOW))
+    who = (_u.rule_id == bindparam(f"r{i}"), _u.actor == bindparam(f"a{i}"))
+    window = (*who, _u.at > bindparam(f"s{i}"), *holding)
+    if kind == "last":
+        return select(func.max(_u.at)).where(*window, _u.target == bindparam(f"t{i}")).scalar_subquery()
+    if kind == "total":
+        return select(func.coalesce(func.sum(_u.value), 0.0)).where(*window).scalar_subquery()
+    if kind == "count":
+        capped = select(literal(1)).where(*window).limit(bindparam(f"c{i}")).subquery()
+        return select(func.count()).select_from(capped).scalar_subquery()
+    raise ValueError(f"unknown usage lookup {kind!r}")
+
+
+#: (with prelude?, kinds of the lookups) -> the one SELECT that answers them all.
+_LOOKUP_STATEMENTS: dict[tuple[bool, tuple[str, ...]], Select[Any]] = {}
+
+
+def _lookup_statement(prelude: bool, kinds: tuple[str, ...]) -> Select[Any]:
+    stmt = _LOOKUP_STATEMENTS.get((prelude, kinds))
+    if stmt is None:
+        columns = [_lookup_column(kind, i) for i, kind in enumerate(kinds)]
+        stmt = _PRELUDE.add_columns(*columns) if prelude else select(*columns)
+        if len(_LOOKUP_STATEMENTS) < 512:  # shapes are combinations of a rule set's limits: few
+            _LOOKUP_STATEMENTS[(prelude, kinds)] = stmt
+    return stmt
+
+
+def _lookup_params(lookups: Sequence[tuple[Any, ...]], now: datetime) -> dict[str, Any]:
+    params: dict[str, Any] = {"now": now}
+    for i, (kind, rule_id, actor, *rest) in enumerate(lookups):
+        params[f"r{i}"], params[f"a{i}"] = rule_id, actor
+        if kind == "last":
+            params[f"t{i}"], params[f"s{i}"] = rest[0] or "", rest[1]
+        else:
+            params[f"s{i}"] = rest[0]
+            if kind == "count":
+                params[f"c{i}"] = rest[1]
+    return params
+
+
+def _usage_value(kind: str, value: Any, dialect: Any) -> Any:
+    if kind == "count":
+        return int(value)
+    if kind == "total":
+        return float(value)
+    # Aggregates may bypass the column type on SQLite; route the value through it.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return t.UTCDateTime().process_result_value(value, dialect)
+
+
+#: dialect -> its timestamp bind processor, shared by every prepared statement.
+_TIMESTAMP_PROCESSORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _bind_processor(type_: Any, dialect: Any) -> Any:
+    """SQLAlchemy's bind processor for ``type_``; for timestamps, one that remembers its last
+    few answers, since a decision binds the same instant to five or more parameters."""
+    if not isinstance(type_, t.UTCDateTime):
+        return type_.dialect_impl(dialect).bind_processor(dialect)
+    shared = _TIMESTAMP_PROCESSORS.get(dialect)
+    if shared is None:
+        shared = _TIMESTAMP_PROCESSORS[dialect] = _memoised(type_.dialect_impl(dialect).bind_processor(dialect))
+    return shared
+
+
+def _memoised(proc: Any) -> Any:
+    memo: dict[datetime, Any] = {}
+
+    def process(value: datetime) -> Any:
+        # Equal datetimes are the same instant, which every zone binds the same way.
+        found = memo.get(value)
+        if found is None:
+            if len(memo) >= 64:
+                memo.clear()
+            found = memo[value] = proc(value)
+        return found
+
+    return process
+
+
+class _Prepared:
+    """A hot-path Core statement, compiled once per dialect and run through
+    ``Connection.exec_driver_sql``.
+
+    ``Connection.execute`` redoes, on every call, work whose result never changes for a
+    statement built once: the compiled-cache lookup, matching parameters to binds and choosing
+    each bind's type processor. On a decision's five statements that is most of the Python
+    time spent in the store. Here it is done once; each call only applies the (SQLAlchemy)
+    bind processors and hands the dialect's own SQL to the driver on the same connection, in
+    the same transaction, with SQLAlchemy's error handling. Rows come back unprocessed
+    (DBAPI values): callers read plain numbers and strings, or convert (see ``_usage_value``).
+    """
+
+    __slots__ = ("binds", "names", "order", "positional", "processed", "sql")
+
+    def __init__(self, stmt: Any, dialect: Any, keys: Sequence[str] | None) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
+        by_name = {name: bind for bind, name in compiled.bind_names.items()}
+        self.sql: str = compiled.string
+        self.positional: bool = bool(compiled.positional)
+        self.names: tuple[str, ...] = tuple(by_name)
+        # Each bind once, with the value it keeps when the caller does not supply it: literals
+        # such as ``chain_head.id = 1`` keep theirs, a column left out of an INSERT is NULL
+        # (as with ``insert(table)``).
+        self.binds = tuple((n, b.effective_value if b.value is not None else None) for n, b in by_name.items())
+        processors = [_bind_processor(b.type, dialect) for b in by_name.values()]
+        self.processed = tuple((i, proc) for i, proc in enumerate(processors) if proc is not None)
+        # Positional SQL may name one bind several times (``now``): processed once, placed twice.
+        self.order = tuple(self.names.index(n) for n in compiled.positiontup) if self.positional else ()
+
+    def _values(self, params: dict[str, Any]) -> Any:
+        get = params.get
+        values = [get(name, default) for name, default in self.binds]
+        for i, proc in self.processed:
+            if (value := values[i]) is not None:
+                values[i] = proc(value)
+        if self.positional:
+            return tuple([values[i] for i in self.order])
+        return dict(zip(self.names, values))
+
+    def execute(self, conn: Connection, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> Any:
+        if isinstance(params, dict) or params is None:
+            return conn.exec_driver_sql(self.sql, self._values(params or {}))
+        return conn.exec_driver_sql(self.sql, [self._values(p) for p in params])
+
+
+_USAGE_KEYS = ("request_id", "rule_id", "actor", "target", "value", "at", "active", "expires_at")
+_EVENT_KEYS = ("seq", "event_id", "trace_id", "request_id", "type", "created_at", "body", "prev_hash", "hash")
+_DECISION_KEYS = tuple(c.name for c in t.decisions.columns)
+#: statement -> the column keys its INSERT or UPDATE is compiled for (None: a SELECT).
+_HOT: dict[Any, tuple[str, ...] | None] = {
+    _INSERT_DECISION: _DECISION_KEYS, _INSERT_USAGE: _USAGE_KEYS, _INSERT_EVENT: _EVENT_KEYS,
+    _MOVE_HEAD: ("seq", "hash"), _PRELUDE: None,
+}  # fmt: skip
+
+
+_JSON = json.JSONEncoder(default=str, ensure_ascii=False)  # json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _json_dumps(value: Any) -> str:
+    """JSON columns take only what json can write; anything else is stored as its text.
+    :class:`RawJSON` is JSON already and is stored as it is."""
+    if type(value) is RawJSON:
+        return str(value)
+    return _JSON.encode(value)
+
+
+class SqlTx:
+    """One transaction. Methods are the storage vocabulary the engine composes."""
+
+    def __init__(self, conn: Connection, prepared: dict[Any, _Prepared] | None = None) -> None:
+        self.conn = conn
+        self._prepared = prepared if prepared is not None else {}
+        # Read once per transaction and kept current by this transaction's own writes: the
+        # policy head, the number of kill switches, the chain tip. Safe because writers are
+        # serialised, so nothing else moves them while a write transaction is open.
+        self._policy_head: int | None = None
+        self._kill_count: int | None = None
+        self._chain: tuple[int, str] | None = None
+
+    def _run(self, stmt: Any, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> Any:
+        """Execute a hot-path statement (see :class:`_Prepared`); ``stmt`` is one of ``_HOT``
+        or a usage lookup statement."""
+        prepared = self._prepared.get(stmt)
+        if prepared is None:
+            prepared = _Prepared(stmt, self.conn.dialect, _HOT.get(stmt))
+            if len(self._prepared) < 1024:  # lookup shapes are few; never grow without bound
+                self._prepared[stmt] = prepared
+        return prepared.execute(self.conn, params)
+
+    def _prelude(self, lookups: Sequence[tuple[Any, ...]] = (), now: datetime | None = None) -> list[Any]:
+        """Read the policy head, kill switch count and chain tip, plus any usage lookups, in
+        one statement; returns the lookups' raw values."""
+        if lookups:
+            r = self._run(_lookup_statement(True, tuple(x[0] for x in lookups)), _lookup_params(lookups, now)).first()  # type: ignore[arg-type]
+        else:
+            r = self._run(_PRELUDE).first()
+        if r is None:  # no chain_head row (never after migration): ask each separately
+            self._policy_head = int(self.conn.execute(_POLICY_HEAD).scalar_one())
+            self._kill_count = None
+            self._chain = (0, GENESIS)
+            if lookups:
+                return list(self._run(_lookup_statement(False, tuple(x[0] for x in lookups)), _lookup_params(lookups, now)).one())  # type: ignore[arg-type]
+            return []
+        self._policy_head, self._kill_count, self._chain = int(r[0]), int(r[1]), (int(r[2]), str(r[3]))
+        return list(r[4:])
+
+    def usage_lookups(self, lookups: Sequence[tuple[Any, ...]], now: datetime) -> list[Any]:
+        """Answer several usage questions (see :func:`clearance.policy.usage_lookups`) in one
+        round trip, folded into the transaction's first read when it has not happened yet."""
+        if not lookups:
+            if self._policy_head is None:
+                self._prelude()
+            return []
+        if self._policy_head is None:
+            values = self._prelude(lookups, now)
+        else:
+            values = list(self._run(_lookup_statement(False, tuple(x[0] for x in lookups)), _lookup_params(lookups, now)).one())
+        dialect = self.conn.dialect
+        return [_usage_value(key[0], value, dialect) for key, value in zip(lookups, values)]
+
+    # -- decisions ------------------------------------------------------------------------
+    def insert_decision(self, row: dict[str, Any]) -> None:
+        self._run(_INSERT_DECISION, row)
+
+    def get_decision(self, request_id: str) -> dict[str, Any] | None:
+        r = self.conn.execute(_GET_DECISION, {"request_id": request_id}).mappings().first()
+        return dict(r) if r else None
+
+    def decisions_since(self, since: datetime | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        q = select(t.decisions).order_by(t.decisions.c.decided_at).limit(limit)
+        if since is not None:
+            q = q.where(t.decisions.c.decided_at >= since)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    # -- usage (rate limits, budgets, cooldowns) ------------------------------------------
+    def add_usage(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self._run(_INSERT_USAGE, [{"expires_at": None, **r, "active": True} for r in rows])
+
+    def keep_usage(self, request_id: str) -> None:
+        """An approved call keeps its reserved slots for good."""
+        self.conn.execute(update(t.usage).where(t.usage.c.request_id == request_id).values(expires_at=None))
+
+    def release_usage(self, request_id: str) -> None:
+        self.conn.execute(update(t.usage).where(t.usage.c.request_id == request_id).values(active=False))
+
+    def count(self, rule_id: str, actor: str, since: datetime, now: datetime, cap: int | None = None) -> int:
+        """Calls holding a slot since ``since``; with ``cap``, counting stops there (a limit
+        only needs to know whether it is reached, and this keeps busy actors cheap)."""
+        params = {"rule_id": rule_id, "actor": actor, "since": since, "now": now}
+        if cap is not None:
+            return int(self.conn.execute(_COUNT_CAPPED, dict(params, cap=cap)).scalar_one())
+        return int(self.conn.execute(_COUNT, params).scalar_one())
+
+    def total_value(self, rule_id: str, actor: str, since: datetime, now: datetime) -> float:
+        params = {"rule_id": rule_id, "actor": actor, "since": since, "now": now}
+        return float(self.conn.execute(_TOTAL, params).scalar_one())
+
+    def last_at(self, rule_id: str, actor: str, target: str | None, now: datetime) -> datetime | None:
+        params = {"rule_id": rule_id, "actor": actor, "target": target or "", "now": now}
+        value = self.conn.execute(_LAST, params).scalar_one()
+        # Aggregates bypass the column type on SQLite; route the value through it.
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return t.UTCDateTime().process_result_value(value, self.conn.dialect)
+
+    # -- approvals --------------------------------------------------------------------------
+    def insert_approval(self, row: dict[str, Any]) -> None:
+        self.conn.execute(_INSERT_APPROVAL, row)
+
+    def get_approval(self, approval_id: str) -> dict[str, Any] | None:
+        r = self.conn.execute(select(t.approvals).where(t.approvals.c.approval_id == approval_id)).mappings().first()
+        return dict(r) if r else None
+
+    def approval_for_request(self, request_id: str) -> dict[str, Any] | None:
+        r = self.conn.execute(select(t.approvals).where(t.approvals.c.request_id == request_id)).mappings().first()
+        return dict(r) if r else None
+
+    def list_approvals(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        q = select(t.approvals).order_by(t.approvals.c.created_at, t.approvals.c.approval_id).limit(limit)
+        if status is not None:
+            q = q.where(t.approvals.c.status == status)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def pending_expired(self, now: datetime) -> list[dict[str, Any]]:
+        a = t.approvals.c
+        q = select(t.approvals).where(a.status == "pending", a.expires_at <= now)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def set_approval_status(self, approval_id: str, expected: str, values: dict[str, Any]) -> bool:
+        """Compare-and-set, so that of two resolutions only one can move a pending approval."""
+        a = t.approvals.c
+        res = self.conn.execute(
+            update(t.approvals).where(a.approval_id == approval_id, a.status == expected).values(**values)
+        )
+        return res.rowcount == 1
+
+    def add_vote(self, row: dict[str, Any]) -> None:
+        self.conn.execute(insert(t.approval_votes), row)
+
+    def votes(self, approval_id: str) -> list[dict[str, Any]]:
+        v = t.approval_votes.c
+        q = select(t.approval_votes).where(v.approval_id == approval_id).order_by(v.at)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    # -- executions -------------------------------------------------------------------------
+    def get_execution(self, request_id: str) -> dict[str, Any] | None:
+        r = self.conn.execute(select(t.executions).where(t.executions.c.request_id == request_id)).mappings().first()
+        return dict(r) if r else None
+
+    def put_execution(self, row: dict[str, Any]) -> None:
+        row = dict(row, result_summary=row.get("result_summary"))
+        if self.get_execution(row["request_id"]) is None:
+            self.conn.execute(insert(t.executions), row)
+        else:
+            self.conn.execute(
+                update(t.executions).where(t.executions.c.request_id == row["request_id"]).values(**row)
+            )
+
+    # -- outcomes ---------------------------------------------------------------------------
+    def get_outcome(self, event_id: str) -> dict[str, Any] | None:
+        r = self.conn.execute(select(t.outcomes).where(t.outcomes.c.event_id == event_id)).mappings().first()
+        return dict(r) if r else None
+
+    def insert_outcome(self, row: dict[str, Any]) -> None:
+        self.conn.execute(insert(t.outcomes), row)
+
+    def outcomes_for(self, request_id: str) -> list[dict[str, Any]]:
+        o = t.outcomes.c
+        q = select(t.outcomes).where(o.request_id == request_id).order_by(o.recorded_at)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    # -- policy -----------------------------------------------------------------------------
+    def policy_head(self) -> int:
+        if self._policy_head is None:
+            self._prelude()
+        assert self._policy_head is not None
+        return self._policy_head
+
+    def get_policy(self, version: int) -> dict[str, Any] | None:
+        r = self.conn.execute(select(t.policies).where(t.policies.c.version == version)).mappings().first()
+        return dict(r) if r else None
+
+    def insert_policy(self, row: dict[str, Any]) -> None:
+        self.conn.execute(insert(t.policies), row)
+        self._policy_head = None
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        q = select(t.policies.c.version, t.policies.c.digest, t.policies.c.applied_at, t.policies.c.applied_by)
+        return [dict(r) for r in self.conn.execute(q.order_by(t.policies.c.version)).mappings()]
+
+    # -- kill switches ----------------------------------------------------------------------
+    def kill_switches(self) -> list[dict[str, Any]]:
+        if self._policy_head is None:
+            self._prelude()
+        if self._kill_count == 0:  # the common case: no switch is on, no query needed
+            return []
+        return [dict(r) for r in self.conn.execute(_KILL_SWITCHES).mappings()]
+
+    def set_kill_switch(self, row: dict[str, Any]) -> None:
+        self.clear_kill_switch(row["scope"], row["value"])
+        self.conn.execute(insert(t.kill_switches), row)
+        self._kill_count = None
+
+    def clear_kill_switch(self, scope: str, value: str) -> bool:
+        k = t.kill_switches.c
+        self._kill_count = None
+        return self.conn.execute(delete(t.kill_switches).where(k.scope == scope, k.value == value)).rowcount > 0
+
+    # -- suspended runs ---------------------------------------------------------------------
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        r = self.conn.execute(select(t.runs).where(t.runs.c.run_id == run_id)).mappings().first()
+        return dict(r) if r else None
+
+    def put_run(self, row: dict[str, Any]) -> None:
+        row = dict(row)
+        if self.get_run(row["run_id"]) is None:
+            self.conn.execute(insert(t.runs), row)
+        else:
+            values = {k: v for k, v in row.items() if k not in ("run_id", "created_at")}
+            self.conn.execute(update(t.runs).where(t.runs.c.run_id == row["run_id"]).values(**values))
+
+    def set_run_lease(self, run_id: str, leased_by: str | None, leased_until: datetime | None) -> None:
+        self.conn.execute(
+            update(t.runs).where(t.runs.c.run_id == run_id).values(leased_by=leased_by, leased_until=leased_until)
+        )
+
+    def run_approval(self, approval_id: str) -> dict[str, Any] | None:
+        q = select(t.run_approvals).where(t.run_approvals.c.approval_id == approval_id)
+        r = self.conn.execute(q).mappings().first()
+        return dict(r) if r else None
+
+    def add_run_approval(self, approval_id: str, run_id: str) -> None:
+        if self.run_approval(approval_id) is None:
+            self.conn.execute(insert(t.run_approvals), {"approval_id": approval_id, "run_id": run_id, "consumed_at": None})
+
+    def consume_run_approval(self, approval_id: str, now: datetime) -> bool:
+        ra = t.run_approvals.c
+        res = self.conn.execute(
+            update(t.run_approvals).where(ra.approval_id == approval_id, ra.consumed_at.is_(None)).values(consumed_at=now)
+        )
+        return res.rowcount == 1
+
+    def event_after(self, seq: int) -> dict[str, Any] | None:
+        r = self.conn.execute(select(t.events).where(t.events.c.seq == seq + 1)).mappings().first()
+        return dict(r) if r else None
+
+    # -- audit chain ------------------------------------------------------------------------
+    def chain_head(self) -> tuple[int, str]:
+        if self._chain is None:
+            self._prelude()
+        assert self._chain is not None
+        return self._chain
+
+    def append_event(self, row: dict[str, Any]) -> None:
+        self.append_events([row])
+
+    def append_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Store consecutive events and move the chain head to the last of them."""
+        if not rows:
+            return
+        self._run(_INSERT_EVENT, rows[0] if len(rows) == 1 else list(rows))
+        last = rows[-1]
+        self._run(_MOVE_HEAD, {"seq": last["seq"], "hash": last["hash"]})
+        self._chain = (last["seq"], last["hash"])
+
+    def iter_events(self, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        last = 0
+        while True:
+            q = select(t.events).where(t.events.c.seq > last).order_by(t.events.c.seq).limit(batch)
+            rows = [dict(r) for r in self.conn.execute(q).mappings()]
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1]["seq"]
+
+    def query_events(
+        self,
+        *,
+        request_id: str | None = None,
+        trace_id: str | None = None,
+        type: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        e = t.events.c
+        q = select(t.events).where(e.seq > after_seq).order_by(e.seq).limit(limit)
+        if request_id is not None:
+            q = q.where(e.request_id == request_id)
+        if trace_id is not None:
+            q = q.where(e.trace_id == trace_id)
+        if type is not None:
+            q = q.where(e.type == type)
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+
+class SqlStore:
+    """Owns the database connection pool and hands out transactions."""
+
+    def __init__(self, url: str, *, migrate: bool = True, echo: bool = False) -> None:
+        self.url = url
+        self._prepared: dict[Any, _Prepared] = {}  # hot statements compiled for this store's dialect
+        sa_url = make_url(url)
+        self.dialect = sa_url.get_backend_name()
+        if self.dialect == "sqlite":
+            db = sa_url.database
+            if db and db != ":memory:":
+                Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            self.engine: SAEngine = create_engine(
+                sa_url, echo=echo, connect_args={"timeout": 30}, pool_size=8, max_overflow=32,
+                json_serializer=_json_dumps,
+            )
+            # A pool event only: no Connection events, which would put event dispatch on every
+            # statement. Transactions are begun explicitly by read() and write().
+            event.listen(self.engine, "connect", _sqlite_connect)
+        else:
+            self.engine = create_engine(sa_url, echo=echo, pool_pre_ping=True, pool_size=8, max_overflow=16,
+                                        json_serializer=_json_dumps)  # fmt: skip
+        if migrate:
+            from clearance.store.migrate import upgrade
+
+            upgrade(self.engine)
+
+    @classmethod
+    def from_path(cls, path: str | Path, **kw: Any) -> SqlStore:
+        return cls(f"sqlite:///{Path(path).expanduser()}", **kw)
+
+    @contextmanager
+    def read(self) -> Iterator[SqlTx]:
+        """A read transaction over one consistent snapshot.
+
+        SQLite gives that by itself; PostgreSQL's default READ COMMITTED would let each statement
+        see newer commits, so that, for example, verifying the audit chain while others append
+        would read the events, then a newer chain head, and report tampering that is not there.
+        """
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                if self.dialect == "sqlite":
+                    begin_sqlite(conn, immediate=False)
+                yield SqlTx(conn, self._prepared)
+
+    @contextmanager
+    def write(self) -> Iterator[SqlTx]:
+        """A write transaction that holds the store's single writer lock until it ends."""
+        with self.engine.connect() as conn, conn.begin():
+            if self.dialect == "sqlite":
+                begin_sqlite(conn, immediate=True)
+            else:
+                conn.execute(_LOCK_HEAD)
+            yield SqlTx(conn, self._prepared)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+#: WAL pages after which a commit also checkpoints (copies the WAL into the database file and
+#: fsyncs it). SQLite's default is 1000; a decision appends about 13 pages, so the default
+#: would make one decision in ~75 pay a checkpoint (~1.5-4 ms here). At 4000, one in ~300
+#: does, each checkpoint costs about twice as much (mostly the same two fsyncs), and the
+#: checkpointing work per decision halves. The WAL file grows to about 16 MB instead of 4 MB.
+WAL_AUTOCHECKPOINT_PAGES = 4000
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # The driver's own transaction handling is off: it would BEGIN only before the first write,
+    # too late for reads to share the writer's snapshot. read() and write() begin explicitly.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # a decision survives power loss once evaluate returns
+    cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def begin_sqlite(conn: Connection, *, immediate: bool) -> None:
+    """Open the SQLite transaction of ``conn`` (inside ``conn.begin()``): ``BEGIN IMMEDIATE``
+    takes the database's writer lock at once, so a writer's reads are already serialised.
+
+    Issued on the driver connection: pysqlite's ``do_begin`` does nothing, and a SQLAlchemy
+    "begin" event listener would cost event dispatch on every later statement. The driver's
+    commit and rollback, which SQLAlchemy calls, end the transaction.
+    """
+    sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    try:
+        conn.connection.dbapi_connection.execute(sql)  # type: ignore[union-attr]
+    except sqlite3.Error as exc:  # e.g. "database is locked" after busy_timeout: as SQLAlchemy would raise it
+        raise sa_exc.DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc

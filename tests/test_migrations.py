@@ -1,0 +1,126 @@
+"""Schema migrations: a fresh file reaches head, the result is exactly the declared schema,
+reopening changes nothing, and the migration goes down and up again cleanly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from clearance import Engine
+from clearance.store import migrate, open_store
+from clearance.store.schema import metadata
+from clearance.store.sql import GENESIS
+
+
+def schema_diffs(store_engine) -> list:  # type: ignore[no-untyped-def]
+    # compare_type is on: the UTCDateTime TypeDecorator is compared through its impl,
+    # DateTime(timezone=True), which is what the migration creates, so it yields no diff.
+    with store_engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+        return compare_metadata(ctx, metadata)
+
+
+def schema_sql(store_engine) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    with store_engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text("SELECT name, sql FROM sqlite_master ORDER BY name"))]
+
+
+def test_head_constant_matches_the_scripts() -> None:
+    head = migrate.head_revision()
+    assert head is not None
+    if hasattr(migrate, "HEAD"):
+        assert migrate.HEAD == head
+
+
+def test_fresh_file_is_migrated_to_head_and_matches_the_metadata(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "fresh.db")
+    try:
+        assert migrate.current_revision(store.engine) == migrate.head_revision()
+        assert schema_diffs(store.engine) == []
+        tables = set(inspect(store.engine).get_table_names())
+        assert tables == set(metadata.tables) | {"alembic_version"}
+        with store.read() as tx:
+            assert tx.chain_head() == (0, GENESIS)
+            assert tx.policy_head() == 0
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 4000
+    finally:
+        store.close()
+
+
+def test_opening_twice_is_a_no_op(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "c.db"
+    with Engine(db) as eng:
+        rid = eng.evaluate({"tool": "t"}).request_id
+        before = schema_sql(eng.store.engine)
+
+    def refuse(*a: object, **kw: object) -> None:
+        raise AssertionError("an up-to-date database was migrated again")
+
+    monkeypatch.setattr(command, "upgrade", refuse)
+    with Engine(db) as eng:
+        assert schema_sql(eng.store.engine) == before
+        assert eng.get_decision(rid).tool == "t"
+        assert eng.verify_audit().ok and eng.verify_audit().events_checked == 1
+    with Engine(db) as eng:
+        assert migrate.current_revision(eng.store.engine) == migrate.head_revision()
+
+
+def test_downgrade_to_base_then_upgrade(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    store = open_store(db)
+    try:
+        cfg = migrate.alembic_config(store.engine)
+        command.downgrade(cfg, "base")
+        assert migrate.current_revision(store.engine) is None
+        assert set(inspect(store.engine).get_table_names()) <= {"alembic_version"}
+
+        command.upgrade(cfg, "head")
+        assert migrate.current_revision(store.engine) == migrate.head_revision()
+        assert schema_diffs(store.engine) == []
+        with store.read() as tx:
+            assert tx.chain_head() == (0, GENESIS)
+    finally:
+        store.close()
+    with Engine(db) as eng:  # and the store works on the re-created schema
+        d = eng.evaluate({"tool": "t", "arguments": {"a": 1}})
+        assert eng.get_decision(d.request_id) == d
+        assert eng.verify_audit().ok
+
+
+def test_a_database_at_base_is_upgraded_on_open(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    store = open_store(db)
+    command.downgrade(migrate.alembic_config(store.engine), "base")
+    store.close()
+    with Engine(db) as eng:
+        assert migrate.current_revision(eng.store.engine) == migrate.head_revision()
+        assert eng.evaluate({"tool": "t"}).allowed
+
+
+def test_first_open_from_many_processes(tmp_path: Path) -> None:
+    db = tmp_path / "fresh.db"
+    start = time.time() + 2.0  # processes import for a while; release them together
+    code = (
+        "import sys, time\n"
+        "from clearance import Engine\n"
+        f"time.sleep(max(0.0, {start!r} - time.time()))\n"
+        "with Engine(sys.argv[1]) as e:\n"
+        "    e.evaluate({'tool': 't'})\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    failures = [err for p in procs for err in [p.communicate(timeout=120)[1]] if p.returncode != 0]
+    assert failures == []
+    with Engine(db) as eng:
+        assert eng.verify_audit().ok and eng.verify_audit().events_checked == 4
+        assert schema_diffs(eng.store.engine) == []
