@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -592,12 +593,33 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # too late for reads to share the writer's snapshot. read() and write() begin explicitly.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    _enable_wal(cur)
     cur.execute("PRAGMA synchronous=FULL")  # a decision survives power loss once evaluate returns
     cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _enable_wal(cur: sqlite3.Cursor, timeout: float = 30.0) -> None:
+    """Switch a fresh file to WAL, waiting out other connections doing the same.
+
+    The switch needs an exclusive lock, and when several connections open a new file at once
+    SQLite answers "database is locked" at once instead of calling the busy handler (waiting
+    could deadlock two readers that both want to write). Once one of them has switched, the
+    mode is stored in the file and the pragma is a no-op for every later connection.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
 
 def begin_sqlite(conn: Connection, *, immediate: bool) -> None:
