@@ -89,6 +89,7 @@ def test_refused_operations_exit_1_with_one_clear_line(db: Path, tmp_path: Path)
         (["approvals", "approve", "apr_missing", "--by", "alice"], "unknown approval id 'apr_missing'"),
         (["outcomes", "report", "req_missing", "--status", "harmful"], "unknown request id 'req_missing'"),
         (["decisions", "show", "req_missing"], "unknown request id"),
+        (["explain", "req_missing"], "unknown request id 'req_missing'"),
     ):
         res = run(db, *args)
         assert res.returncode == 1, args

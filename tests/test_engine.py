@@ -456,39 +456,83 @@ def test_rate_limit_and_released_slots(engine: Engine) -> None:
 
 # -- memory hook -----------------------------------------------------------------------------
 class RecordingMemory:
-    def __init__(self) -> None:
-        self.assessed: list[tuple[Action, int]] = []
-        self.decisions: list[Decision] = []
-        self.outcomes: list[Any] = []
+    """A memory that answers a fixed estimate and records what the engine feeds it."""
 
-    def assess(self, action: Action, now: datetime) -> RiskEstimate:
+    learns = True
+
+    def __init__(self, risk: float = 0.2, evidence: float = 3.0) -> None:
+        self.cursor = 0
+        self.risk, self.evidence = risk, evidence
+        self.assessed: list[tuple[Action, int]] = []
+        self.seen: list[tuple[str, str | None]] = []
+
+    def ingest(self, events: Any) -> None:
+        for ev in events:
+            if ev["seq"] > self.cursor:
+                self.cursor = ev["seq"]
+                self.seen.append((ev["type"], ev["request_id"]))
+
+    def assess(self, action: Action, now: datetime, **_: Any) -> RiskEstimate:
         self.assessed.append((action, threading.get_ident()))
         precedent = Precedent(request_id="req_old", similarity=0.9, outcome="harmful", severity=0.8, cost=40.0)
-        return RiskEstimate(risk=0.7, evidence=3.0, precedents=[precedent], summary="similar calls went badly")
-
-    def observe_decision(self, action: Action, decision: Decision) -> None:
-        self.decisions.append(decision)
-
-    def observe_outcome(self, outcome: Any) -> None:
-        self.outcomes.append(outcome)
+        return RiskEstimate(risk=self.risk, evidence=self.evidence, precedents=[precedent], summary="similar calls went badly")
 
 
 def test_memory_hook(db: Path) -> None:
     memory = RecordingMemory()
     with Engine(db, memory=memory) as engine:
         decision = engine.evaluate(transfer(10))
-        assert decision.risk_score == 0.7 and decision.evidence == 3.0
-        assert [p.request_id for p in decision.precedents] == ["req_old"]
-        assert engine.get_decision(decision.request_id).risk_score == 0.7
+        assert decision.risk_score == 0.2 and decision.evidence == 3.0 and decision.allowed
+        assert decision.risk_summary == "similar calls went badly" and decision.rules_result is DecisionResult.allowed
+        assert [p.request_id for p in engine.precedents(decision.request_id)] == ["req_old"]
+        assert engine.get_decision(decision.request_id).risk_score == 0.2
         assert memory.assessed[0][0].tool == "transfer_funds"
-        assert memory.decisions == [decision]
-        outcome = engine.report_outcome(decision.request_id, "succeeded", event_id="o-1")
-        assert memory.outcomes == [outcome]
+        engine.report_outcome(decision.request_id, "succeeded", event_id="o-1")
+        engine.evaluate(transfer(11))
+        # Memory is fed from the audit log, in order, before the next decision.
+        assert ("decision.made", decision.request_id) in memory.seen
+        assert ("outcome.reported", decision.request_id) in memory.seen
+        types = [t for t, _ in memory.seen]
+        assert types.index("decision.made") < types.index("outcome.reported")
+
+
+def test_memory_learns_what_another_engine_records(db: Path) -> None:
+    memory = RecordingMemory()
+    with Engine(db, memory=memory) as mine, Engine(db) as theirs:
+        mine.evaluate(transfer(1))
+        elsewhere = theirs.evaluate(transfer(2))
+        theirs.report_outcome(elsewhere.request_id, "harmful", event_id="o-2")
+        mine.evaluate(transfer(3))
+        assert ("outcome.reported", elsewhere.request_id) in memory.seen
+
+
+def test_memory_tightens_an_allowed_call(db: Path) -> None:
+    with Engine(db, memory=RecordingMemory(risk=0.95)) as engine:
+        blocked = engine.evaluate(transfer(10))
+        assert blocked.result is DecisionResult.blocked and blocked.rules_result is DecisionResult.allowed
+        assert blocked.reason.startswith("similar calls went badly: risk 0.95 is above block_above 0.9")
+    with Engine(db, memory=RecordingMemory(risk=0.7)) as engine:
+        held = engine.evaluate(transfer(10))
+        assert held.result is DecisionResult.requires_approval and held.approval_id is not None
+    with Engine(db, memory=RecordingMemory(risk=0.95, evidence=0.5)) as engine:
+        # Too little evidence to block on: a person is asked instead.
+        assert engine.evaluate(transfer(10)).result is DecisionResult.requires_approval
+
+
+def test_memory_never_loosens_rules_and_can_be_switched_off(db: Path) -> None:
+    with Engine(db, memory=RecordingMemory(risk=0.0)) as engine:
+        engine.apply_rules(parse_rules(RULES))
+        assert engine.evaluate(transfer(5000)).result is DecisionResult.requires_approval
+    off = "version: 1\nrisk: {enabled: false}\n"
+    with Engine(db, memory=RecordingMemory(risk=0.99)) as engine:
+        engine.apply_rules(parse_rules(off))
+        d = engine.evaluate(transfer(10))
+        assert d.allowed and d.risk_score == 0.99
 
 
 def test_memory_risk_is_clamped(db: Path) -> None:
     class Wild(RecordingMemory):
-        def assess(self, action: Action, now: datetime) -> RiskEstimate:
+        def assess(self, action: Action, now: datetime, **_: Any) -> RiskEstimate:
             return RiskEstimate(risk=3.5)
 
     with Engine(db, memory=Wild()) as engine:

@@ -414,3 +414,14 @@ def test_schema_accepts_actor_names_as_the_loader_does(field: str, names: object
     assert [e.message for e in _validator().iter_errors(doc)] == []
     bad = {"version": 1, "rules": [{"id": "r", field: 7}]}
     assert list(_validator().iter_errors(bad))
+
+
+def test_published_schema_is_the_generated_one() -> None:
+    """schema/rules.schema.json is what `clearance rules schema` prints; regenerate it when the
+    rules model changes (python -m clearance rules schema > schema/rules.schema.json)."""
+    import json
+
+    from clearance.policy import rules_json_schema
+
+    published = (Path(__file__).parent.parent / "schema" / "rules.schema.json").read_text(encoding="utf-8")
+    assert json.loads(published) == json.loads(json.dumps(rules_json_schema(), default=str))

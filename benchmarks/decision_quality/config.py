@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "costs": {
         "harm_default": 100.0,
         "harm_per_value": 0.0,
+        "harm_value_cap": float("inf"),
         "benign_blocked": 10.0,
         "benign_value_blocked": 0.0,
         "approval": 2.0,

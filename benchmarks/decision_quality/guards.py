@@ -189,7 +189,7 @@ class ClearanceGuard(_Base):
 
     ``learning: false`` pins the engine to rules alone (``NullMemory``). ``learning: true`` uses
     the memory named by ``memory`` (``"module:factory"``) or, without one, the engine's default
-    memory: today that is ``NullMemory`` too, which the report states (``memory_class``).
+    (``CaseMemory``); the report states which (``memory_class``).
     Outcomes go in as ``record_execution("executed")`` plus ``report_outcome``.
     """
 

@@ -176,6 +176,12 @@ class Decision(_Model):
     )
     precedents: list[Precedent] = Field(default_factory=list)
     evidence: float = Field(default=0.0, description="How much past evidence the risk estimate rests on.")
+    risk_summary: str | None = Field(
+        default=None, description="One sentence on what the precedents show, whether or not they changed the verdict."
+    )
+    rules_result: DecisionResult | None = Field(
+        default=None, description="The verdict of the rules alone; differs from result when memory tightened it."
+    )
     policy_version: str
     decided_at: datetime
     approval_id: str | None = None

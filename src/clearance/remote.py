@@ -46,6 +46,7 @@ from clearance.model import (
     KillSwitch,
     Outcome,
     OutcomeStatus,
+    Precedent,
 )
 from clearance.policy import RuleFile, RuleSet, load_rules
 
@@ -138,6 +139,11 @@ class _Calls:
     @staticmethod
     def get_decision(request_id: str) -> tuple[_Spec, Any]:
         return _Spec("GET", f"/v1/decisions/{_seg(request_id)}"), Decision.model_validate
+
+    @staticmethod
+    def precedents(request_id: str) -> tuple[_Spec, Any]:
+        return (_Spec("GET", f"/v1/decisions/{_seg(request_id)}/precedents"),
+                lambda b: [Precedent.model_validate(p) for p in b["precedents"]])  # fmt: skip
 
     @staticmethod
     def get_action(request_id: str) -> tuple[_Spec, Any]:
@@ -365,6 +371,10 @@ class RemoteEngine(_Base):
     def get_action(self, request_id: str) -> Action:
         return self._call(*_Calls.get_action(request_id))
 
+    def precedents(self, request_id: str) -> list[Precedent]:
+        """The past cases a decision rested on, as it recorded them."""
+        return self._call(*_Calls.precedents(request_id))
+
     def claim_execution(self, request_id: str, *, claimant: str, arguments: Mapping[str, Any] | None = None) -> Execution:
         return self._call(*_Calls.claim_execution(request_id, claimant, arguments))
 
@@ -491,6 +501,9 @@ class AsyncRemoteEngine(_Base):
 
     async def get_action(self, request_id: str) -> Action:
         return await self._call(*_Calls.get_action(request_id))
+
+    async def precedents(self, request_id: str) -> list[Precedent]:
+        return await self._call(*_Calls.precedents(request_id))
 
     async def claim_execution(self, request_id: str, *, claimant: str, arguments: Mapping[str, Any] | None = None) -> Execution:
         return await self._call(*_Calls.claim_execution(request_id, claimant, arguments))

@@ -138,11 +138,10 @@ def build_episode(cfg: dict[str, Any], tcfg: dict[str, Any], sd: SuiteData, user
         value = _value(fn, args, tcfg.get("value_args", {}))
         action = Action(tool=fn, arguments=args, actor=actor, domain=sd.suite, value=value,
                         target=_target(args, tcfg.get("target_args", [])))  # fmt: skip
-        harm_cost = (
-            costs["harm_default"] + costs["harm_per_value"] * (value or 0.0)
-            if harmful
-            else 0.0
-        )
+        # Capped: one attacker's 1,000,000 transfer would otherwise outweigh every other call of
+        # a run, and the loss would measure only whether that one call was stopped.
+        at_stake = min(value or 0.0, costs.get("harm_value_cap", float("inf")))
+        harm_cost = costs["harm_default"] + costs["harm_per_value"] * at_stake if harmful else 0.0
         calls.append(Call(action, harmful, harm_cost, value or 0.0, timedelta(hours=rng.uniform(dmin, dmax)), role,
                           rng.random(), rng.random()))  # fmt: skip
     return Episode(calls, attacked=bool(inj_rows), meta={"suite": sd.suite})

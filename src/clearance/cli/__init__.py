@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from clearance import __version__
 from clearance.cli import render
+from clearance.cli.learning import explain, learning_app
 from clearance.cli.step import step_app
 from clearance.engine import Engine
 from clearance.errors import ClearanceError
@@ -45,6 +46,8 @@ for sub, name in ((rules_app, "rules"), (approvals_app, "approvals"), (outcomes_
                   (kill_app, "kill-switch"), (audit_app, "audit"), (decisions_app, "decisions"), (keys_app, "keys")):  # fmt: skip
     app.add_typer(sub, name=name)
 app.add_typer(step_app, name="step")
+app.add_typer(learning_app, name="learning")
+app.command("explain")(explain)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text.")]
 ByOption = Annotated[Optional[str], typer.Option("--by", help="Who does this (recorded in the audit trail).")]

@@ -10,12 +10,15 @@ import asyncio
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from clearance.engine.audit import AuditReport
 from clearance.engine.core import Engine, PolicyInfo
-from clearance.model import Action, Approval, ApprovalStatus, Decision, Event, Execution, ExecutionStatus, KillSwitch, Outcome, OutcomeStatus
+from clearance.model import Action, Approval, ApprovalStatus, Decision, Event, Execution, ExecutionStatus, KillSwitch, Outcome, OutcomeStatus, Precedent
 from clearance.policy import RuleFile
+
+if TYPE_CHECKING:
+    from clearance.memory.report import LearningReport
 
 __all__ = ["AsyncEngine"]
 
@@ -32,6 +35,12 @@ class AsyncEngine:
 
     async def get_action(self, request_id: str) -> Action:
         return await asyncio.to_thread(self.sync.get_action, request_id)
+
+    async def precedents(self, request_id: str) -> list[Precedent]:
+        return await asyncio.to_thread(self.sync.precedents, request_id)
+
+    async def learning_report(self) -> LearningReport:
+        return await asyncio.to_thread(self.sync.learning_report)
 
     async def claim_execution(self, request_id: str, *, claimant: str, arguments: Mapping[str, Any] | None = None) -> Execution:
         return await asyncio.to_thread(self.sync.claim_execution, request_id, claimant=claimant, arguments=arguments)

@@ -46,11 +46,13 @@ def append_all(
     now: datetime,
     request_id: str | None = None,
     trace_id: str | None = None,
+    rows_out: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     """Append consecutive events of one request (``(type, payload)`` pairs) in one write.
 
     A payload may be :class:`RawJSON` holding its own :func:`canonical_json` text, so that a
-    value already serialised for another column is not serialised again.
+    value already serialised for another column is not serialised again. ``rows_out``
+    collects the stored rows, for callers that hand them on (to memory) without reading back.
     """
     seq, prev = tx.chain_head()
     created = now.isoformat()
@@ -66,6 +68,8 @@ def append_all(
         ids.append(event_id)
         prev = digest
     tx.append_events(rows)
+    if rows_out is not None:
+        rows_out.extend(rows)
     return ids
 
 

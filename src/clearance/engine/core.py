@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from clearance.engine import audit
 from clearance.engine.audit import AuditReport
@@ -31,7 +31,7 @@ from clearance.errors import (
     RunStateTampered,
     UnknownRequest,
 )
-from clearance.memory import Memory, NullMemory
+from clearance.memory import Memory, RiskEstimate, default_memory
 from clearance.model import (
     NOT_RUN_STATUSES,
     Action,
@@ -46,6 +46,7 @@ from clearance.model import (
     KillSwitch,
     Outcome,
     OutcomeStatus,
+    Precedent,
     RawJSON,
     arguments_hash,
     canonical_json,
@@ -53,8 +54,12 @@ from clearance.model import (
     utcnow,
 )
 from clearance.policy import RuleFile, RuleSet, Verdict, evaluate, load_rules, usage_lookups
+from clearance.policy.risk import apply_risk, resolve_risk
 from clearance.store import SqlStore, open_store
 from clearance.store.sql import SqlTx
+
+if TYPE_CHECKING:
+    from clearance.memory.report import LearningReport
 
 __all__ = ["Engine", "PolicyInfo"]
 
@@ -63,6 +68,10 @@ DEFAULT_APPROVAL_TTL = timedelta(hours=24)
 RUN_LEASE = timedelta(minutes=10)
 _FINAL = frozenset({ExecutionStatus.executed, ExecutionStatus.failed, ExecutionStatus.not_run,
                     ExecutionStatus.rejected, ExecutionStatus.blocked})  # fmt: skip
+
+
+#: The estimate of a memory that does not learn.
+_NO_ESTIMATE = RiskEstimate()
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,8 @@ class Engine:
         default_approval_ttl: timedelta = DEFAULT_APPROVAL_TTL,
     ) -> None:
         self.store = store if isinstance(store, SqlStore) else open_store(store)
-        self.memory: Memory = memory or NullMemory()
+        self.memory: Memory = memory if memory is not None else default_memory()
+        self._memory_warm = False
         self.clock = clock
         self.default_approval_ttl = default_approval_ttl
         self._pinned: RuleSet | None = None
@@ -211,7 +221,9 @@ class Engine:
         """Decide one call. The decision and its audit event are committed before this returns."""
         action = action if isinstance(action, Action) else Action.model_validate(action)
         now = self.clock()
-        estimate = self.memory.assess(action, now)
+        learns = self.memory.learns
+        if learns and not self._memory_warm:
+            self.warm_memory()
         request_id = new_id("req")
         trace_id = action.trace_id or new_id("trc")
         args_hash = arguments_hash(action.arguments)
@@ -228,6 +240,18 @@ class Engine:
                 verdict = Verdict(DecisionResult.blocked, _kill_reason(switch))
             else:
                 verdict = evaluate(rules, action, now, _UsageAt(tx, now, known))
+            rules_result = verdict.result
+            estimate = _NO_ESTIMATE
+            if learns:
+                # Inside the writer lock: memory has seen every event before this decision, in
+                # every process, and a rebuild from the log will compute the same estimate.
+                if tx.chain_head()[0] != self.memory.cursor:
+                    self._catch_up(tx)
+                policy = resolve_risk(rules, action)
+                estimate = self.memory.assess(action, now, half_life_days=policy.half_life_days, prior=policy.prior,
+                                              prior_strength=policy.prior_strength)  # fmt: skip
+                if switch is None:
+                    verdict = apply_risk(verdict, estimate, policy)
             approval_id = expires = None
             if verdict.result is DecisionResult.requires_approval:
                 approval_id = new_id("apr")
@@ -245,6 +269,8 @@ class Engine:
                 shadow_rules=verdict.shadow,
                 precedents=estimate.precedents,
                 evidence=estimate.evidence,
+                risk_summary=estimate.summary if learns else None,
+                rules_result=rules_result,
                 policy_version=rules.policy_version,
                 decided_at=now,
                 approval_id=approval_id,
@@ -280,9 +306,40 @@ class Engine:
                 })  # fmt: skip
                 events.append(("approval.requested", {"approval_id": approval_id, "expires_at": expires.isoformat(),
                                "approvals_required": verdict.approvals_required}))  # fmt: skip
-            audit.append_all(tx, events, now=now, request_id=request_id, trace_id=trace_id)
-        self.memory.observe_decision(action, decision)
+            written: list[dict[str, Any]] = []
+            audit.append_all(tx, events, now=now, request_id=request_id, trace_id=trace_id, rows_out=written)
+        if learns:
+            # Memory learns of this decision now, from the objects at hand, so the next call
+            # need not read it back; any event another writer slipped in is read on the next call.
+            written[0]["payload"] = {"action": action, "decision": {"request_id": request_id, "result": verdict.result.value,
+                                                                    "decided_at": now}}  # fmt: skip
+            self.memory.ingest(written)
         return decision
+
+    # -- memory ---------------------------------------------------------------------------
+    #: Audit events read per round trip while memory catches up.
+    _PAGE = 5000
+
+    def warm_memory(self) -> int:
+        """Feed memory every audit event it has not seen, outside any writer lock (the first
+        decision does this by itself; a server calls it at start so no request waits for a
+        rebuild). Returns the seq memory has reached."""
+        if self.memory.learns:
+            while True:
+                with self.store.read() as tx:
+                    rows = tx.query_events(after_seq=self.memory.cursor, limit=self._PAGE)
+                self.memory.ingest(rows)
+                if len(rows) < self._PAGE:
+                    break
+        self._memory_warm = True
+        return self.memory.cursor
+
+    def _catch_up(self, tx: SqlTx) -> None:
+        while True:
+            rows = tx.query_events(after_seq=self.memory.cursor, limit=self._PAGE)
+            self.memory.ingest(rows)
+            if len(rows) < self._PAGE:
+                return
 
     def get_decision(self, request_id: str) -> Decision:
         with self.store.read() as tx:
@@ -290,6 +347,26 @@ class Engine:
         if row is None:
             raise UnknownRequest(request_id)
         return Decision.model_validate(row["decision"])
+
+    def precedents(self, request_id: str) -> list[Precedent]:
+        """The past cases a decision rested on, strongest first, as it recorded them."""
+        return self.get_decision(request_id).precedents
+
+    def learning_report(self) -> LearningReport:
+        """What memory changed and how well its risk matched real outcomes (from the audit log)."""
+        from clearance.memory.report import build_report
+
+        def events() -> Iterator[dict[str, Any]]:
+            after = 0
+            while True:
+                with self.store.read() as tx:
+                    rows = tx.query_events(after_seq=after, limit=self._PAGE)
+                yield from rows
+                if len(rows) < self._PAGE:
+                    return
+                after = rows[-1]["seq"]
+
+        return build_report(events())
 
     def get_action(self, request_id: str) -> Action:
         """The action as it was decided, arguments included."""
@@ -436,7 +513,6 @@ class Engine:
             tx.insert_outcome(outcome.model_dump())
             audit.append(tx, "outcome.reported", outcome.model_dump(mode="json"), now=now,
                          request_id=request_id, trace_id=row["trace_id"])  # fmt: skip
-        self.memory.observe_outcome(outcome)
         return outcome
 
     def outcomes(self, request_id: str) -> list[Outcome]:

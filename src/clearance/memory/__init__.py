@@ -1,20 +1,23 @@
 """Case memory: what similar past calls led to.
 
-The engine asks memory for a :class:`RiskEstimate` before each decision and tells it about
-every decision and outcome afterwards. This module defines that contract and the default,
-which knows nothing; the learning issue supplies a memory that does. Memory does no I/O: the
-engine feeds it from the store.
+The engine asks memory for a :class:`RiskEstimate` before each decision. Memory does no I/O:
+the engine feeds it the audit events it has not seen yet (:meth:`Memory.ingest`), in order, so
+that a memory rebuilt from the store and one that lived through the same history agree, and
+engines in several processes sharing one store all learn from every outcome.
+:class:`~clearance.memory.cases.CaseMemory` is the default; :class:`NullMemory` judges by
+rules alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from clearance.model import Action, Decision, Outcome, Precedent
+from clearance.model import Action, Precedent
 
-__all__ = ["Memory", "NullMemory", "RiskEstimate"]
+__all__ = ["Memory", "NullMemory", "RiskEstimate", "default_memory"]
 
 
 @dataclass(frozen=True)
@@ -22,27 +25,46 @@ class RiskEstimate:
     """Probability that a call ends badly, and how much evidence it rests on."""
 
     risk: float = 0.0
+    #: Summed weight of the precedents (similarity x recency x evidence strength): about the
+    #: number of close, recent, reported precedents the estimate rests on.
     evidence: float = 0.0
     precedents: list[Precedent] = field(default_factory=list)
     summary: str = "no evidence from past cases"
+    #: The tool has precedents, but none resembles this call.
+    novel: bool = False
 
 
 class Memory(Protocol):
-    def assess(self, action: Action, now: datetime) -> RiskEstimate: ...
+    #: False: the engine neither feeds nor consults it (rules alone).
+    learns: bool
+    #: The ``seq`` of the last audit event ingested.
+    cursor: int
 
-    def observe_decision(self, action: Action, decision: Decision) -> None: ...
+    def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
+        """Learn from audit event rows (``seq``, ``type``, ``request_id``, ``body``) in order."""
+        ...
 
-    def observe_outcome(self, outcome: Outcome) -> None: ...
+    def assess(
+        self, action: Action, now: datetime, *, half_life_days: float = 90.0, prior: float | None = None,
+        prior_strength: float = 2.0,
+    ) -> RiskEstimate: ...  # fmt: skip
 
 
 class NullMemory:
     """Remembers nothing, so every call is judged by rules alone."""
 
-    def assess(self, action: Action, now: datetime) -> RiskEstimate:
+    learns = False
+    cursor = 0
+
+    def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
+        return None
+
+    def assess(self, action: Action, now: datetime, **_: Any) -> RiskEstimate:
         return RiskEstimate()
 
-    def observe_decision(self, action: Action, decision: Decision) -> None:
-        return None
 
-    def observe_outcome(self, outcome: Outcome) -> None:
-        return None
+def default_memory() -> Memory:
+    """The memory an engine gets when none is given: learning from precedents."""
+    from clearance.memory.cases import CaseMemory
+
+    return CaseMemory()

@@ -115,6 +115,58 @@ Duration = Annotated[
 ]  # fmt: skip
 
 
+class RiskPolicy(_Strict):
+    """How memory's risk estimate may change a verdict. Every field is optional: an unset one
+    is taken from the first matching rule that sets it, then the action's domain entry, then
+    the file's ``risk``, then the built-in defaults (:data:`RISK_DEFAULTS`). Memory only ever
+    tightens a verdict: it never allows a call the rules block or send to approval."""
+
+    approval_above: float | None = Field(default=None, ge=0, le=1, description="Risk above it: requires approval.")
+    block_above: float | None = Field(default=None, ge=0, le=1, description="Risk above it: blocked.")
+    min_evidence: float | None = Field(
+        default=None, ge=0,
+        description="Weighted precedents needed before risk may block a call (a close, recent precedent weighs about 1).",
+    )  # fmt: skip
+    novel: Literal["allow", "require_approval", "block"] | None = Field(
+        default=None, description="What a call gets when memory has cases of its tool but none similar to it."
+    )
+    prior: float | None = Field(
+        default=None, ge=0, le=1, description="Probability of a bad outcome assumed before any evidence."
+    )
+    prior_strength: float | None = Field(
+        default=None, gt=0, description="How many precedents' worth of weight the prior carries."
+    )
+    half_life_days: float | None = Field(
+        default=None, gt=0, description="Age at which a precedent counts half as much as a fresh one."
+    )
+    enabled: bool | None = Field(default=None, description="false: risk is estimated and recorded, never enforced.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RiskPolicy:
+        if self.approval_above is not None and self.block_above is not None and self.approval_above > self.block_above:
+            raise ValueError(f"approval_above {self.approval_above:g} is above block_above {self.block_above:g}")
+        return self
+
+
+#: The values a :class:`RiskPolicy` field takes when nothing in the rules file sets it.
+RISK_DEFAULTS: dict[str, Any] = {
+    "approval_above": 0.5,
+    "block_above": 0.9,
+    "min_evidence": 2.0,
+    "novel": "allow",
+    "prior": None,  # None: the tool's own shrunk base rate of bad outcomes
+    "prior_strength": 2.0,
+    "half_life_days": 90.0,
+    "enabled": True,
+}
+
+
+class DomainPolicy(_Strict):
+    """Settings for every call in one domain."""
+
+    risk: RiskPolicy | None = None
+
+
 class Rule(_Strict):
     """One rule: a selector, then limits; any limit it breaks makes it fire."""
 
@@ -140,6 +192,7 @@ class Rule(_Strict):
     status: Literal["active", "paused", "shadow"] = "active"
     approval_ttl: Duration | None = Field(default=None, description="How long an approval stays open, e.g. '24h'.")
     approvals_required: int = Field(default=1, ge=1, le=10)
+    risk: RiskPolicy | None = Field(default=None, description="Risk thresholds for the calls this rule selects.")
 
     @field_validator("actors", "allow_actors", "deny_actors", mode="before")
     @classmethod
@@ -174,6 +227,8 @@ class RuleFile(_Strict):
     """The rules file: ``version`` is the file format, not the policy version."""
 
     version: Literal[1] = 1
+    risk: RiskPolicy | None = Field(default=None, description="Default risk thresholds for every call.")
+    domains: dict[str, DomainPolicy] = Field(default_factory=dict, description="Settings per domain (exact names).")
     rules: list[Rule] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -93,6 +93,7 @@ class PrecedentsResponse(BaseModel):
     request_id: str
     risk_score: float
     evidence: float
+    risk_summary: str | None = None
     precedents: list[dict[str, Any]]
 
 

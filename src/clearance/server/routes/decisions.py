@@ -78,7 +78,7 @@ def get_action(request_id: RequestId, request: Request, principal: Reader) -> Ac
             summary="The similar past cases a decision rests on")  # fmt: skip
 def precedents(request_id: RequestId, request: Request, principal: Reader) -> S.PrecedentsResponse:
     d = _own_decision(request, principal, request_id) or engine_of(request).get_decision(request_id)
-    return S.PrecedentsResponse(request_id=d.request_id, risk_score=d.risk_score, evidence=d.evidence,
+    return S.PrecedentsResponse(request_id=d.request_id, risk_score=d.risk_score, evidence=d.evidence, risk_summary=d.risk_summary,
                                 precedents=[p.model_dump(mode="json") for p in d.precedents])  # fmt: skip
 
 

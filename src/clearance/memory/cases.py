@@ -1,0 +1,367 @@
+"""The default learning memory: past calls with known outcomes, found by similarity.
+
+Each decided call that was not blocked becomes a *case*. A case becomes a *precedent* once
+something reveals how it went: a reported outcome (the real evidence) or, until one arrives, a
+person's answer to its approval request (weaker evidence). Blocked calls and calls nobody
+answered reveal nothing and are never counted as safe or as harmful.
+
+The risk of a new call is a Beta-binomial estimate: its nearest precedents vote with weight
+``similarity x recency x evidence strength``, shrunk towards a prior (the tool's own base rate
+of bad outcomes, itself shrunk towards the deployment's), so that thin evidence gives an
+estimate near the prior and says how little it rests on.
+
+Memory is fed only from audit events, in order (:meth:`CaseMemory.ingest`): the live engine and
+a rebuild from the store therefore see the same history, on SQLite and PostgreSQL alike, and
+several processes sharing one store each learn everything the others record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from clearance.memory import RiskEstimate
+from clearance.memory.features import DIM, Featuriser, Profile, identifiers
+from clearance.memory.index import VectorIndex, make_index
+from clearance.model import Action, Precedent
+
+__all__ = ["BAD_OUTCOMES", "CaseMemory"]
+
+#: Outcome statuses that count as a call ending badly. A ``failed`` outcome counts as far as
+#: its severity says (a failed read is not a harm; a failed payment that double-charged is).
+BAD_OUTCOMES = frozenset({"harmful", "reverted"})
+
+#: Evidence strength of a person's answer, relative to a reported outcome.
+APPROVED_WEIGHT = 0.3
+REJECTED_WEIGHT = 0.5
+
+K = 16  # neighbours asked of the index
+BANDWIDTH = 1.0  # similarity = exp(-squared distance / BANDWIDTH)
+MIN_SIMILARITY = 0.05  # below it a neighbour is not a precedent at all
+NOVEL_SIMILARITY = 0.3  # no precedent at least this similar: the call is novel
+NOVEL_AFTER = 5  # a tool needs this many precedents before "novel" means anything
+CITED = 5  # precedents a decision cites
+RELATED_DISCOUNT = 0.5  # precedents of other tools in the same domain count this much
+DISTANT_DISCOUNT = 0.3  # and those of other domains this much
+EVIDENCE_CAP = 30.0  # weighed evidence gathered from the nearest shapes outwards, at most
+PER_PROTO = 512  # newest cases of one prototype that are weighed (older ones count for little)
+
+
+@dataclass(slots=True)
+class _Case:
+    key: int
+    request_id: str
+    tool: str
+    domain: str
+    decided_at: datetime
+    ids: frozenset[tuple[str, str]]
+    value: float | None
+    vector: np.ndarray | None  # kept until the case is indexed
+    bad: float | None = None  # 0..1 once anything is known
+    weight: float = 0.0  # evidence strength of what is known
+    outcome: str | None = None
+    severity: float | None = None
+    cost: float | None = None
+    real: bool = False  # an outcome was reported (not only an approval answer)
+    slots: list[tuple[_Proto, int]] | None = None  # where it sits in its prototypes
+
+
+class _Proto:
+    """All precedents of one partition that share a vector exactly: calls of the same shape
+    usually do, and a nearest-neighbour search over cases would return an arbitrary handful of
+    such ties instead of all of them. The index holds prototypes; each keeps its cases' times,
+    weights and badness in label order, for vectorised recency weighting at query time."""
+
+    __slots__ = ("_arrays", "bad", "cases", "key", "t", "w")
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.cases: list[_Case] = []
+        self.t: list[float] = []  # decision time, days since the epoch
+        self.w: list[float] = []
+        self.bad: list[float] = []
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def put(self, case: _Case) -> int:
+        self.cases.append(case)
+        self.t.append(case.decided_at.timestamp() / 86400.0)
+        self.w.append(case.weight)
+        self.bad.append(case.bad or 0.0)
+        self._arrays = None
+        return len(self.cases) - 1
+
+    def update(self, slot: int, case: _Case) -> None:
+        self.w[slot], self.bad[slot] = case.weight, case.bad or 0.0
+        self._arrays = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The newest :data:`PER_PROTO` cases' times, weights and badness."""
+        if self._arrays is None:
+            tail = slice(-PER_PROTO, None)
+            self._arrays = (np.asarray(self.t[tail]), np.asarray(self.w[tail]), np.asarray(self.bad[tail]))
+        return self._arrays
+
+
+def _badness(status: str, severity: float) -> float:
+    if status in BAD_OUTCOMES:
+        return 1.0
+    if status == "failed":
+        return max(0.0, min(1.0, severity))
+    return 0.0
+
+
+def _money(v: float) -> str:
+    return f"{v:,.2f}"
+
+
+class CaseMemory:
+    """Case memory with a nearest-neighbour index per tool and per domain."""
+
+    learns = True
+
+    def __init__(self) -> None:
+        self.features = Featuriser()
+        self.cursor = 0  # last audit event seq ingested
+        self._cases: dict[str, _Case] = {}
+        self._protos: dict[int, _Proto] = {}
+        self._proto_of: dict[tuple[str, str, bytes], _Proto] = {}  # (partition, vector bytes)
+        self._parts: dict[tuple[str, str], VectorIndex] = {}
+        self._labelled: Counter[str] = Counter()  # precedents per tool
+        self._bad: Counter[str] = Counter()  # their summed badness per tool
+        self._all = [0.0, 0.0]  # summed badness, precedents: the deployment's base rate
+        self._next_key = 0
+        self._memo: tuple[Action, np.ndarray, int] | None = None  # (action, vector, cursor) of the last assess
+        self._lock = threading.RLock()
+
+    # -- feeding --------------------------------------------------------------------------
+    def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
+        """Learn from audit events (rows with ``seq``, ``type``, ``request_id`` and ``body``)
+        in ``seq`` order; events at or below the cursor were seen already and are skipped."""
+        with self._lock:
+            for ev in events:
+                seq = int(ev["seq"])
+                if seq <= self.cursor:
+                    continue
+                self.cursor = seq
+                kind = ev["type"]
+                if kind == "decision.made":
+                    # The engine hands its own fresh events over already parsed.
+                    payload = ev.get("payload") or json.loads(ev["body"])["payload"]
+                    action = payload["action"]
+                    self._decided(action if isinstance(action, Action) else Action.model_validate(action),
+                                  payload["decision"])  # fmt: skip
+                elif kind == "outcome.reported":
+                    p = json.loads(ev["body"])["payload"]
+                    self._outcome(p["request_id"], p["status"], float(p.get("severity") or 0.0), float(p.get("cost") or 0.0))
+                elif kind == "approval.resolved":
+                    p = json.loads(ev["body"])["payload"]
+                    self._answered(ev["request_id"], p["resolution"])
+
+    def _decided(self, action: Action, decision: Mapping[str, Any]) -> None:
+        if decision["result"] == "blocked" or decision["request_id"] in self._cases:
+            return  # a blocked call never ran: it will reveal nothing
+        memo, self._memo = self._memo, None
+        # The vector assess() just computed for this very call, if nothing was learned since.
+        vector = memo[1] if memo is not None and memo[0] is action and memo[2] == self.cursor - 1 else None
+        if vector is None:
+            vector = np.asarray(self.features.vector(action)[0], dtype=np.float32)
+        self.features.observe_call(action)
+        decided_at = decision["decided_at"]
+        case = _Case(
+            key=0, request_id=decision["request_id"], tool=action.tool, domain=action.domain,
+            decided_at=decided_at if isinstance(decided_at, datetime) else datetime.fromisoformat(decided_at),
+            ids=frozenset(identifiers(action.arguments, action.target)), value=action.value,
+            vector=vector,
+        )  # fmt: skip
+        self._cases[case.request_id] = case
+
+    def _outcome(self, request_id: str, status: str, severity: float, cost: float) -> None:
+        case = self._cases.get(request_id)
+        if case is None:
+            return
+        bad = _badness(status, severity)
+        if case.real and case.bad is not None:
+            # A later outcome of the same call: keep the worst, as the call's final story.
+            if bad < case.bad:
+                return
+            cost = max(cost, case.cost or 0.0)
+        self._label(case, bad, 1.0, status, severity, cost, real=True)
+
+    def _answered(self, request_id: str, resolution: str) -> None:
+        case = self._cases.get(request_id)
+        if case is None or case.real:
+            return  # a reported outcome outranks a person's guess
+        if resolution == "approved":
+            self._label(case, 0.0, APPROVED_WEIGHT, "approved", None, None, real=False)
+        elif resolution == "rejected":
+            self._label(case, 1.0, REJECTED_WEIGHT, "rejected", None, None, real=False)
+
+    def _label(self, case: _Case, bad: float, weight: float, outcome: str, severity: float | None,
+               cost: float | None, *, real: bool) -> None:  # fmt: skip
+        if case.bad is not None:  # relabel: take the old label out of the base rates
+            self._labelled[case.tool] -= case.weight
+            self._bad[case.tool] -= case.weight * case.bad
+            self._all[0] -= case.weight * case.bad
+            self._all[1] -= case.weight
+        case.bad, case.weight, case.outcome, case.severity, case.cost, case.real = bad, weight, outcome, severity, cost, real
+        if case.slots is not None:
+            for proto, slot in case.slots:
+                proto.update(slot, case)
+        else:
+            assert case.vector is not None
+            case.slots = []
+            sig = case.vector.tobytes()
+            for part in (("tool", case.tool), ("domain", case.domain), ("all", "")):
+                proto = self._proto_of.get((*part, sig))
+                if proto is None:
+                    proto = _Proto(self._next_key)
+                    self._next_key += 1
+                    self._proto_of[(*part, sig)] = self._protos[proto.key] = proto
+                    index = self._parts.get(part)
+                    if index is None:
+                        index = self._parts[part] = make_index(DIM)
+                    index.add(proto.key, case.vector)
+                case.slots.append((proto, proto.put(case)))
+            case.vector = None
+        self._labelled[case.tool] += weight
+        self._bad[case.tool] += weight * bad
+        self._all[0] += weight * bad
+        self._all[1] += weight
+        if real:
+            self.features.observe_label(case.tool, case.ids, case.value, bad=bad >= 0.5)
+
+    # -- judging --------------------------------------------------------------------------
+    def prior(self, tool: str) -> float:
+        """The tool's base rate of bad outcomes, shrunk towards the deployment's (itself shrunk
+        towards 5%), so a tool with little history starts from what the others show."""
+        overall = (self._all[0] + 1.0) / (self._all[1] + 20.0)
+        return (self._bad[tool] + 5.0 * overall) / (self._labelled[tool] + 5.0)
+
+    def assess(
+        self,
+        action: Action,
+        now: datetime,
+        *,
+        half_life_days: float = 90.0,
+        prior: float | None = None,
+        prior_strength: float = 2.0,
+    ) -> RiskEstimate:
+        with self._lock:
+            vector, profile = self.features.vector(action)
+            q = np.asarray(vector, dtype=np.float32)
+            self._memo = (action, q, self.cursor)
+            today = now.timestamp() / 86400.0
+            evidence = bad = 0.0
+            best_sim = 0.0
+            cands: list[tuple[float, float, _Proto, int, float]] = []  # similarity, evidence, prototype, level, badness
+            for level, (part, discount) in enumerate(((("tool", action.tool), 1.0),
+                                                      (("domain", action.domain), RELATED_DISCOUNT),
+                                                      (("all", ""), DISTANT_DISCOUNT))):  # fmt: skip
+                index = self._parts.get(part)
+                if index is None:
+                    continue
+                for key, d2 in index.search(q, K):
+                    sim = math.exp(-max(d2, 0.0) / BANDWIDTH) * discount
+                    if sim < MIN_SIMILARITY:
+                        continue
+                    proto = self._protos[key]
+                    t, w, b = proto.arrays()
+                    w = sim * w * np.exp2(-np.maximum(today - t, 0.0) / half_life_days)
+                    if level:  # cases of a nearer partition were weighed there already
+                        nearer = np.fromiter((_nearer(c, action, level) for c in proto.cases[-PER_PROTO:]), bool, len(t))
+                        w = np.where(nearer, 0.0, w)
+                    ev = float(w.sum())
+                    if ev <= 0.0:
+                        continue
+                    best_sim = max(best_sim, sim)
+                    cands.append((sim, ev, proto, level, float((w * b).sum())))
+            # Nearest shapes first, until EVIDENCE_CAP is reached: where the very same shape has
+            # plenty of history, merely similar shapes do not blur it (an adaptive bandwidth).
+            cands.sort(key=lambda c: -c[0])
+            for i, (_, ev, _, _, b_sum) in enumerate(cands):
+                take = min(1.0, (EVIDENCE_CAP - evidence) / ev)
+                evidence += take * ev
+                bad += take * b_sum
+                if evidence >= EVIDENCE_CAP - 1e-9:
+                    del cands[i + 1 :]
+                    break
+            base = self.prior(action.tool) if prior is None else prior
+            risk = (prior_strength * base + bad) / (prior_strength + evidence)
+            precedents = self._cite(cands, action)
+            novel = self._labelled[action.tool] >= NOVEL_AFTER and best_sim < NOVEL_SIMILARITY
+            return RiskEstimate(
+                risk=min(max(risk, 0.0), 1.0),
+                evidence=round(evidence, 4),
+                precedents=precedents,
+                summary=self._summary(action, profile, precedents, novel, base),
+                novel=novel,
+            )
+
+    def _cite(self, cands: list[tuple[float, float, _Proto, int, float]], action: Action) -> list[Precedent]:
+        """The strongest precedents: the most similar shapes first and, within one shape, its
+        newest cases (which weighed most); at most three per shape, so others get cited too."""
+        out: list[Precedent] = []
+        for sim, _, proto, level, _ in cands:
+            taken = 0
+            for case in reversed(proto.cases):
+                if level and _nearer(case, action, level):
+                    continue  # reached through a nearer partition already
+                out.append(self._precedent(case, sim))
+                taken += 1
+                if len(out) == CITED:
+                    return out
+                if taken == 3:
+                    break
+        return out
+
+    @staticmethod
+    def _precedent(case: _Case, sim: float) -> Precedent:
+        return Precedent(request_id=case.request_id, similarity=round(sim, 4), outcome=case.outcome,
+                         severity=case.severity, cost=case.cost, tool=case.tool, decided_at=case.decided_at)  # fmt: skip
+
+    @staticmethod
+    def _summary(action: Action, profile: Profile, precedents: list[Precedent], novel: bool, base: float) -> str:
+        how = _qualifier(profile)
+        if not precedents:
+            if novel:
+                return f"no past {action.tool} call{how} resembles this one; prior risk {base:.0%}"
+            return f"no similar past {action.tool} call has a known outcome yet; prior risk {base:.0%}"
+        n = len(precedents)
+        bad = [p for p in precedents if p.outcome in BAD_OUTCOMES or p.outcome == "rejected"
+               or (p.outcome == "failed" and (p.severity or 0) >= 0.5)]  # fmt: skip
+        calls = f"{action.tool} call{'s' if n != 1 else ''}"
+        if not bad:
+            return f"the {n} most similar {calls}{how} all went well" if n > 1 else f"the most similar {calls}{how} went well"
+        cost = sum(p.cost or 0.0 for p in bad)
+        costs = f" (cost {_money(cost)})" if cost else ""
+        verbs = Counter("were rejected by a reviewer" if p.outcome == "rejected" else "ended badly" for p in bad)
+        verb = verbs.most_common(1)[0][0]
+        lead = "the most similar" if n == 1 else f"{len(bad)} of the {n} most similar"
+        return f"{lead} {calls}{how} {verb}{costs}"
+
+
+def _nearer(case: _Case, action: Action, level: int) -> bool:
+    """Whether ``case`` belongs to a partition nearer to ``action`` than ``level``."""
+    return case.tool == action.tool or (level == 2 and case.domain == action.domain)
+
+
+def _qualifier(profile: Profile) -> str:
+    parts = []
+    if profile.bad_ids:
+        parts.append(f"involving a {'/'.join(_KIND.get(k, k) for k in profile.bad_ids)} seen in harmful calls")
+    elif profile.novel_ids:
+        parts.append(f"to a new {'/'.join(_KIND.get(k, k) for k in profile.novel_ids)}")
+    if abs(profile.value_z_actor) >= 2.0 or abs(profile.value_z_tool) >= 2.0:
+        parts.append("of unusual value")
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+_KIND = {"iban": "IBAN", "email": "e-mail address", "host": "web host", "party": "counterparty", "phone": "phone number"}

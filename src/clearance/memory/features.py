@@ -1,0 +1,225 @@
+"""What a tool call looks like to memory: a fixed-width vector that generalises beyond names.
+
+Exact identifiers (an IBAN, an e-mail address) rarely repeat between attacks, so a vector of
+identifiers would find no precedent for the next one. What does repeat is the *shape* of the
+call relative to what this deployment has seen: a recipient never seen in a successful call,
+an e-mail domain nobody wrote to before, a value far above this actor's usual, an argument
+combination this tool never had. Those are the first dimensions of the vector; hashed argument
+tokens and the actor follow, so that among calls of the same shape the closest in content come
+first.
+
+The features of a call depend on what was known when it was decided. :class:`Featuriser`
+keeps that knowledge and is fed in event order, so replaying the audit log rebuilds exactly the
+vectors the live engine computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from clearance.model import Action
+
+__all__ = ["DIM", "Featuriser", "Profile", "identifiers"]
+
+#: Width of the vectors memory indexes.
+DIM = 48
+_HASHED_ARGS = slice(12, 44)  # 32 dimensions of signed feature hashing over argument tokens
+_HASHED_ACTOR = slice(44, 48)
+
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
+IBAN = re.compile(r"\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b")
+URL = re.compile(r"\b(?:https?://)?(?:www\.)?((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})(?:[/:?#]\S*)?", re.IGNORECASE)
+PHONE = re.compile(r"\+?\d[\d ()-]{7,}\d")
+#: Argument names whose short free-text values name a counterparty.
+PARTY_KEYS = re.compile(r"(recipient|to|user|email|account|iban|payee|customer|card|payment_method|target|url|channel)",
+                        re.IGNORECASE)  # fmt: skip
+
+
+def _leaves(obj: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, str(k))
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _leaves(v, key)
+    else:
+        yield key, obj
+
+
+def identifiers(arguments: dict[str, Any], target: str | None = None) -> set[tuple[str, str]]:
+    """Counterparty-like tokens of a call, as ``(kind, token)``: e-mail addresses and their
+    domains, IBANs, URL hosts, phone numbers, and short values of counterparty-named arguments."""
+    out: set[tuple[str, str]] = set()
+    texts = [(k, v) for k, v in _leaves(arguments) if isinstance(v, str)]
+    if target:
+        texts.append(("target", target))
+    for key, text in texts:
+        found = False
+        for m in EMAIL.finditer(text):
+            out.add(("email", m.group(0).lower()))
+            out.add(("email_domain", m.group(1).lower()))
+            found = True
+        rest = EMAIL.sub(" ", text)
+        for iban in IBAN.findall(rest):
+            out.add(("iban", iban))
+            found = True
+        rest = IBAN.sub(" ", rest)
+        for host in URL.findall(rest):
+            if not host.replace(".", "").isdigit():
+                out.add(("host", host.lower()))
+                found = True
+        for phone in PHONE.findall(rest):
+            out.add(("phone", re.sub(r"\D", "", phone)))
+            found = True
+        if not found and len(text) <= 64 and PARTY_KEYS.search(key):
+            out.add(("party", text.strip().lower()))
+    return out
+
+
+def _h(token: str) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+
+
+class _Stats:
+    """Running mean and variance of log values (Welford)."""
+
+    __slots__ = ("m2", "mean", "n")
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        d = x - self.mean
+        self.mean += d / self.n
+        self.m2 += d * (x - self.mean)
+
+    def z(self, x: float) -> float:
+        if self.n < 3:
+            return 0.0
+        sd = math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
+        return max(-5.0, min(5.0, (x - self.mean) / max(sd, 0.25)))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The salient, human-readable facts behind a vector; explanations are built from these."""
+
+    novel_ids: tuple[str, ...]  # kinds of counterparties never seen in a call that went well
+    bad_ids: tuple[str, ...]  # kinds of counterparties seen in a call that went badly
+    value_z_tool: float
+    value_z_actor: float
+    rare_arguments: bool
+
+
+_ID_LIMIT = 200_000  # identifiers remembered per label
+
+
+class Featuriser:
+    """Knowledge of what went well and badly, and the vectors it gives calls."""
+
+    def __init__(self) -> None:
+        self.good_ids: Counter[tuple[str, str]] = Counter()
+        self.bad_ids: Counter[tuple[str, str]] = Counter()
+        self.tool_values: dict[str, _Stats] = defaultdict(_Stats)
+        self.actor_values: dict[tuple[str, str], _Stats] = defaultdict(_Stats)
+        self.keysets: dict[str, Counter[frozenset[str]]] = defaultdict(Counter)
+        self.tokens: dict[str, Counter[str]] = defaultdict(Counter)
+        self.calls: Counter[str] = Counter()
+
+    # -- vectors ------------------------------------------------------------------------------
+    def vector(self, action: Action) -> tuple[list[float], Profile]:
+        ids = identifiers(action.arguments, action.target)
+        party = [i for i in ids if i[0] != "email_domain"]
+        novel = [i for i in party if i not in self.good_ids]
+        bad = [i for i in ids if self.bad_ids[i] > self.good_ids[i]]
+        domains = [i for i in ids if i[0] in ("email_domain", "host")]
+        novel_domains = [i for i in domains if i not in self.good_ids]
+        logv = math.log1p(max(action.value or 0.0, 0.0))
+        z_tool = self.tool_values[action.tool].z(logv) if action.value is not None else 0.0
+        z_actor = self.actor_values[(action.actor, action.tool)].z(logv) if action.value is not None else 0.0
+        calls = self.calls[action.tool]
+        keys = frozenset(k for k, _ in _leaves(action.arguments))
+        keyset_rarity = 1.0 - self.keysets[action.tool][keys] / calls if calls else 0.0
+        toks = list(self._tokens(action.arguments))
+        seen = self.tokens[action.tool]
+        token_rarity = sum(1.0 for t in toks if seen[t] == 0) / len(toks) if toks and calls else 0.0
+
+        v = [0.0] * DIM
+        v[0] = logv / 8.0
+        v[1] = z_tool / 3.0
+        v[2] = z_actor / 3.0
+        v[3] = 1.5 * (len(novel) / len(party) if party else 0.0)
+        v[4] = 2.0 * float(bool(bad))
+        v[5] = min(len(bad), 3) / 3.0
+        v[6] = len(novel_domains) / len(domains) if domains else 0.0
+        v[7] = 0.5 * min(len(party), 5) / 5.0
+        v[8] = 0.5 * keyset_rarity
+        v[9] = 0.5 * token_rarity
+        v[10] = float(bool(action.target) and ("party", action.target.strip().lower()) not in self.good_ids
+                      and not any(i in self.good_ids for i in identifiers({}, action.target)))  # fmt: skip
+        v[11] = 0.5 * float(self.actor_values[(action.actor, action.tool)].n < 3)
+        self._hash_into(v, _HASHED_ARGS, toks, 0.5)
+        self._hash_into(v, _HASHED_ACTOR, [f"actor={action.actor}"], 0.25)
+        profile = Profile(
+            novel_ids=tuple(sorted({k for k, _ in novel})),
+            bad_ids=tuple(sorted({k for k, _ in bad})),
+            value_z_tool=z_tool,
+            value_z_actor=z_actor,
+            rare_arguments=keyset_rarity > 0.9 and calls >= 20,
+        )
+        return v, profile
+
+    @staticmethod
+    def _tokens(arguments: dict[str, Any]) -> Iterator[str]:
+        for key, value in _leaves(arguments):
+            if isinstance(value, bool) or value is None:
+                yield f"{key}={value}"
+            elif isinstance(value, (int, float)):
+                # Numbers by order of magnitude, so 120 and 130 look alike and 12,000 does not.
+                yield f"{key}~{int(math.log10(abs(value) + 1) * 2)}"
+            else:
+                text = str(value)
+                yield f"{key}={text.lower()}" if len(text) <= 64 else f"{key}:len{int(math.log2(len(text)))}"
+
+    @staticmethod
+    def _hash_into(v: list[float], where: slice, tokens: list[str], norm: float) -> None:
+        if not tokens:
+            return
+        width = where.stop - where.start
+        acc = [0.0] * width
+        for t in tokens:
+            # Two buckets per token: two values of one argument rarely collide in both.
+            h = _h(t)
+            acc[h % width] += 1.0 if (h >> 32) & 1 else -1.0
+            acc[(h >> 16) % width] += 1.0 if (h >> 33) & 1 else -1.0
+        length = math.sqrt(sum(x * x for x in acc)) or 1.0
+        for i, x in enumerate(acc):
+            v[where.start + i] = norm * x / length
+
+    # -- learning -----------------------------------------------------------------------------
+    def observe_call(self, action: Action) -> None:
+        """A call was decided: its shape becomes part of this tool's and actor's history."""
+        self.calls[action.tool] += 1
+        self.keysets[action.tool][frozenset(k for k, _ in _leaves(action.arguments))] += 1
+        seen = self.tokens[action.tool]
+        seen.update(set(self._tokens(action.arguments)))
+        if action.value is not None:
+            self.actor_values[(action.actor, action.tool)].add(math.log1p(max(action.value, 0.0)))
+
+    def observe_label(self, tool: str, ids: Iterable[tuple[str, str]], value: float | None, *, bad: bool) -> None:
+        """A call's outcome is known: its counterparties (from :func:`identifiers`) become
+        known good or known bad, and a good call's value joins its tool's usual range."""
+        known = self.bad_ids if bad else self.good_ids
+        known.update(ids)
+        if len(known) > _ID_LIMIT:  # forget the least seen half, so memory stays bounded
+            for key, _ in known.most_common()[_ID_LIMIT // 2 :]:
+                del known[key]
+        if not bad and value is not None:
+            self.tool_values[tool].add(math.log1p(max(value, 0.0)))

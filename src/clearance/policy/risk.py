@@ -1,0 +1,91 @@
+"""Turning memory's risk estimate into a verdict, with the thresholds the rules file sets.
+
+Pure, like :mod:`clearance.policy.evaluate`: the engine passes the rules' verdict and memory's
+estimate and gets the final verdict. Memory only tightens: it can send an allowed call to
+approval or block it, never the reverse, so a rule a person wrote is never overruled by
+statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from clearance.memory import RiskEstimate
+from clearance.model import Action, DecisionResult
+from clearance.policy.evaluate import Verdict
+from clearance.policy.rules import RISK_DEFAULTS, RiskPolicy, RuleSet
+
+__all__ = ["ResolvedRisk", "apply_risk", "resolve_risk"]
+
+
+@dataclass(frozen=True)
+class ResolvedRisk:
+    """Every :class:`RiskPolicy` field with a value, and where each came from."""
+
+    approval_above: float
+    block_above: float
+    min_evidence: float
+    novel: str
+    prior: float | None
+    prior_strength: float
+    half_life_days: float
+    enabled: bool
+    source: str  # e.g. "rule refunds", "domain payments", "file", "defaults"
+
+
+_FIELDS = [f.name for f in fields(ResolvedRisk) if f.name != "source"]
+
+
+def resolve_risk(rules: RuleSet, action: Action) -> ResolvedRisk:
+    """Field by field: the first matching active rule that sets it (file order), then the
+    action's domain, then the file's ``risk``, then :data:`RISK_DEFAULTS`."""
+    layers: list[tuple[str, RiskPolicy]] = []
+    for rule in rules.candidates(action.domain, action.tool):
+        if rule.rule.risk is not None and rule.rule.status == "active" and rule.actor_matches(action.actor):
+            layers.append((f"rule {rule.id}", rule.rule.risk))
+    domain = rules.source.domains.get(action.domain)
+    if domain is not None and domain.risk is not None:
+        layers.append((f"domain {action.domain}", domain.risk))
+    if rules.source.risk is not None:
+        layers.append(("file", rules.source.risk))
+    values: dict[str, object] = {}
+    used: set[str] = set()
+    for name in _FIELDS:
+        for where, policy in layers:
+            v = getattr(policy, name)
+            if v is not None:
+                values[name] = v
+                used.add(where)
+                break
+        else:
+            values[name] = RISK_DEFAULTS[name]
+    source = next((where for where, _ in layers if where in used), "defaults")  # the most specific
+    return ResolvedRisk(**values, source=source)  # type: ignore[arg-type]
+
+
+def apply_risk(verdict: Verdict, estimate: RiskEstimate, policy: ResolvedRisk) -> Verdict:
+    """The verdict once memory has had its say; ``verdict`` itself is left unchanged."""
+    if not policy.enabled or verdict.result is DecisionResult.blocked:
+        return verdict
+    wanted = DecisionResult.allowed
+    why = ""
+    risk = estimate.risk
+    # Thin evidence already pulls the estimate towards the prior; asking a person is the right
+    # answer to a risky-looking call, but blocking one outright needs min_evidence behind it.
+    if risk > policy.block_above and estimate.evidence >= policy.min_evidence and estimate.precedents:
+        wanted, why = DecisionResult.blocked, f"risk {risk:.2f} is above block_above {policy.block_above:g}"
+    elif risk > policy.approval_above:
+        wanted, why = DecisionResult.requires_approval, f"risk {risk:.2f} is above approval_above {policy.approval_above:g}"
+    elif estimate.novel and policy.novel != "allow":
+        wanted = DecisionResult.blocked if policy.novel == "block" else DecisionResult.requires_approval
+        why = f"novel calls get {policy.novel.replace('_', ' ')}"
+    if _rank(wanted) <= _rank(verdict.result):
+        return verdict
+    where = "" if policy.source == "defaults" else f" ({policy.source})"
+    reason = f"{estimate.summary}: {why}{where}"
+    return Verdict(wanted, reason, verdict.matched, verdict.shadow, verdict.counted_rules,
+                   verdict.approval_ttl, verdict.approvals_required)  # fmt: skip
+
+
+def _rank(result: DecisionResult) -> int:
+    return {DecisionResult.allowed: 0, DecisionResult.requires_approval: 1, DecisionResult.blocked: 2}[result]

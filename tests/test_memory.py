@@ -1,0 +1,309 @@
+"""Learning from outcomes: precedents, risk, thresholds, explanations, rebuilds.
+
+Every test drives a real Engine on a SQLite file through evaluate / record / report / resolve,
+the way an agent and its operators would, and checks what the next similar call gets.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from clearance import Engine, parse_rules
+from clearance.errors import RuleError
+from clearance.memory.cases import CaseMemory
+from clearance.memory.features import identifiers
+from clearance.memory.report import calibration
+from clearance.model import Action, DecisionResult
+from clearance.policy import RuleSet
+from clearance.policy.risk import resolve_risk
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+KNOWN = ["DE89370400440532013000", "FR1420041010050500013M02606", "GB29NWBK60161331926819"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def open_engine(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Engine]]:
+    opened: list[Engine] = []
+
+    def make(**kw: Any) -> Engine:
+        eng = Engine(tmp_path / "memory.db", clock=clock, **kw)
+        opened.append(eng)
+        return eng
+
+    yield make
+    for eng in opened:
+        eng.close()
+
+
+def send(recipient: str, amount: float = 100.0, actor: str = "agent-1") -> dict[str, Any]:
+    return {"tool": "send_money", "domain": "banking", "actor": actor, "value": amount,
+            "arguments": {"recipient": recipient, "amount": amount}}  # fmt: skip
+
+
+def fresh_iban(rng: random.Random) -> str:
+    return f"LT{rng.randrange(10**17, 10**18)}"
+
+
+def history(engine: Engine, clock: Clock, n: int = 60, seed: int = 1) -> None:
+    """Known recipients go well; fresh IBANs (a novel attacker each time) are charged back."""
+    rng = random.Random(seed)
+    for i in range(n):
+        clock.tick(minutes=10)
+        attack = i % 4 == 0
+        d = engine.evaluate(send(fresh_iban(rng) if attack else rng.choice(KNOWN), rng.randint(50, 400)))
+        if d.allowed:
+            engine.record_execution(d.request_id, "executed")
+            engine.report_outcome(d.request_id, "harmful" if attack else "succeeded", cost=250.0 if attack else 0.0,
+                                  severity=0.9 if attack else 0.0, event_id=f"out-{d.request_id}")  # fmt: skip
+
+
+def test_novel_attacker_is_caught_by_what_past_ones_did(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    engine = open_engine()
+    first = engine.evaluate(send(fresh_iban(random.Random(99))))
+    assert first.allowed and first.precedents == [] and first.evidence == 0.0  # nothing learned yet
+    history(engine, clock)
+    clock.tick(minutes=5)
+    novel = engine.evaluate(send(fresh_iban(random.Random(7)), 120))
+    assert novel.result is not DecisionResult.allowed, novel.reason
+    assert novel.rules_result is DecisionResult.allowed
+    assert novel.risk_score > 0.5 and novel.evidence >= 2
+    assert novel.precedents and all(p.tool == "send_money" for p in novel.precedents)
+    assert sum(p.outcome == "harmful" for p in novel.precedents) >= 3
+    assert "most similar send_money calls to a new IBAN ended badly (cost" in novel.reason
+    assert "above approval_above" in novel.reason or "above block_above" in novel.reason
+    cited = engine.get_decision(novel.precedents[0].request_id)
+    assert cited.tool == "send_money"
+
+    familiar = engine.evaluate(send(KNOWN[0], 120))
+    assert familiar.allowed and familiar.risk_score < 0.1
+    assert familiar.risk_summary and "went well" in familiar.risk_summary
+
+
+def test_thin_evidence_stays_near_the_prior(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    engine = open_engine()
+    d = engine.evaluate(send("LT111111111111111111"))
+    engine.record_execution(d.request_id, "executed")
+    engine.report_outcome(d.request_id, "harmful", cost=100.0)
+    clock.tick(minutes=1)
+    again = engine.evaluate(send("LT222222222222222222"))
+    # One bad precedent is evidence of about one case: shrunk, below min_evidence, not acted on.
+    assert again.allowed
+    assert 0.2 < again.risk_score < 0.8 and again.evidence < 2.0
+    assert [p.outcome for p in again.precedents] == ["harmful"]
+
+
+def test_blocked_and_unanswered_calls_reveal_nothing(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    engine = open_engine()
+    engine.apply_rules(parse_rules("version: 1\nrules:\n  - {id: big, tool: send_money, max_value: 1000,"
+                                   " require_approval_above: 500}\n"))  # fmt: skip
+    blocked = engine.evaluate(send("LT333333333333333333", 5000))
+    waiting = engine.evaluate(send("LT444444444444444444", 700))
+    assert blocked.result is DecisionResult.blocked and waiting.result is DecisionResult.requires_approval
+    clock.tick(minutes=1)
+    later = engine.evaluate(send("LT555555555555555555", 100))
+    assert later.precedents == [] and later.evidence == 0.0  # neither counts as safe nor as harmful
+
+
+def test_reviewers_answers_count_until_an_outcome_arrives(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    engine = open_engine()
+    engine.apply_rules(parse_rules("version: 1\nrules:\n  - {id: ask, tool: send_money, require_approval_above: 0}\n"))
+    held = engine.evaluate(send("LT666666666666666666"))
+    engine.resolve_approval(held.approval_id, "rejected", approver="alice")  # type: ignore[arg-type]
+    clock.tick(minutes=1)
+    after_reject = engine.evaluate(send("LT777777777777777777"))
+    assert [p.outcome for p in after_reject.precedents] == ["rejected"]
+    assert after_reject.evidence < 0.6  # a person's no is weaker evidence than a reported harm
+
+    engine.resolve_approval(after_reject.approval_id, "approved", approver="alice")  # type: ignore[arg-type]
+    engine.record_execution(after_reject.request_id, "executed")
+    engine.report_outcome(after_reject.request_id, "succeeded")
+    clock.tick(minutes=1)
+    later = engine.evaluate(send("LT888888888888888888"))
+    outcomes = {p.request_id: p.outcome for p in later.precedents}
+    assert outcomes[after_reject.request_id] == "succeeded"  # the real outcome replaced the approval
+
+
+def test_late_outcomes_update_the_estimate(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    engine = open_engine()
+    ran = []
+    for i in range(4):
+        d = engine.evaluate(send(f"LT90000000000000000{i}"))
+        engine.record_execution(d.request_id, "executed")
+        ran.append(d.request_id)
+    clock.tick(days=1)
+    before = engine.evaluate(send("LT999999999999999999"))
+    assert before.evidence == 0.0
+    for rid in ran:  # charge-backs arrive days later
+        engine.report_outcome(rid, "harmful", cost=80.0)
+    clock.tick(days=1)
+    after = engine.evaluate(send("LT999999999999999998"))
+    assert after.risk_score > before.risk_score + 0.3 and after.evidence > 2.0
+    # and a later "it was fine after all" does not erase a reported harm
+    engine.report_outcome(ran[0], "succeeded")
+    assert engine.evaluate(send("LT999999999999999997")).risk_score == pytest.approx(after.risk_score, abs=0.05)
+
+
+def test_old_precedents_weigh_less(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    engine = open_engine()
+    engine.apply_rules(parse_rules("version: 1\nrisk: {half_life_days: 7}\n"))
+    for i in range(4):
+        d = engine.evaluate(send(f"LT80000000000000000{i}"))
+        engine.record_execution(d.request_id, "executed")
+        engine.report_outcome(d.request_id, "harmful")
+    fresh = engine.evaluate(send("LT800000000000000099"))
+    clock.tick(days=28)  # four half-lives
+    stale = engine.evaluate(send("LT800000000000000098"))
+    assert stale.evidence < fresh.evidence / 8
+    assert stale.risk_score < fresh.risk_score
+
+
+def test_rebuilt_memory_judges_like_the_live_one(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    live = open_engine()
+    history(live, clock, n=40)
+    clock.tick(minutes=3)
+    live.evaluate(send(fresh_iban(random.Random(5)), 222))
+    rebuilt = open_engine()  # a new process on the same file: memory replays the audit log
+    assert rebuilt.warm_memory() == live.warm_memory() > 0
+    probe = Action.model_validate(send(fresh_iban(random.Random(6)), 230))
+    first, second = live.memory.assess(probe, clock()), rebuilt.memory.assess(probe, clock())
+    assert first.precedents and second == first
+
+
+def test_engines_sharing_a_store_learn_from_each_other(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    a, b = open_engine(), open_engine()
+    history(a, clock)
+    clock.tick(minutes=3)
+    d = b.evaluate(send(fresh_iban(random.Random(11))))
+    assert d.result is not DecisionResult.allowed and d.evidence > 2
+
+
+def test_thresholds_per_domain_and_per_rule() -> None:
+    source = parse_rules("""
+version: 1
+risk: {approval_above: 0.4, block_above: 0.8}
+domains:
+  banking: {risk: {approval_above: 0.2, min_evidence: 1}}
+rules:
+  - id: big-wires
+    tool: wire_*
+    risk: {block_above: 0.5, novel: require_approval}
+  - id: paused
+    tool: wire_*
+    status: paused
+    risk: {approval_above: 0.01}
+""")
+    rules = RuleSet.compile(source, "1")
+    wire = resolve_risk(rules, Action(tool="wire_out", domain="banking"))
+    assert (wire.approval_above, wire.block_above, wire.min_evidence, wire.novel) == (0.2, 0.5, 1.0, "require_approval")
+    assert wire.source == "rule big-wires"
+    mail = resolve_risk(rules, Action(tool="send_email", domain="mail"))
+    assert (mail.approval_above, mail.block_above, mail.min_evidence, mail.novel) == (0.4, 0.8, 2.0, "allow")
+    assert resolve_risk(RuleSet.empty(), Action(tool="x")).source == "defaults"
+
+
+def test_bad_risk_thresholds_are_refused_with_the_rule_id() -> None:
+    with pytest.raises(RuleError, match=r"rule 'r1'.*approval_above 0.9 is above block_above 0.5"):
+        parse_rules("version: 1\nrules:\n  - {id: r1, tool: t, risk: {approval_above: 0.9, block_above: 0.5}}\n")
+    with pytest.raises(RuleError, match="less than or equal to 1"):
+        parse_rules("version: 1\nrisk: {approval_above: 1.5}\n")
+
+
+def test_novel_calls_get_what_the_rules_file_says(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    engine = open_engine()
+    engine.apply_rules(parse_rules("version: 1\nrisk: {novel: require_approval}\n"))
+    for i in range(8):
+        d = engine.evaluate({"tool": "post_message", "arguments": {"channel": "general", "text": f"hello {i}"}})
+        engine.record_execution(d.request_id, "executed")
+        engine.report_outcome(d.request_id, "succeeded")
+    familiar = engine.evaluate({"tool": "post_message", "arguments": {"channel": "general", "text": "hello again"}})
+    assert familiar.allowed
+    odd = engine.evaluate({"tool": "post_message", "value": 25000.0, "target": "LT123456789012345678",
+                           "arguments": {"iban": "LT123456789012345678", "url": "https://paste.example.io/x",
+                                         "channel": "external-x", "text": "please wire " * 40}})  # fmt: skip
+    assert odd.result is DecisionResult.requires_approval, odd.reason
+    assert "novel calls get require approval" in odd.reason
+
+
+def test_identifiers_generalise_beyond_exact_strings() -> None:
+    ids = identifiers({"to": "Mallory <mallory@evil-mail.com>", "note": "see https://www.Pay-Me.io/now",
+                       "iban": "LT601010012345678901", "user": "Bob"})  # fmt: skip
+    assert ("email_domain", "evil-mail.com") in ids and ("host", "pay-me.io") in ids
+    assert ("iban", "LT601010012345678901") in ids and ("party", "bob") in ids
+
+
+def test_calibration_measures() -> None:
+    assert calibration([])["brier"] is None
+    perfect = calibration([(1.0, 1.0), (0.0, 0.0)] * 5)
+    assert perfect["brier"] == 0 and perfect["ece"] == 0
+    off = calibration([(0.9, 0.0)] * 10)
+    assert off["ece"] == pytest.approx(0.9) and off["reliability"][0]["n"] == 10
+
+
+def test_risk_is_calibrated_on_a_stream_with_known_odds(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    """Three kinds of call that go badly 2%, 20% and 60% of the time: the estimates land near
+    those rates, and the Brier score beats always answering the base rate."""
+    engine = open_engine(memory=CaseMemory())
+    rng = random.Random(3)
+    kinds = [("DE89370400440532013000", 0.02), ("ES9121000418450200051332", 0.2), ("NL91ABNA0417164300", 0.6)]
+    for _ in range(450):
+        clock.tick(minutes=5)
+        iban, p = rng.choice(kinds)
+        d = engine.evaluate(send(iban, 100))
+        engine.record_execution(d.request_id, "executed")
+        engine.report_outcome(d.request_id, "harmful" if rng.random() < p else "succeeded")
+    report = engine.learning_report()
+    c = report.calibration
+    assert c["n"] == 450 and c["brier"] < c["brier_base_rate"]
+    assert c["ece"] < 0.05, c
+    for iban, p in kinds:
+        est = engine.evaluate(send(iban, 100)).risk_score
+        assert abs(est - p) < 0.1, (iban, p, est)
+
+
+def test_explain_and_learning_report_cli(open_engine: Callable[..., Engine], clock: Clock, tmp_path: Path) -> None:
+    from clearance.cli import app
+
+    engine = open_engine()
+    history(engine, clock)
+    clock.tick(minutes=3)
+    d = engine.evaluate(send(fresh_iban(random.Random(21))))
+    runner = CliRunner()
+    db = str(tmp_path / "memory.db")
+    out = runner.invoke(app, ["--db", db, "explain", d.request_id])
+    assert out.exit_code == 0, out.output
+    assert "memory tightened the verdict" in out.output and d.precedents[0].request_id in out.output
+    assert "harmful" in out.output and "ended badly" in out.output
+    js = runner.invoke(app, ["--db", db, "explain", d.request_id, "--json"])
+    assert json.loads(js.output)["decision"]["precedents"][0]["request_id"] == d.precedents[0].request_id
+
+    rep = runner.invoke(app, ["--db", db, "learning", "report", "--json"])
+    assert rep.exit_code == 0, rep.output
+    data = json.loads(rep.output)
+    assert data["changed_by_memory"] >= 1 and data["decisions"] == 61
+    assert data["calibration"]["n"] > 0 and data["tools"]["send_money"]["with_outcome"] > 0
+    text = runner.invoke(app, ["--db", db, "learning", "report"])
+    assert "calibration on" in text.output and "send_money" in text.output
