@@ -1,12 +1,17 @@
-"""Approvals: list, read, wait for, resolve."""
+"""Approvals: list, read, wait for (one JSON answer, or a Server-Sent Events stream), resolve."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
-from typing import Annotated, Literal
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from clearance.model import Approval, ApprovalStatus
@@ -15,6 +20,7 @@ from clearance.server.auth import Principal, refuse, require
 from clearance.server.deps import check_actor, engine_of
 
 router = APIRouter(tags=["approvals"])
+log = logging.getLogger("clearance.server")
 
 ApprovalId = Annotated[str, Path(min_length=1, max_length=64)]
 Reader = Annotated[Principal, Depends(require("agent", "approver"))]
@@ -57,26 +63,45 @@ def get_approval(approval_id: ApprovalId, request: Request, principal: Reader) -
     return _get(request, principal, approval_id)
 
 
-@router.get("/approvals/{approval_id}/wait", response_model=Approval,
-            summary="Long-poll until the approval is no longer pending, or the timeout passes")  # fmt: skip
-async def wait_approval(
-    approval_id: ApprovalId,
-    request: Request,
-    principal: Reader,
-    timeout_seconds: Annotated[float, Query(ge=0, le=300, description="Answer with the pending approval after this long.")] = 30.0,
-) -> Approval:
-    """Answers as soon as the approval is approved, rejected or expired; after ``timeout_seconds``
-    it answers with the approval still ``pending`` (status 200 either way)."""
-    deadline = time.monotonic() + timeout_seconds
+_SSE_DOC = """With `Accept: text/event-stream`, a Server-Sent Events stream instead of one JSON answer:
+`event: waiting` at once and then every few seconds while the approval is pending (its `data:`
+is the pending Approval; the heartbeats keep proxies from closing an idle connection), then one
+`event: resolved` (approved, rejected or expired) or `event: timeout` (still pending after
+`timeout_seconds`) whose `data:` is the Approval as JSON, and the stream ends."""
+
+_SSE_EXAMPLE = ('event: waiting\ndata: {"approval_id": "apr_...", "status": "pending", ...}\n\n'
+                'event: resolved\ndata: {"approval_id": "apr_...", "status": "approved", ...}\n\n')
+
+#: Seconds between ``event: waiting`` heartbeats of a stream; ``app.state.sse_heartbeat_seconds`` overrides it.
+HEARTBEAT_SECONDS = 5.0
+
+
+async def _watch(request: Request, principal: Principal, approval_id: str, timeout_seconds: float,
+                 heartbeat: float | None) -> AsyncIterator[tuple[str, Approval]]:  # fmt: skip
+    """``("waiting", approval)`` at once and every ``heartbeat`` seconds (never when it is None),
+    then ``("resolved", approval)`` or, past the timeout, ``("timeout", approval)``.
+
+    Looks at the store every POLL_SECONDS, and at once when this server resolves the approval,
+    so resolutions made elsewhere (another worker, the command line) are seen too."""
+    now = time.monotonic()
+    deadline, next_beat = now + timeout_seconds, now
     waiters = _waiters(request)
     event = asyncio.Event()
     waiters.setdefault(approval_id, set()).add(event)
     try:
         while True:
             approval = await run_in_threadpool(_get, request, principal, approval_id)
-            left = deadline - time.monotonic()
-            if approval.status is not ApprovalStatus.pending or left <= 0:
-                return approval
+            now = time.monotonic()
+            left = deadline - now
+            if approval.status is not ApprovalStatus.pending:
+                yield "resolved", approval
+                return
+            if left <= 0:
+                yield "timeout", approval
+                return
+            if heartbeat is not None and now >= next_beat:
+                yield "waiting", approval
+                next_beat = now + heartbeat
             event.clear()
             try:
                 await asyncio.wait_for(event.wait(), timeout=min(POLL_SECONDS, left))
@@ -88,6 +113,46 @@ async def wait_approval(
             mine.discard(event)
             if not mine:
                 waiters.pop(approval_id, None)
+
+
+async def _event_stream(request: Request, principal: Principal, approval_id: str, timeout_seconds: float) -> AsyncIterator[str]:
+    heartbeat = float(getattr(request.app.state, "sse_heartbeat_seconds", HEARTBEAT_SECONDS))
+    watch = _watch(request, principal, approval_id, timeout_seconds, heartbeat)
+    try:
+        async for kind, approval in watch:
+            yield f"event: {kind}\ndata: {approval.model_dump_json()}\n\n"
+    except Exception as exc:  # noqa: BLE001 - the 200 is sent already: say what went wrong in the stream
+        log.exception("approval event stream %s failed", approval_id)
+        yield f"event: error\ndata: {json.dumps({'error': {'type': 'internal_error', 'message': str(exc) or type(exc).__name__}})}\n\n"
+    finally:
+        await watch.aclose()
+
+
+@router.get("/approvals/{approval_id}/wait", response_model=Approval,
+            summary="Long-poll until the approval is no longer pending, or the timeout passes",
+            description="Answers as soon as the approval is approved, rejected or expired; after `timeout_seconds` it "
+                        "answers with the approval still `pending` (status 200 either way).\n\n" + _SSE_DOC,
+            responses={200: {"description": "The approval (JSON), or with `Accept: text/event-stream` a stream of events",
+                             "content": {"text/event-stream": {"schema": {"type": "string", "description": _SSE_DOC},
+                                                               "example": _SSE_EXAMPLE}}}})  # fmt: skip
+async def wait_approval(
+    approval_id: ApprovalId,
+    request: Request,
+    principal: Reader,
+    timeout_seconds: Annotated[float, Query(ge=0, le=300, description="Answer with the pending approval after this long.")] = 30.0,
+) -> Any:
+    """Answers as soon as the approval is approved, rejected or expired; after ``timeout_seconds``
+    it answers with the approval still ``pending`` (status 200 either way); with ``Accept:
+    text/event-stream``, the same as a stream with heartbeats (see ``_SSE_DOC``)."""
+    if "text/event-stream" in request.headers.get("accept", "").lower():
+        await run_in_threadpool(_get, request, principal, approval_id)  # unknown or forbidden: the usual error envelope
+        return StreamingResponse(_event_stream(request, principal, approval_id, timeout_seconds),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+    async with aclosing(_watch(request, principal, approval_id, timeout_seconds, None)) as watch:
+        async for _kind, approval in watch:  # without heartbeats: exactly one, the answer
+            pass
+    return approval
 
 
 @router.post("/approvals/{approval_id}/resolve", response_model=Approval,
