@@ -376,14 +376,24 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     json_logs: Annotated[bool, typer.Option("--json-logs/--plain-logs", help="One JSON object per log line.")] = True,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port and the store.")] = 1,
+    webhook_url: Annotated[Optional[list[str]], typer.Option("--webhook-url", help="POST approval events here (repeatable; "
+                           "default: CLEARANCE_WEBHOOK_URLS, comma-separated).")] = None,
+    webhook_secret: Annotated[Optional[str], typer.Option("--webhook-secret", help="Shared secret that signs webhooks "
+                              "(default: CLEARANCE_WEBHOOK_SECRET, which keeps it out of the process list).")] = None,
 ) -> None:
     """Run the control-plane server (HTTP API under /v1, OpenAPI at /v1/openapi.json) on this store."""
     try:
         from clearance.server.runner import serve as run_server
     except ImportError as exc:
         raise typer.BadParameter(f"the server needs its extra: pip install 'clearance[server]' ({exc.name} is missing)") from None
+    try:
+        from clearance.server.webhooks import WebhookSettings
+
+        WebhookSettings.resolve(webhook_url or (), webhook_secret)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     run_server(state.db, host=host, port=port, max_body_bytes=max_body_bytes, log_level=log_level, json_logs=json_logs,
-               workers=workers)
+               workers=workers, webhook_urls=webhook_url or (), webhook_secret=webhook_secret)
 
 
 def _keystore() -> Any:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -20,6 +20,9 @@ from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware, IdempotencyStore
 from clearance.server.middleware import RequestContext
 from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, rules, runs
+
+if TYPE_CHECKING:
+    from clearance.server.webhooks import WebhookSettings
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app", "from_env"]
 
@@ -77,8 +80,12 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     metrics: bool = True,
     close_engine: bool | None = None,
+    webhooks: WebhookSettings | None = None,
 ) -> FastAPI:
-    """The HTTP API over ``engine`` (an :class:`Engine`, or a store location for one)."""
+    """The HTTP API over ``engine`` (an :class:`Engine`, or a store location for one).
+
+    With ``webhooks``, a background task sends approval events to those URLs
+    (:mod:`clearance.server.webhooks`) for as long as the app runs."""
     owns = not isinstance(engine, Engine)
     eng = engine if isinstance(engine, Engine) else Engine(engine)
     close = owns if close_engine is None else close_engine
@@ -88,9 +95,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loop = asyncio.get_running_loop()
+        dispatcher = app.state.webhooks
+        if dispatcher is not None:
+            await dispatcher.start()
         try:
             yield
         finally:
+            if dispatcher is not None:
+                await dispatcher.stop()
             idempotency.close()
             if close:
                 eng.close()
@@ -101,6 +113,7 @@ def create_app(
     app.state.keys = KeyStore(eng.store)
     app.state.approval_waiters = {}
     app.state.metrics = None
+    app.state.webhooks = None
     observe = None
     if metrics:
         try:
@@ -111,6 +124,11 @@ def create_app(
             app.state.metrics = Metrics()
             observe = app.state.metrics.observe_request
             app.include_router(app.state.metrics.router())
+    if webhooks is not None:
+        from clearance.server.webhooks import WebhookDispatcher
+
+        on_result = app.state.metrics.observe_webhook if app.state.metrics is not None else None
+        app.state.webhooks = WebhookDispatcher(eng.store, webhooks, on_result=on_result)
     errors.install(app)
     for module in (health, decisions, approvals, rules, kill_switch, audit, runs, keys):
         app.include_router(module.router, prefix="/v1")
@@ -120,8 +138,11 @@ def create_app(
 
 
 def from_env() -> FastAPI:
-    """The app for ``CLEARANCE_DB`` (uvicorn factory, one per worker process of ``clearance serve --workers``)."""
+    """The app for ``CLEARANCE_DB`` (uvicorn factory, one per worker process of ``clearance serve --workers``),
+    with webhooks from ``CLEARANCE_WEBHOOK_URLS`` and ``CLEARANCE_WEBHOOK_SECRET``."""
     import os
 
+    from clearance.server.webhooks import WebhookSettings
+
     limit = int(os.environ.get("CLEARANCE_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES)
-    return create_app(os.environ.get("CLEARANCE_DB"), max_body_bytes=limit)
+    return create_app(os.environ.get("CLEARANCE_DB"), max_body_bytes=limit, webhooks=WebhookSettings.resolve())

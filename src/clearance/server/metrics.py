@@ -8,6 +8,9 @@
 - ``clearance_outcomes_total{status}``: outcomes reported through this server.
 - ``clearance_approvals_pending`` and ``clearance_approval_oldest_pending_seconds``: the
   approval queue, read from the store at scrape time.
+- ``clearance_webhook_deliveries_total{event,outcome}``: webhook attempts made by this server,
+  by event type and outcome (``delivered``, ``retry``, ``failed``); and
+  ``clearance_webhook_backlog``: deliveries not yet delivered or given up, at scrape time.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class Metrics:
         self.outcomes = Counter("clearance_outcomes", "Outcomes reported.", ["status"], registry=r)
         self.pending = Gauge("clearance_approvals_pending", "Pending approvals (at scrape time).", registry=r)
         self.oldest = Gauge("clearance_approval_oldest_pending_seconds", "Age of the oldest pending approval.", registry=r)
+        self.webhooks = Counter("clearance_webhook_deliveries", "Webhook attempts by event and outcome.", ["event", "outcome"],
+                                registry=r)  # fmt: skip
+        self.webhook_backlog = Gauge("clearance_webhook_backlog", "Webhook deliveries still to make (at scrape time).",
+                                     registry=r)  # fmt: skip
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -52,6 +59,9 @@ class Metrics:
     def observe_outcome(self, outcome: Outcome) -> None:
         self.outcomes.labels(outcome.status.value).inc()
 
+    def observe_webhook(self, event: str, outcome: str) -> None:
+        self.webhooks.labels(event, outcome).inc()
+
     def router(self) -> APIRouter:
         router = APIRouter(tags=["health"])
 
@@ -63,6 +73,9 @@ class Metrics:
             pending = engine.list_approvals(ApprovalStatus.pending, limit=10_000)
             self.pending.set(len(pending))
             self.oldest.set(max(((utcnow() - a.created_at).total_seconds() for a in pending), default=0.0))
+            dispatcher = getattr(request.app.state, "webhooks", None)
+            if dispatcher is not None:
+                self.webhook_backlog.set(dispatcher.backlog())
             return PlainTextResponse(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         return router

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,23 @@ __all__ = ["ServerThread", "serve"]
 
 
 def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, max_body_bytes: int | None = None,
-          log_level: str = "info", json_logs: bool = True, workers: int = 1) -> None:  # fmt: skip
+          log_level: str = "info", json_logs: bool = True, workers: int = 1, webhook_urls: Sequence[str] = (),
+          webhook_secret: str | None = None) -> None:  # fmt: skip
     """Run the server in the foreground; with ``workers > 1``, that many processes share the port
-    (and the store: idempotency keys and API keys live there, so any worker may answer a retry)."""
+    (and the store: idempotency keys and API keys live there, so any worker may answer a retry).
+
+    Webhooks go to ``webhook_urls`` (else ``CLEARANCE_WEBHOOK_URLS``), signed with
+    ``webhook_secret`` (else ``CLEARANCE_WEBHOOK_SECRET``); every worker runs a dispatcher and
+    the store makes sure each event is sent by one of them."""
     import logging
 
     import uvicorn
 
     from clearance.server.app import DEFAULT_MAX_BODY_BYTES, create_app
     from clearance.server.middleware import json_log_formatter
+    from clearance.server.webhooks import WebhookSettings
+
+    webhooks = WebhookSettings.resolve(webhook_urls, webhook_secret)  # bad settings fail here, before serving
 
     if json_logs:
         handler = logging.StreamHandler()
@@ -39,11 +48,14 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
 
         os.environ["CLEARANCE_DB"] = resolve_location(db)
         os.environ["CLEARANCE_MAX_BODY_BYTES"] = str(max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+        if webhooks is not None:
+            os.environ["CLEARANCE_WEBHOOK_URLS"] = ",".join(webhooks.urls)
+            os.environ["CLEARANCE_WEBHOOK_SECRET"] = webhooks.secret
         Engine(db).close()  # migrate once, before the workers start
         uvicorn.run("clearance.server.app:from_env", factory=True, workers=workers, host=host, port=port,
                     log_level=log_level, access_log=not json_logs, timeout_keep_alive=30)  # fmt: skip
         return
-    app = create_app(db, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+    app = create_app(db, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, webhooks=webhooks)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not json_logs,
                 timeout_keep_alive=30)  # fmt: skip
 

@@ -256,3 +256,39 @@ idempotency_keys = Table(
     PrimaryKeyConstraint("key_id", "idem_key"),
     Index("ix_idempotency_keys_created_at", "created_at"),
 )
+
+
+# Outbound approval webhooks (clearance.server.webhooks). Per endpoint, how far into the audit
+# trail its deliveries have been queued; locking this row is how one worker at a time queues.
+webhook_cursors = Table(
+    "webhook_cursors",
+    metadata,
+    Column("endpoint_id", String(32), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# One row per (endpoint, audit event): the signed body, fixed when queued so every retry sends
+# the same bytes, and the state of its delivery. A worker claims a row with a lease, so the
+# others leave it alone, and a crashed worker's claim lapses instead of losing the delivery.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("delivery_id", String(64), primary_key=True),
+    Column("endpoint_id", String(32), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("leased_by", String(64)),
+    Column("lease_until", UTCDateTime),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Index("ix_webhook_deliveries_state_next", "state", "next_attempt_at"),
+)

@@ -171,6 +171,9 @@ def resolve(approval_id: ApprovalId, body: S.ResolveRequest, request: Request, p
             raise refuse(request, 403, f"{principal.identity!r} made this call and cannot approve it", principal)
     result = engine.resolve_approval(approval_id, body.resolution, approver=approver, comment=body.comment)
     notify(request, approval_id)
+    webhooks = getattr(request.app.state, "webhooks", None)
+    if webhooks is not None:
+        webhooks.wake()  # send approval.resolved now rather than at the next poll
     return result
 
 
