@@ -344,7 +344,7 @@ class CaseMemory:
         costs = f" (cost {_money(cost)})" if cost else ""
         verbs = Counter("were rejected by a reviewer" if p.outcome == "rejected" else "ended badly" for p in bad)
         verb = verbs.most_common(1)[0][0]
-        lead = "the most similar" if n == 1 else f"{len(bad)} of the {n} most similar"
+        lead = "the most similar" if n == 1 else (f"all {n} most similar" if len(bad) == n else f"{len(bad)} of the {n} most similar")
         return f"{lead} {calls}{how} {verb}{costs}"
 
 
@@ -356,12 +356,17 @@ def _nearer(case: _Case, action: Action, level: int) -> bool:
 def _qualifier(profile: Profile) -> str:
     parts = []
     if profile.bad_ids:
-        parts.append(f"involving a {'/'.join(_KIND.get(k, k) for k in profile.bad_ids)} seen in harmful calls")
+        parts.append(f"involving {_a(' or '.join(_KIND.get(k, k) for k in profile.bad_ids))} seen in harmful calls")
     elif profile.novel_ids:
-        parts.append(f"to a new {'/'.join(_KIND.get(k, k) for k in profile.novel_ids)}")
+        parts.append(f"to a new {' and '.join(_KIND.get(k, k) for k in profile.novel_ids)}")
     if abs(profile.value_z_actor) >= 2.0 or abs(profile.value_z_tool) >= 2.0:
         parts.append("of unusual value")
     return (" " + " and ".join(parts)) if parts else ""
 
 
-_KIND = {"iban": "IBAN", "email": "e-mail address", "host": "web host", "party": "counterparty", "phone": "phone number"}
+_KIND = {"iban": "IBAN", "email": "e-mail address", "email_domain": "e-mail domain", "host": "web host",
+         "party": "counterparty", "phone": "phone number"}  # fmt: skip
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
