@@ -28,6 +28,7 @@ class Srv:
     url: str
     db: Path
     tokens: dict[str, str]
+    app: Any
 
     def headers(self, who: str | None, **extra: str) -> dict[str, str]:
         return {**({"Authorization": f"Bearer {self.tokens[who]}"} if who else {}), **extra}
@@ -46,7 +47,7 @@ def srv(tmp_path: Path) -> Iterator[Srv]:
     tokens = make_keys(engine)
     server = ServerThread(engine).start()
     server.app.state.sse_heartbeat_seconds = 0.2  # the default is 5 s; short so the test sees several
-    yield Srv(server.url, db, tokens)
+    yield Srv(server.url, db, tokens, server.app)
     server.stop()
     engine.close()
 
@@ -123,6 +124,18 @@ def test_a_resolution_made_outside_the_server_ends_the_stream(srv: Srv) -> None:
             other.resolve_approval(aid, "rejected", approver="bob", comment="no")
         rest = list(stream)
     assert rest[-1][0] == "resolved" and rest[-1][1]["status"] == "rejected" and rest[-1][1]["resolved_by"] == "bob"
+
+
+def test_a_client_that_hangs_up_leaves_no_waiter_behind(srv: Srv) -> None:
+    aid = srv.decide()["approval_id"]
+    with httpx.stream("GET", f"{srv.url}/v1/approvals/{aid}/wait", params={"timeout_seconds": 60},
+                      headers=srv.headers("agent", **SSE), timeout=30) as r:  # fmt: skip
+        assert next(events(r))[0] == "waiting"
+        assert aid in srv.app.state.approval_waiters
+    deadline = time.monotonic() + 10  # the server notices at its next heartbeat (0.2 s here)
+    while aid in srv.app.state.approval_waiters and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert aid not in srv.app.state.approval_waiters
 
 
 def test_an_already_resolved_approval_streams_one_event(srv: Srv) -> None:

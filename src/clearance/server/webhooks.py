@@ -380,10 +380,12 @@ class WebhookDispatcher:
             conn.execute(delete(t.webhook_deliveries).where(d.state != "pending", d.finished_at < cutoff))
 
     def backlog(self) -> int:
-        """Deliveries queued and not yet delivered or given up (for the metrics gauge)."""
+        """Deliveries to this server's endpoints queued and not yet delivered or given up (for the
+        metrics gauge; rows left for an endpoint no longer configured are not counted)."""
         d = t.webhook_deliveries.c
         with self._read() as conn:
-            return int(conn.execute(select(func.count()).where(d.state == "pending")).scalar_one())
+            q = select(func.count()).where(d.state == "pending", d.endpoint_id.in_(self._endpoints))
+            return int(conn.execute(q).scalar_one())
 
     # -- sending --------------------------------------------------------------------------
     def _retry_delay(self, attempts: int, retry_after: float | None) -> float:
