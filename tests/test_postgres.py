@@ -209,3 +209,25 @@ def test_verify_reads_one_snapshot(engine: Engine, pg_url: str, monkeypatch: pyt
         monkeypatch.undo()
         assert report.ok, report
         assert engine.verify_audit().events_checked == report.events_checked + 1
+
+
+def test_memory_learns_across_engines_and_rebuilds_the_same(pg_url: str) -> None:
+    """Learning works the same on PostgreSQL: one engine's outcomes judge another's calls, and
+    a memory rebuilt from the audit log agrees with the live one."""
+    import random
+
+    from test_memory import Clock, fresh_iban, history, send
+
+    from clearance.model import Action
+
+    clock = Clock()
+    with Engine(pg_url, clock=clock) as a, Engine(pg_url, clock=clock) as b:
+        history(a, clock)
+        clock.tick(minutes=3)
+        caught = b.evaluate(send(fresh_iban(random.Random(11))))
+        assert caught.result is not DecisionResult.allowed and caught.evidence > 2, caught.reason
+        assert any(p.outcome == "harmful" for p in caught.precedents)
+        with Engine(pg_url, clock=clock) as rebuilt:
+            assert rebuilt.warm_memory() == a.warm_memory() == b.warm_memory()
+            probe = Action.model_validate(send(fresh_iban(random.Random(12)), 180))
+            assert rebuilt.memory.assess(probe, clock()) == a.memory.assess(probe, clock())
