@@ -130,7 +130,8 @@ def test_a_client_that_hangs_up_leaves_no_waiter_behind(srv: Srv) -> None:
     aid = srv.decide()["approval_id"]
     with httpx.stream("GET", f"{srv.url}/v1/approvals/{aid}/wait", params={"timeout_seconds": 60},
                       headers=srv.headers("agent", **SSE), timeout=30) as r:  # fmt: skip
-        assert next(events(r))[0] == "waiting"
+        stream = events(r)  # kept: a discarded parser would close the response, i.e. hang up early
+        assert next(stream)[0] == "waiting"
         assert aid in srv.app.state.approval_waiters
     deadline = time.monotonic() + 10  # the server notices at its next heartbeat (0.2 s here)
     while aid in srv.app.state.approval_waiters and time.monotonic() < deadline:
