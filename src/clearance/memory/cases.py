@@ -57,57 +57,46 @@ PER_PROTO = 512  # newest cases of one prototype that are weighed (older ones co
 
 @dataclass(slots=True)
 class _Case:
-    key: int
     request_id: str
     tool: str
     domain: str
     decided_at: datetime
-    ids: frozenset[tuple[str, str]]
+    ids: tuple[tuple[str, str], ...]
     value: float | None
     vector: np.ndarray | None  # kept until the case is indexed
+    row: int = -1  # its row in the columns, once labelled
     bad: float | None = None  # 0..1 once anything is known
     weight: float = 0.0  # evidence strength of what is known
     outcome: str | None = None
     severity: float | None = None
     cost: float | None = None
     real: bool = False  # an outcome was reported (not only an approval answer)
-    slots: list[tuple[_Proto, int]] | None = None  # where it sits in its prototypes
 
 
-class _Proto:
-    """All precedents of one partition that share a vector exactly: calls of the same shape
-    usually do, and a nearest-neighbour search over cases would return an arbitrary handful of
-    such ties instead of all of them. The index holds prototypes; each keeps its cases' times,
-    weights and badness in label order, for vectorised recency weighting at query time."""
+class _Columns:
+    """What a risk estimate reads of each precedent, one numpy column per field, so weighing
+    a prototype's hundreds of cases is a few vector operations and a million precedents cost
+    tens of bytes each rather than a Python object each."""
 
-    __slots__ = ("_arrays", "bad", "cases", "key", "t", "w")
+    def __init__(self) -> None:
+        self.n = 0
+        self.t = np.zeros(1024)  # decision time, days since the epoch
+        self.w = np.zeros(1024)  # evidence strength
+        self.bad = np.zeros(1024)
+        self.tool = np.zeros(1024, dtype=np.int32)
+        self.domain = np.zeros(1024, dtype=np.int32)
 
-    def __init__(self, key: int) -> None:
-        self.key = key
-        self.cases: list[_Case] = []
-        self.t: list[float] = []  # decision time, days since the epoch
-        self.w: list[float] = []
-        self.bad: list[float] = []
-        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def put(self, case: _Case) -> int:
-        self.cases.append(case)
-        self.t.append(case.decided_at.timestamp() / 86400.0)
-        self.w.append(case.weight)
-        self.bad.append(case.bad or 0.0)
-        self._arrays = None
-        return len(self.cases) - 1
-
-    def update(self, slot: int, case: _Case) -> None:
-        self.w[slot], self.bad[slot] = case.weight, case.bad or 0.0
-        self._arrays = None
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The newest :data:`PER_PROTO` cases' times, weights and badness."""
-        if self._arrays is None:
-            tail = slice(-PER_PROTO, None)
-            self._arrays = (np.asarray(self.t[tail]), np.asarray(self.w[tail]), np.asarray(self.bad[tail]))
-        return self._arrays
+    def append(self, t: float, w: float, bad: float, tool: int, domain: int) -> int:
+        if self.n == len(self.t):
+            for name in ("t", "w", "bad", "tool", "domain"):
+                old = getattr(self, name)
+                grown = np.zeros(2 * len(old), dtype=old.dtype)
+                grown[: self.n] = old
+                setattr(self, name, grown)
+        row = self.n
+        self.t[row], self.w[row], self.bad[row], self.tool[row], self.domain[row] = t, w, bad, tool, domain
+        self.n += 1
+        return row
 
 
 def _badness(status: str, severity: float) -> float:
@@ -131,9 +120,17 @@ class CaseMemory:
         self.features = Featuriser()
         self.cursor = 0  # last audit event seq ingested
         self._cases: dict[str, _Case] = {}
-        self._protos: dict[int, _Proto] = {}
-        self._proto_of: dict[tuple[str, str, bytes], _Proto] = {}  # (partition, vector bytes)
+        self._cols = _Columns()
+        self._row_case: list[_Case] = []  # row -> case, for citing
+        self._names: dict[str, int] = {}  # tool and domain names -> ids in the columns
+        # A prototype: the precedents of one partition sharing a vector exactly. Calls of the
+        # same shape usually do, and a search over single cases would return an arbitrary
+        # handful of such ties instead of all of them. The index holds prototypes.
+        self._members: dict[int, int | list[int]] = {}  # prototype key -> row(s), oldest first
+        self._proto_of: dict[tuple[int, int], int] = {}  # (partition id, vector hash) -> prototype key
         self._parts: dict[tuple[str, str], VectorIndex] = {}
+        self._part_ids: dict[tuple[str, str], int] = {}
+        self._unindexed: dict[tuple[str, str], tuple[list[int], list[np.ndarray]]] = {}
         self._labelled: Counter[str] = Counter()  # precedents per tool
         self._bad: Counter[str] = Counter()  # their summed badness per tool
         self._all = [0.0, 0.0]  # summed badness, precedents: the deployment's base rate
@@ -164,6 +161,26 @@ class CaseMemory:
                 elif kind == "approval.resolved":
                     p = json.loads(ev["body"])["payload"]
                     self._answered(ev["request_id"], p["resolution"])
+            self._flush()
+
+    def _flush(self) -> None:
+        """Add the prototypes made since the last flush to their indexes, in bulk (a rebuild
+        adds thousands at a time)."""
+        for part, (keys, vectors) in self._unindexed.items():
+            index = self._parts.get(part)
+            if index is None:
+                index = self._parts[part] = make_index(DIM)
+            if len(keys) == 1:
+                index.add(keys[0], vectors[0])
+            else:
+                index.add_many(np.asarray(keys, dtype=np.uint64), np.stack(vectors))
+        self._unindexed.clear()
+
+    def _id(self, name: str) -> int:
+        found = self._names.get(name)
+        if found is None:
+            found = self._names[name] = len(self._names)
+        return found
 
     def _decided(self, action: Action, decision: Mapping[str, Any]) -> None:
         if decision["result"] == "blocked" or decision["request_id"] in self._cases:
@@ -176,9 +193,9 @@ class CaseMemory:
         self.features.observe_call(action)
         decided_at = decision["decided_at"]
         case = _Case(
-            key=0, request_id=decision["request_id"], tool=action.tool, domain=action.domain,
+            request_id=decision["request_id"], tool=action.tool, domain=action.domain,
             decided_at=decided_at if isinstance(decided_at, datetime) else datetime.fromisoformat(decided_at),
-            ids=frozenset(identifiers(action.arguments, action.target)), value=action.value,
+            ids=tuple(identifiers(action.arguments, action.target)), value=action.value,
             vector=vector,
         )  # fmt: skip
         self._cases[case.request_id] = case
@@ -212,24 +229,31 @@ class CaseMemory:
             self._all[0] -= case.weight * case.bad
             self._all[1] -= case.weight
         case.bad, case.weight, case.outcome, case.severity, case.cost, case.real = bad, weight, outcome, severity, cost, real
-        if case.slots is not None:
-            for proto, slot in case.slots:
-                proto.update(slot, case)
+        cols = self._cols
+        if case.row >= 0:
+            cols.w[case.row], cols.bad[case.row] = weight, bad
         else:
             assert case.vector is not None
-            case.slots = []
-            sig = case.vector.tobytes()
+            row = case.row = cols.append(case.decided_at.timestamp() / 86400.0, weight, bad, self._id(case.tool),
+                                         self._id(case.domain))  # fmt: skip
+            self._row_case.append(case)
+            sig = hash(case.vector.tobytes())
             for part in (("tool", case.tool), ("domain", case.domain), ("all", "")):
-                proto = self._proto_of.get((*part, sig))
-                if proto is None:
-                    proto = _Proto(self._next_key)
+                pid = self._part_ids.setdefault(part, len(self._part_ids))
+                key = self._proto_of.get((pid, sig))
+                if key is None:
+                    key = self._proto_of[(pid, sig)] = self._next_key
                     self._next_key += 1
-                    self._proto_of[(*part, sig)] = self._protos[proto.key] = proto
-                    index = self._parts.get(part)
-                    if index is None:
-                        index = self._parts[part] = make_index(DIM)
-                    index.add(proto.key, case.vector)
-                case.slots.append((proto, proto.put(case)))
+                    self._members[key] = row
+                    keys, vectors = self._unindexed.setdefault(part, ([], []))
+                    keys.append(key)
+                    vectors.append(case.vector)
+                else:
+                    m = self._members[key]
+                    if isinstance(m, int):
+                        self._members[key] = [m, row]
+                    else:
+                        m.append(row)
             case.vector = None
         self._labelled[case.tool] += weight
         self._bad[case.tool] += weight * bad
@@ -255,13 +279,16 @@ class CaseMemory:
         prior_strength: float = 2.0,
     ) -> RiskEstimate:
         with self._lock:
+            self._flush()
             vector, profile = self.features.vector(action)
             q = np.asarray(vector, dtype=np.float32)
             self._memo = (action, q, self.cursor)
             today = now.timestamp() / 86400.0
             evidence = bad = 0.0
             best_sim = 0.0
-            cands: list[tuple[float, float, _Proto, int, float]] = []  # similarity, evidence, prototype, level, badness
+            cands: list[tuple[float, float, int, int, float]] = []  # similarity, evidence, prototype, level, badness
+            cols = self._cols
+            tool_id, domain_id = self._names.get(action.tool, -1), self._names.get(action.domain, -1)
             for level, (part, discount) in enumerate(((("tool", action.tool), 1.0),
                                                       (("domain", action.domain), RELATED_DISCOUNT),
                                                       (("all", ""), DISTANT_DISCOUNT))):  # fmt: skip
@@ -272,17 +299,26 @@ class CaseMemory:
                     sim = math.exp(-max(d2, 0.0) / BANDWIDTH) * discount
                     if sim < MIN_SIMILARITY:
                         continue
-                    proto = self._protos[key]
-                    t, w, b = proto.arrays()
-                    w = sim * w * np.exp2(-np.maximum(today - t, 0.0) / half_life_days)
-                    if level:  # cases of a nearer partition were weighed there already
-                        nearer = np.fromiter((_nearer(c, action, level) for c in proto.cases[-PER_PROTO:]), bool, len(t))
-                        w = np.where(nearer, 0.0, w)
-                    ev = float(w.sum())
+                    m = self._members[key]
+                    if isinstance(m, int):  # most prototypes hold one case: plain arithmetic
+                        if level and (cols.tool[m] == tool_id or (level == 2 and cols.domain[m] == domain_id)):
+                            continue  # weighed in a nearer partition already
+                        ev = sim * cols.w[m] * 2.0 ** (-max(today - cols.t[m], 0.0) / half_life_days)
+                        b_sum = ev * cols.bad[m]
+                    else:
+                        rows = np.asarray(m[-PER_PROTO:])
+                        w = sim * cols.w[rows] * np.exp2(-np.maximum(today - cols.t[rows], 0.0) / half_life_days)
+                        if level:
+                            nearer = cols.tool[rows] == tool_id
+                            if level == 2:
+                                nearer |= cols.domain[rows] == domain_id
+                            w[nearer] = 0.0
+                        ev = float(w.sum())
+                        b_sum = float((w * cols.bad[rows]).sum())
                     if ev <= 0.0:
                         continue
                     best_sim = max(best_sim, sim)
-                    cands.append((sim, ev, proto, level, float((w * b).sum())))
+                    cands.append((sim, float(ev), key, level, float(b_sum)))
             # Nearest shapes first, until EVIDENCE_CAP is reached: where the very same shape has
             # plenty of history, merely similar shapes do not blur it (an adaptive bandwidth).
             cands.sort(key=lambda c: -c[0])
@@ -305,13 +341,15 @@ class CaseMemory:
                 novel=novel,
             )
 
-    def _cite(self, cands: list[tuple[float, float, _Proto, int, float]], action: Action) -> list[Precedent]:
+    def _cite(self, cands: list[tuple[float, float, int, int, float]], action: Action) -> list[Precedent]:
         """The strongest precedents: the most similar shapes first and, within one shape, its
         newest cases (which weighed most); at most three per shape, so others get cited too."""
         out: list[Precedent] = []
-        for sim, _, proto, level, _ in cands:
+        for sim, _, key, level, _ in cands:
+            m = self._members[key]
             taken = 0
-            for case in reversed(proto.cases):
+            for row in reversed([m] if isinstance(m, int) else m):
+                case = self._row_case[row]
                 if level and _nearer(case, action, level):
                     continue  # reached through a nearer partition already
                 out.append(self._precedent(case, sim))
