@@ -307,3 +307,28 @@ def test_explain_and_learning_report_cli(open_engine: Callable[..., Engine], clo
     assert data["calibration"]["n"] > 0 and data["tools"]["send_money"]["with_outcome"] > 0
     text = runner.invoke(app, ["--db", db, "learning", "report"])
     assert "calibration on" in text.output and "send_money" in text.output
+
+
+def test_memory_starts_over_when_the_log_changes_under_it(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    """Memory learns from its own engine's events before they are read back; if the store then
+    loses them (a group commit that failed after all, a restored backup), memory notices at the
+    next decision and rebuilds from what the store really holds."""
+    from sqlalchemy import text
+
+    engine = open_engine()
+    d = engine.evaluate(send("LT100000000000000001"))
+    engine.record_execution(d.request_id, "executed")
+    engine.report_outcome(d.request_id, "harmful", cost=500.0)
+    engine.warm_memory()
+    clock.tick(minutes=1)
+    assert [p.outcome for p in engine.evaluate(send("LT100000000000000002")).precedents] == ["harmful"]
+
+    with engine.store.engine.begin() as conn:  # the outcome and everything after it never happened
+        first = conn.execute(text("SELECT min(seq) FROM events WHERE type = 'outcome.reported'")).scalar()
+        conn.execute(text("DELETE FROM events WHERE seq >= :s"), {"s": first})
+        conn.execute(text("UPDATE chain_head SET seq = :s, hash = (SELECT hash FROM events WHERE seq = :s)"),
+                     {"s": first - 1})  # fmt: skip
+    clock.tick(minutes=1)
+    after = engine.evaluate(send("LT100000000000000003"))
+    assert after.precedents == [] and after.evidence == 0.0
+    assert engine.memory.cursor == first  # rebuilt from what is left, then fed this decision

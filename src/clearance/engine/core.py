@@ -245,8 +245,8 @@ class Engine:
             if learns:
                 # Inside the writer lock: memory has seen every event before this decision, in
                 # every process, and a rebuild from the log will compute the same estimate.
-                if tx.chain_head()[0] != self.memory.cursor:
-                    self._catch_up(tx)
+                while not self._catch_up(tx):
+                    pass
                 policy = resolve_risk(rules, action)
                 estimate = self.memory.assess(action, now, half_life_days=policy.half_life_days, prior=policy.prior,
                                               prior_strength=policy.prior_strength)  # fmt: skip
@@ -325,21 +325,36 @@ class Engine:
         decision does this by itself; a server calls it at start so no request waits for a
         rebuild). Returns the seq memory has reached."""
         if self.memory.learns:
-            while True:
+            done = False
+            while not done:
                 with self.store.read() as tx:
-                    rows = tx.query_events(after_seq=self.memory.cursor, limit=self._PAGE)
-                self.memory.ingest(rows)
-                if len(rows) < self._PAGE:
-                    break
+                    done = self._catch_up(tx)
         self._memory_warm = True
         return self.memory.cursor
 
-    def _catch_up(self, tx: SqlTx) -> None:
-        while True:
-            rows = tx.query_events(after_seq=self.memory.cursor, limit=self._PAGE)
-            self.memory.ingest(rows)
-            if len(rows) < self._PAGE:
-                return
+    def _catch_up(self, tx: SqlTx) -> bool:
+        """Feed memory, within ``tx``, what it has not seen; return whether it has seen all.
+
+        First checks that what it has seen is still the store's history (the event at its
+        cursor is there with the same hash). It is not when a transaction memory saw was
+        rolled back after all (a failed group commit) or the database was restored from a
+        backup; memory then starts over from the log."""
+        memory = self.memory
+        seen = getattr(memory, "cursor_hash", None)
+        head, head_hash = tx.chain_head()
+        if head == memory.cursor and (seen is None or head_hash == seen):
+            return True  # the common case: nothing new, and no query
+        if seen is not None and memory.cursor > 0:
+            if head == memory.cursor:
+                same = head_hash == seen
+            else:
+                rows = tx.query_events(after_seq=memory.cursor - 1, limit=1) if head > memory.cursor else []
+                same = bool(rows) and rows[0]["seq"] == memory.cursor and rows[0]["hash"] == seen
+            if not same:
+                memory.reset()
+        rows = tx.query_events(after_seq=memory.cursor, limit=self._PAGE)
+        memory.ingest(rows)
+        return len(rows) < self._PAGE
 
     def get_decision(self, request_id: str) -> Decision:
         with self.store.read() as tx:

@@ -37,11 +37,16 @@ class RiskEstimate:
 class Memory(Protocol):
     #: False: the engine neither feeds nor consults it (rules alone).
     learns: bool
-    #: The ``seq`` of the last audit event ingested.
+    #: The ``seq`` of the last audit event ingested. A memory may also keep ``cursor_hash``,
+    #: that event's hash: the engine then checks the store still has it before feeding more.
     cursor: int
 
     def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
-        """Learn from audit event rows (``seq``, ``type``, ``request_id``, ``body``) in order."""
+        """Learn from audit event rows (``seq``, ``type``, ``request_id``, ``body``, ``hash``) in order."""
+        ...
+
+    def reset(self) -> None:
+        """Forget everything: the store's history changed under it (see ``cursor_hash``)."""
         ...
 
     def assess(
@@ -57,6 +62,9 @@ class NullMemory:
     cursor = 0
 
     def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
+        return None
+
+    def reset(self) -> None:
         return None
 
     def assess(self, action: Action, now: datetime, **_: Any) -> RiskEstimate:

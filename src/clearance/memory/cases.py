@@ -117,8 +117,18 @@ class CaseMemory:
     learns = True
 
     def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (the engine then feeds the whole log again)."""
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
         self.features = Featuriser()
         self.cursor = 0  # last audit event seq ingested
+        self.cursor_hash: str | None = None  # and its hash, to notice a history that changed
         self._cases: dict[str, _Case] = {}
         self._cols = _Columns()
         self._row_case: list[_Case] = []  # row -> case, for citing
@@ -136,7 +146,6 @@ class CaseMemory:
         self._all = [0.0, 0.0]  # summed badness, precedents: the deployment's base rate
         self._next_key = 0
         self._memo: tuple[Action, np.ndarray, int] | None = None  # (action, vector, cursor) of the last assess
-        self._lock = threading.RLock()
 
     # -- feeding --------------------------------------------------------------------------
     def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
@@ -147,7 +156,7 @@ class CaseMemory:
                 seq = int(ev["seq"])
                 if seq <= self.cursor:
                     continue
-                self.cursor = seq
+                self.cursor, self.cursor_hash = seq, ev.get("hash")
                 kind = ev["type"]
                 if kind == "decision.made":
                     # The engine hands its own fresh events over already parsed.
