@@ -332,3 +332,18 @@ def test_memory_starts_over_when_the_log_changes_under_it(open_engine: Callable[
     after = engine.evaluate(send("LT100000000000000003"))
     assert after.precedents == [] and after.evidence == 0.0
     assert engine.memory.cursor == first  # rebuilt from what is left, then fed this decision
+
+
+def test_thresholds_on_expected_harm(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    """A small risk on a large sum is a large risk: with block_cost_above, a first transfer of
+    10,000 to an unknown account is blocked on the prior alone, while 100 is allowed."""
+    engine = open_engine()
+    engine.apply_rules(parse_rules("version: 1\nrisk: {approval_cost_above: 20, block_cost_above: 75}\n"))
+    small = engine.evaluate(send("LT200000000000000001", 100))
+    medium = engine.evaluate(send("LT200000000000000002", 800))
+    large = engine.evaluate(send("LT200000000000000003", 10_000))
+    assert small.allowed and small.risk_score == pytest.approx(0.05)
+    assert medium.result is DecisionResult.requires_approval and "expected harm 40.00 is above approval_cost_above 20" in medium.reason
+    assert large.result is DecisionResult.blocked and "expected harm 500.00 is above block_cost_above 75" in large.reason
+    with pytest.raises(RuleError, match="approval_cost_above 80 is above block_cost_above 75"):
+        parse_rules("version: 1\nrisk: {approval_cost_above: 80, block_cost_above: 75}\n")

@@ -32,6 +32,9 @@ class RiskEstimate:
     summary: str = "no evidence from past cases"
     #: The tool has precedents, but none resembles this call.
     novel: bool = False
+    #: ``risk`` times what is at stake (the call's value, or the cost of similar calls that went
+    #: badly); None when neither is known.
+    expected_cost: float | None = None
 
 
 class Memory(Protocol):

@@ -342,12 +342,17 @@ class CaseMemory:
             risk = (prior_strength * base + bad) / (prior_strength + evidence)
             precedents = self._cite(cands, action)
             novel = self._labelled[action.tool] >= NOVEL_AFTER and best_sim < NOVEL_SIMILARITY
+            risk = min(max(risk, 0.0), 1.0)
+            # What is at stake: the call's value, or else what similar calls cost when they went badly.
+            costs = [p.cost for p in precedents if p.cost and p.outcome in BAD_OUTCOMES]
+            stake = action.value if action.value is not None else (sum(costs) / len(costs) if costs else None)
             return RiskEstimate(
-                risk=min(max(risk, 0.0), 1.0),
+                risk=risk,
                 evidence=round(evidence, 4),
                 precedents=precedents,
                 summary=self._summary(action, profile, precedents, novel, base),
                 novel=novel,
+                expected_cost=None if stake is None else risk * max(stake, 0.0),
             )
 
     def _cite(self, cands: list[tuple[float, float, int, int, float]], action: Action) -> list[Precedent]:

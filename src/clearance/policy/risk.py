@@ -24,6 +24,8 @@ class ResolvedRisk:
 
     approval_above: float
     block_above: float
+    approval_cost_above: float | None
+    block_cost_above: float | None
     min_evidence: float
     novel: str
     prior: float | None
@@ -76,7 +78,15 @@ def apply_risk(verdict: Verdict, estimate: RiskEstimate, policy: ResolvedRisk) -
         wanted, why = DecisionResult.blocked, f"risk {risk:.2f} is above block_above {policy.block_above:g}"
     elif risk > policy.approval_above:
         wanted, why = DecisionResult.requires_approval, f"risk {risk:.2f} is above approval_above {policy.approval_above:g}"
-    elif estimate.novel and policy.novel != "allow":
+    cost = estimate.expected_cost
+    if cost is not None and _rank(wanted) < 2:
+        # Thresholds on expected harm: a small risk on a large sum is a large risk.
+        if policy.block_cost_above is not None and cost > policy.block_cost_above:
+            wanted, why = DecisionResult.blocked, f"expected harm {cost:,.2f} is above block_cost_above {policy.block_cost_above:g}"
+        elif policy.approval_cost_above is not None and cost > policy.approval_cost_above and _rank(wanted) < 1:
+            wanted, why = (DecisionResult.requires_approval,
+                           f"expected harm {cost:,.2f} is above approval_cost_above {policy.approval_cost_above:g}")  # fmt: skip
+    if wanted is DecisionResult.allowed and estimate.novel and policy.novel != "allow":
         wanted = DecisionResult.blocked if policy.novel == "block" else DecisionResult.requires_approval
         why = f"novel calls get {policy.novel.replace('_', ' ')}"
     if _rank(wanted) <= _rank(verdict.result):

@@ -123,6 +123,14 @@ class RiskPolicy(_Strict):
 
     approval_above: float | None = Field(default=None, ge=0, le=1, description="Risk above it: requires approval.")
     block_above: float | None = Field(default=None, ge=0, le=1, description="Risk above it: blocked.")
+    approval_cost_above: float | None = Field(
+        default=None, ge=0,
+        description="Expected harm (risk x value at stake, in the value's unit) above it: requires approval.",
+    )  # fmt: skip
+    block_cost_above: float | None = Field(
+        default=None, ge=0,
+        description="Expected harm above it: blocked, even on thin evidence (a 4% risk on 10,000 is 400 at stake).",
+    )  # fmt: skip
     min_evidence: float | None = Field(
         default=None, ge=0,
         description="Weighted precedents needed before risk may block a call (a close, recent precedent weighs about 1).",
@@ -145,6 +153,9 @@ class RiskPolicy(_Strict):
     def _ordered(self) -> RiskPolicy:
         if self.approval_above is not None and self.block_above is not None and self.approval_above > self.block_above:
             raise ValueError(f"approval_above {self.approval_above:g} is above block_above {self.block_above:g}")
+        a, b = self.approval_cost_above, self.block_cost_above
+        if a is not None and b is not None and a > b:
+            raise ValueError(f"approval_cost_above {a:g} is above block_cost_above {b:g}")
         return self
 
 
@@ -152,6 +163,8 @@ class RiskPolicy(_Strict):
 RISK_DEFAULTS: dict[str, Any] = {
     "approval_above": 0.5,
     "block_above": 0.9,
+    "approval_cost_above": None,  # None: no limit on expected harm
+    "block_cost_above": None,
     "min_evidence": 2.0,
     "novel": "allow",
     "prior": None,  # None: the tool's own shrunk base rate of bad outcomes
