@@ -347,3 +347,13 @@ def test_thresholds_on_expected_harm(open_engine: Callable[..., Engine], clock: 
     assert large.result is DecisionResult.blocked and "expected harm 500.00 is above block_cost_above 75" in large.reason
     with pytest.raises(RuleError, match="approval_cost_above 80 is above block_cost_above 75"):
         parse_rules("version: 1\nrisk: {approval_cost_above: 80, block_cost_above: 75}\n")
+
+
+def test_the_server_rebuilds_memory_before_its_first_request(tmp_path: Path, clock: Clock) -> None:
+    from clearance.server import ServerThread
+
+    with Engine(tmp_path / "memory.db", clock=clock) as engine:
+        history(engine, clock, n=12)
+        head = engine.audit_events(limit=10_000)[-1].seq
+    with ServerThread(tmp_path / "memory.db") as server:
+        assert server.engine.memory.cursor == head  # warmed in the lifespan, before serving

@@ -95,6 +95,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loop = asyncio.get_running_loop()
+        # Memory rebuilt from the audit log before the first request, not during it.
+        await asyncio.to_thread(eng.warm_memory)
         dispatcher = app.state.webhooks
         if dispatcher is not None:
             await dispatcher.start()
