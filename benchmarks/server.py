@@ -218,10 +218,12 @@ def main() -> None:
     try:
         time.sleep(1.0 if args.workers == 1 else 3.0)  # let every worker start
         asyncio.run(closed_loop(port, token, args.idem, 4, 1.0))  # warm up
-        cpu0 = cpu_seconds(server.pid)
+        cpu0, client0 = cpu_seconds(server.pid), time.process_time()
         tput = asyncio.run(closed_loop(port, token, args.idem, args.connections, args.seconds))
         cpu_ms = (cpu_seconds(server.pid) - cpu0) * 1000 / max(tput["requests"], 1)
-        print(f"server CPU: {cpu_ms:.2f} ms per decision (a bound of {1000 / cpu_ms if cpu_ms else 0:.0f}/s per core)")
+        client_ms = (time.process_time() - client0) * 1000 / max(tput["requests"], 1)
+        print(f"server CPU: {cpu_ms:.2f} ms per decision (a bound of {1000 / cpu_ms if cpu_ms else 0:.0f}/s per core); "
+              f"load generator CPU: {client_ms:.2f} ms per request ({client_ms * tput['per_s'] / 10:.0f}% of a core)")
         print(f"throughput: {tput['per_s']:.0f} decisions/s with {args.connections} keep-alive connections "
               f"(p50 {tput['p50_ms']:.1f} ms, p99 {tput['p99_ms']:.1f} ms, {tput['errors']} errors of {tput['requests']:.0f})")
         load = asyncio.run(open_loop(port, token, args.idem, args.rate, args.seconds, max(args.connections, 32)))
@@ -237,6 +239,7 @@ def main() -> None:
                       "achieved_per_s_at_offered": round(load["achieved_per_s"], 1), "offered_per_s": args.rate,
                       "connections": args.connections, "workers": args.workers, "idempotency_key": args.idem,
                       "errors": int(tput["errors"] + load["errors"]), "server_cpu_ms_per_decision": round(cpu_ms, 3),
+                      "client_cpu_ms_per_request": round(client_ms, 3),
                       "cpus": os.cpu_count()}))  # fmt: skip
 
 

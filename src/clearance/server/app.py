@@ -105,6 +105,7 @@ def create_app(
         finally:
             if dispatcher is not None:
                 await dispatcher.stop()
+            app.state.fast_decisions.stop()  # the group-commit writer, before the engine closes
             idempotency.close()
             if close:
                 eng.close()
@@ -135,7 +136,8 @@ def create_app(
     for module in (health, decisions, approvals, rules, kill_switch, audit, runs, keys):
         app.include_router(module.router, prefix="/v1")
     app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, store=idempotency)
-    app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe)
+    app.state.fast_decisions = decisions.FastEvaluate(eng, app.state.keys, app.state.metrics)
+    app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe, fast=app.state.fast_decisions)
     return app
 
 

@@ -33,6 +33,7 @@ from clearance.model import utcnow
 from clearance.server.auth import KeyStore
 from clearance.server.errors import envelope
 from clearance.store import SqlStore
+from clearance.store.sql import WAL_AUTOCHECKPOINT_PAGES
 from clearance.store.schema import idempotency_keys as T
 
 __all__ = ["IdempotencyMiddleware", "IdempotencyStore"]
@@ -78,6 +79,9 @@ class IdempotencyStore:
             conn = sqlite3.connect(self._sqlite_path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            # Checkpoints are the store's business (its checkpointer thread): with SQLite's
+            # default of 1000 pages these commits, made on the event loop, would run them.
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             self._local.conn = conn
             self._opened.append(conn)
         return conn
@@ -120,6 +124,7 @@ class IdempotencyStore:
                 "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING",
                 (key_id, idem_key, fingerprint, _sqlite_time(now)),
             ).rowcount
+        self.store.note_commit()
         if inserted == 1:
             return "new", None, None
         row = conn.execute("SELECT fingerprint, state, status_code, body FROM idempotency_keys WHERE key_id = ? AND idem_key = ?",
@@ -164,9 +169,19 @@ class IdempotencyMiddleware:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         # On SQLite each step is one short statement (tens of microseconds): a thread hop would
-        # cost more than it saves. Elsewhere it is a network round trip, so it goes to a thread.
+        # cost more than it saves, unless a writer holds the server's write lock (a decision
+        # being committed): waiting for it here would stall the event loop. Elsewhere it is a
+        # network round trip, so it goes to a thread.
         if self.store.inline:
-            return fn(*args)
+            lock = self.store._lock
+            acquire = getattr(lock, "acquire", None)
+            if acquire is None:
+                return fn(*args)
+            if acquire(blocking=False):
+                try:
+                    return fn(*args)
+                finally:
+                    lock.release()
         return await run_in_threadpool(fn, *args)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

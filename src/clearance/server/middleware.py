@@ -28,10 +28,14 @@ class BodyTooLarge(Exception):
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, observe: Callable[[str, str, int, float], None] | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, observe: Callable[[str, str, int, float], None] | None = None,
+                 fast: Any = None) -> None:  # fmt: skip
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.observe = observe
+        # The hot path (clearance.server.routes.decisions.FastEvaluate): requests it can answer
+        # are answered here; the others go on to the app with their body.
+        self.fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,6 +47,7 @@ class RequestContext:
         scope.setdefault("state", {})["correlation_id"] = correlation
         started = time.perf_counter()
         status = [0]
+        fast_route: str | None = None
 
         exceeded = [False]
 
@@ -76,10 +81,40 @@ class RequestContext:
                 if too_big:
                     await respond(413, "payload_too_large", f"the body is larger than {self.max_body_bytes} bytes")
                     return
+            source = receive
+            fast = self.fast
+            if fast is not None and scope["method"] == "POST" and scope["path"] == fast.path:
+                chunks, size = [], 0
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client went away
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        await respond(413, "payload_too_large", f"the body is larger than {self.max_body_bytes} bytes")
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body"):
+                        break
+                body = b"".join(chunks)
+                answer = await fast.handle(scope, headers, body)
+                if answer is not None:
+                    code, response_headers, payload = answer
+                    fast_route = fast.route
+                    await send_wrapper({"type": "http.response.start", "status": code, "headers": response_headers})
+                    await send_wrapper({"type": "http.response.body", "body": payload})
+                    return
+                replay = [{"type": "http.request", "body": body, "more_body": False}]
+
+                async def replayed() -> Message:
+                    return replay.pop() if replay else await receive()
+
+                source = replayed
             received = [0]
 
             async def receive_limited() -> Message:
-                message = await receive()
+                message = await source()
                 if message["type"] == "http.request":
                     received[0] += len(message.get("body", b""))
                     if received[0] > self.max_body_bytes:
@@ -97,7 +132,7 @@ class RequestContext:
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
-            path_template = getattr(route, "path", None) or "unmatched"
+            path_template = fast_route or getattr(route, "path", None) or "unmatched"
             principal = scope.get("state", {}).get("principal")
             if self.observe is not None:
                 self.observe(scope["method"], path_template, status[0] or 500, elapsed)

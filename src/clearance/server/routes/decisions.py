@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from typing import Annotated, Optional
+from datetime import timedelta
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
+from clearance.engine import Engine
 from clearance.errors import ClearanceError
-from clearance.model import Action, Decision, Execution, Outcome
+from clearance.model import Action, Decision, Execution, Outcome, utcnow
 from clearance.server import schemas as S
-from clearance.server.auth import Principal, require
+from clearance.server.auth import KeyStore, Principal, require
 from clearance.server.deps import check_actor, engine_of
 from clearance.server.errors import ErrorBody, error_type
+from clearance.store.sql import SqlTx
+
+#: How long an Idempotency-Key's answer is kept (as clearance.server.idempotency.KEEP).
+IDEMPOTENCY_KEEP = timedelta(hours=24)
 
 router = APIRouter(tags=["decisions"])
 
@@ -154,3 +161,109 @@ def report_outcomes(body: S.ReportOutcomesRequest, request: Request, principal: 
         except ClearanceError as exc:
             results.append(S.OutcomeResult(ok=False, error=_error_body(exc)))
     return S.ReportOutcomesResponse(results=results)
+
+
+# -- the hot path, without the framework ---------------------------------------------------------
+class FastEvaluate:
+    """``POST /v1/decisions`` for the common case, answered by :class:`RequestContext` before
+    FastAPI's routing, dependency injection and thread hop, with group commit.
+
+    It handles a request only when everything is in order: a valid key of role ``agent`` or
+    ``admin`` in ``Authorization: Bearer``, a JSON body that is a valid :class:`Action`, an
+    actor the key may act for. The decision is made by a :class:`BatchWriter`, together with the
+    decisions of concurrent requests, in one transaction and one fsync; an ``Idempotency-Key``
+    is looked up and its answer kept in that same transaction (so the key, the decision and the
+    answer become durable together, or none of them). Anything else (no or a bad key, another
+    role, an invalid body, another actor, a key seen before and not finished, any error while
+    deciding) is given back (``None``) and the request takes the regular route, which answers it
+    exactly as before: envelopes, audited refusals, idempotency waiting.
+    """
+
+    path = "/v1/decisions"
+    route = "/v1/decisions"
+    prune_every = 1000
+
+    def __init__(self, engine: Engine, keys: KeyStore, metrics: Any = None) -> None:
+        from clearance.engine.batch import BatchWriter
+
+        self.engine, self.keys, self.metrics = engine, keys, metrics
+        self.writer = BatchWriter(engine)
+        self._since_prune = 0
+
+    def stop(self) -> None:
+        self.writer.stop()
+
+    async def handle(self, scope: Any, headers: dict[bytes, bytes], body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The response (status, headers, body), or None to leave the request to the route."""
+        auth = headers.get(b"authorization")
+        ctype = headers.get(b"content-type")
+        if auth is None or ctype is None or not ctype.startswith(b"application/json") or auth[:7].lower() != b"bearer ":
+            return None
+        token = auth[7:].decode("latin-1")
+        if not token or " " in token:
+            return None
+        principal = self.keys.authenticate(token)  # cached: reads the store about once a second per key
+        if principal is None or principal.role not in ("agent", "admin"):
+            return None
+        try:
+            action = Action.model_validate_json(body)
+        except (ValueError, RecursionError):
+            return None
+        if principal.role == "agent":
+            if "actor" not in action.model_fields_set:
+                action = action.model_copy(update={"actor": principal.identity})
+            elif action.actor != principal.identity:
+                return None
+        raw_key = headers.get(b"idempotency-key")
+        idem: tuple[str, str, str] | None = None
+        if raw_key is not None:
+            idem_key = raw_key.decode("latin-1")
+            if not 1 <= len(idem_key) <= 255 or not idem_key.isprintable():
+                return None
+            idem = (principal.key_id, idem_key, fingerprint(scope, body))
+        scope.setdefault("state", {})["principal"] = principal
+        self._since_prune += 1
+        prune = self._since_prune >= self.prune_every
+        if prune:
+            self._since_prune = 0
+        engine = self.engine
+
+        def decide(tx: SqlTx) -> tuple[Any, ...]:
+            now = utcnow()
+            if prune:
+                tx.prune_idempotent_answers(now - IDEMPOTENCY_KEEP)
+            if idem is not None:
+                seen = tx.idempotent_answer(idem[0], idem[1])
+                if seen is not None:
+                    return ("seen", seen)
+            decision = engine.evaluate(action)  # its write joins the batch's transaction
+            out = decision.model_dump_json()
+            if idem is not None:
+                tx.keep_idempotent_answer(idem[0], idem[1], idem[2], 200, out, now)
+            return ("decided", decision, out)
+
+        started = time.perf_counter()
+        try:
+            result = await self.writer.submit(decide)
+        except Exception:  # noqa: BLE001 - nothing was kept: the route decides (or refuses) it
+            return None
+        if result[0] == "seen":
+            fp, state, status, stored = result[1]
+            if idem is None or fp != idem[2] or state != "done" or status is None or stored is None:
+                return None  # a different request under this key, or one not finished: the route answers
+            payload = stored.encode()
+            return status, [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            (b"idempotent-replayed", b"true")], payload  # fmt: skip
+        _, decision, out = result
+        if self.metrics is not None:
+            self.metrics.observe_decision(decision, time.perf_counter() - started)
+        payload = out.encode()
+        return 200, [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")], payload
+
+
+def fingerprint(scope: Any, body: bytes) -> str:
+    """What an ``Idempotency-Key`` is bound to: method, path, query and body (as the middleware)."""
+    digest = hashlib.sha256()
+    for part in (scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()

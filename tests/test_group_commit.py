@@ -1,0 +1,153 @@
+"""Group commit on the server's hot path, and the store's background WAL checkpointer.
+
+Concurrent ``POST /v1/decisions`` are decided in batches, one transaction per batch: decisions
+must stay exactly sequential (rate limits, audit chain), every caller must get its own decision,
+and whatever the fast path cannot answer must get the regular route's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server_support import Live, assert_envelope, live  # noqa: F401 - fixture
+
+from clearance import Engine, parse_rules
+from clearance.engine.batch import BatchWriter
+from clearance.store import open_store
+
+LIMITED = """
+version: 1
+rules:
+  - id: five-per-hour
+    tool: ping
+    max_per_hour: 5
+"""
+
+
+def test_concurrent_decisions_through_the_server_are_sequential(live: Live) -> None:
+    with Engine(live.db) as eng:
+        eng.apply_rules(parse_rules(LIMITED))
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def call(i: int) -> None:
+        r = live.client("agent").post("/v1/decisions", json={"tool": "ping", "arguments": {"i": i}},
+                                      headers={"Idempotency-Key": f"k-{i}"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        with lock:
+            results.append(r.json())
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({d["request_id"] for d in results}) == 24
+    assert sum(d["result"] == "allowed" for d in results) == 5  # exactly the limit, never more
+    with Engine(live.db) as eng:
+        assert eng.verify_audit().ok
+        assert len(eng.audit_events(type="decision.made", limit=1000)) == 24
+
+
+def test_a_replayed_idempotency_key_gets_the_first_answer(live: Live) -> None:
+    c = live.client("agent")
+    first = c.post("/v1/decisions", json={"tool": "t"}, headers={"Idempotency-Key": "same"})
+    again = c.post("/v1/decisions", json={"tool": "t"}, headers={"Idempotency-Key": "same"})
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert "x-correlation-id" in again.headers
+
+
+def test_what_the_fast_path_cannot_answer_gets_the_routes_answer(live: Live) -> None:
+    c = live.client("agent")
+    assert_envelope(c.post("/v1/decisions", json={"tool": "t", "actor": "someone-else"}), 403, "forbidden")
+    assert_envelope(c.post("/v1/decisions", json={"arguments": {}}), 422, "validation_error")
+    assert_envelope(live.client(None).post("/v1/decisions", json={"tool": "t"}), 401, "unauthorized")
+    assert_envelope(live.client("approver").post("/v1/decisions", json={"tool": "t"}), 403, "forbidden")
+    ok = c.post("/v1/decisions", json={"tool": "t"})
+    assert ok.status_code == 200 and ok.json()["actor"] == "agent-7" and ok.headers["content-type"] == "application/json"
+    with Engine(live.db) as eng:
+        assert len(eng.audit_events(type="auth.refused", limit=100)) == 3
+
+
+def test_an_operation_that_raises_undoes_only_its_own_writes(tmp_path: Path) -> None:
+    engine = Engine(tmp_path / "b.db")
+    writer = BatchWriter(engine)
+
+    def boom(tx: Any) -> None:
+        engine.evaluate({"tool": "doomed"})
+        raise RuntimeError("after deciding")
+
+    async def main() -> list[Any]:
+        futures = [writer.submit(lambda tx: engine.evaluate({"tool": "a"})), writer.submit(boom),
+                   writer.submit(lambda tx: engine.evaluate({"tool": "b"}))]  # fmt: skip
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    try:
+        a, failed, b = asyncio.run(main())
+        assert isinstance(failed, RuntimeError)
+        assert [e.payload["decision"]["tool"] for e in engine.audit_events(type="decision.made")] == ["a", "b"]
+        assert engine.verify_audit().ok
+    finally:
+        writer.stop()
+        engine.close()
+
+
+def _wal_frames(db: Path) -> int:
+    """Frames in the WAL since it last started from its beginning (its header's salt)."""
+    data = (db.parent / f"{db.name}-wal").read_bytes()
+    page = struct.unpack(">I", data[8:12])[0]
+    salt = data[16:24]
+    frames, off = 0, 32
+    while off + 24 + page <= len(data) and data[off + 8:off + 16] == salt:
+        frames, off = frames + 1, off + 24 + page
+    return frames
+
+
+def test_the_checkpointer_copies_the_wal_back_and_the_wal_restarts(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    store = open_store(db)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 4000  # the fallback stays
+    engine = Engine(store)
+    try:
+        for i in range(1500):  # ~20,000 WAL pages
+            engine.evaluate({"tool": "t", "arguments": {"i": i, "pad": "x" * 500}})
+        ck = store._checkpointer
+        assert ck is not None and ck.runs > 0
+        assert _wal_frames(db) <= 4000 + 100  # restarted by the autocheckpoint, which had little to copy
+    finally:
+        engine.close()
+    assert ck._thread is not None and not ck._thread.is_alive()  # stopped with the engine
+
+
+@pytest.mark.parametrize("engines", [4])
+def test_many_engines_on_one_file_each_checkpoint_without_blocking(tmp_path: Path, engines: int) -> None:
+    db = tmp_path / "m.db"
+    Engine(db).close()
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            with Engine(db) as eng:
+                for i in range(150):
+                    eng.evaluate({"tool": f"t{k}", "arguments": {"i": i}})
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(engines)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    with Engine(db) as eng:
+        report = eng.verify_audit()
+        assert report.ok and report.events_checked == engines * 150
+    assert os.path.getsize(db) > 0
