@@ -47,12 +47,18 @@ rules:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), children included; 0 elsewhere."""
+    """User + system CPU time of a process and its live descendants (Linux /proc; the workers
+    of ``--workers N`` are children), plus children it has reaped; 0 elsewhere."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    total = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    try:
+        children = {int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()}
+    except OSError:
+        children = set()
+    return total + sum(cpu_seconds(c) for c in children)
 
 
 def free_port() -> int:

@@ -8,7 +8,9 @@ keeps the audit chain linear.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -583,6 +585,7 @@ class SqlStore:
         self.url = url
         self._prepared: dict[Any, _Prepared] = {}  # hot statements compiled for this store's dialect
         self._checkpointer: Checkpointer | None = None
+        self._writers: WriterQueue | None = None
         self._batch = threading.local()  # .conn: the connection of this thread's open batch
         self._savepoints = 0
         sa_url = make_url(url)
@@ -600,6 +603,7 @@ class SqlStore:
             event.listen(self.engine, "connect", _sqlite_connect)
             if db and db != ":memory:" and not sa_url.query.get("mode") == "memory":
                 self._checkpointer = Checkpointer(str(Path(db).expanduser()))
+                self._writers = WriterQueue(str(Path(db).expanduser()))
         else:
             self.engine = create_engine(sa_url, echo=echo, pool_pre_ping=True, pool_size=8, max_overflow=16,
                                         json_serializer=_json_dumps)  # fmt: skip
@@ -640,12 +644,18 @@ class SqlStore:
             with self._savepoint(joined):
                 yield SqlTx(joined, self._prepared)
             return
-        with self.engine.connect() as conn, conn.begin():
-            if self.dialect == "sqlite":
-                begin_sqlite(conn, immediate=True)
-            else:
-                conn.execute(_LOCK_HEAD)
-            yield SqlTx(conn, self._prepared)
+        queue = self._writers
+        queued = queue is not None and queue.enter()
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                if self.dialect == "sqlite":
+                    begin_sqlite(conn, immediate=True)
+                else:
+                    conn.execute(_LOCK_HEAD)
+                yield SqlTx(conn, self._prepared)
+        finally:
+            if queued:
+                queue.exit()  # type: ignore[union-attr]
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
@@ -688,6 +698,8 @@ class SqlStore:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
+        if self._writers is not None:
+            self._writers.close()
 
 
 #: WAL pages after which a commit also checkpoints (copies the WAL into the database file and
@@ -698,6 +710,56 @@ class SqlStore:
 #: With the :class:`Checkpointer` thread copying pages back meanwhile, such a commit only copies
 #: the pages of its last few dozen predecessors (about 2.5 ms instead of 4-6).
 WAL_AUTOCHECKPOINT_PAGES = 4000
+
+
+class WriterQueue:
+    """Lines up this store's SQLite writers before ``BEGIN IMMEDIATE``: threads on a lock, and
+    processes on an ``flock`` of a file beside the database (``<db>-writer``).
+
+    SQLite lets one writer in at a time; the others wait in its busy handler, which sleeps in
+    growing steps (1, 2, 5, 10 ... 100 ms) and retries, so under contention a writer can sleep
+    long after the lock was freed. Waiting here wakes a writer as soon as the previous one is
+    done. The SQLite lock still decides: writers that do not queue here (other programs, older
+    versions) are excluded by it as before, and only wait as before. A write nested in another
+    of the same thread does not queue again.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = f"{path}-writer"
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._fd: int | None = None
+        self._pid = 0
+
+    def enter(self) -> bool:
+        if getattr(self._local, "held", False):
+            return False
+        self._lock.acquire()
+        try:
+            fd = self._fd
+            if fd is None or self._pid != os.getpid():  # first use, or a forked child: its own descriptor
+                fd = self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._pid = os.getpid()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # e.g. a read-only directory: SQLite's busy handler orders the writers
+            self._lock.release()
+            return False
+        self._local.held = True
+        return True
+
+    def exit(self) -> None:
+        self._local.held = False
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None and self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd = None
 
 
 class Checkpointer:
