@@ -1,8 +1,9 @@
 """Shared helpers for the OpenAI adapter acceptance tests (test_adapter_*.py, test_seed_examples.py).
 
-Everything here is real: a SQLite file in ``tmp_path``, the real ``openai`` SDK, and
-:class:`clearance.testing.ScriptedOpenAI` on loopback. Fixtures are imported by the test
-modules (``from adapter_support import serve, ...``), because tests/conftest.py is not ours.
+Everything here is real: a SQLite file in ``tmp_path``, the real ``openai`` SDK,
+:class:`clearance.testing.ScriptedOpenAI` on loopback and, for the ``remote`` engine, a
+``clearance serve`` process. Fixtures are imported by the test modules
+(``from adapter_support import serve, ...``).
 
 ``serve(*turns)`` starts a scripted server and, at teardown, checks every exchange against
 OpenAI's published OpenAPI description: each request the adapter sent against
@@ -17,10 +18,12 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from openai_spec import assert_valid, load_spec
+from server_support import shared_launcher
 
 from clearance import AsyncGuardedOpenAI, Engine, GuardedOpenAI, parse_rules
 from clearance.testing import ModelTurn, RawTurn, ScriptedOpenAI
@@ -145,7 +148,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 #: Which engines the adapter tests run against: ``embedded`` (an Engine in this process) and
-#: ``remote`` (a RemoteEngine talking to a clearance server on loopback, over the same file).
+#: ``remote`` (a RemoteEngine talking over loopback HTTP to ``clearance serve`` running as a
+#: separate process on the test's own database file). Both run by default, in CI too.
 ENGINES = [e for e in os.environ.get("CLEARANCE_TEST_ENGINES", "embedded,remote").split(",") if e]
 
 
@@ -157,17 +161,25 @@ def engine(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Any]:
         yield eng
         eng.close()
         return
+    if request.param != "remote":
+        raise ValueError(f"CLEARANCE_TEST_ENGINES names an unknown engine {request.param!r} (embedded, remote)")
     from clearance.remote import RemoteEngine
-    from clearance.server import ServerThread
+    from clearance.server.keystore import KeyStore
 
-    server = ServerThread(eng, close_engine=False).start()
-    _, token = server.app.state.keys.create("adapter-tests", "admin")
-    remote = RemoteEngine(server.url, token)
-    remote.store = eng.store  # type: ignore[attr-defined]  # for tests that locate the database file
-    yield remote
-    remote.close()
-    server.stop()
+    # The server process owns the engine: nothing of it stays open in the test process, so any
+    # state the tests rely on has gone through the file and over HTTP.
+    _, token = KeyStore(eng.store).create("adapter-tests", "admin")
+    url = eng.store.url
     eng.close()
+    launcher = shared_launcher()
+    proc, base = launcher.start(db_path)
+    remote = RemoteEngine(base, token)
+    remote.store = SimpleNamespace(url=url)  # type: ignore[attr-defined]  # for tests that locate the database file
+    try:
+        yield remote
+    finally:
+        remote.close()
+        launcher.stop(proc)
 
 
 def guard_for(server: ScriptedOpenAI, engine: Any, cls: type = GuardedOpenAI, **kw: Any) -> Any:
