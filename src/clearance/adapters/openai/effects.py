@@ -37,6 +37,8 @@ class ToolRun:
     call_id: str
     tool: str
     arguments: dict[str, Any]
+    #: The decision that let it run (None only when failing open without one); traces carry it.
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)

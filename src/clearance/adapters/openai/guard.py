@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, TypeVar
 
 
+from clearance import telemetry
 from clearance.adapters.openai import effects as fx
 from clearance.adapters.openai.loop import LoopConfig, RunState, Steps, _decision_view, new_state, resume_steps, run_steps
 from clearance.adapters.openai.resilience import CircuitBreaker, ResilienceConfig
@@ -437,7 +438,10 @@ class GuardedOpenAI(_GuardBase):
 
     def check_tool(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Silent mode: the decision for a call, recorded, without running anything."""
-        decision = self.engine.evaluate(self._check_action(name, arguments))
+        action = self._check_action(name, arguments)
+        with telemetry.evaluate_span(action) as span:
+            decision = self.engine.evaluate(action)
+            span.decision(decision)
         self.engine.record_execution(decision.request_id, "not_run")  # a check holds no rate-limit slot
         return _decision_view(decision)
 
@@ -516,7 +520,10 @@ class GuardedOpenAI(_GuardBase):
 
     def _decide(self, effect: fx.Decide) -> Any:
         try:
-            return self.engine.evaluate(effect.action)
+            with telemetry.evaluate_span(effect.action) as span:
+                decision = self.engine.evaluate(effect.action)
+                span.decision(decision)
+            return decision
         except Exception as exc:  # noqa: BLE001 - the loop applies fail_mode
             return exc
 
@@ -543,14 +550,17 @@ class GuardedOpenAI(_GuardBase):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _run_tool(self, run: fx.ToolRun) -> fx.ToolResult:
-        try:
-            tool = self._tools[run.tool]
-            output = tool.invoke(run.arguments)
-            if inspect.isawaitable(output):
-                output = asyncio.run(output)  # type: ignore[arg-type]
+        with telemetry.tool_call_span(run.tool, request_id=run.request_id, call_id=run.call_id) as span:
+            try:
+                tool = self._tools[run.tool]
+                output = tool.invoke(run.arguments)
+                if inspect.isawaitable(output):
+                    output = asyncio.run(output)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - the model hears about the failure; the run goes on
+                span.tool_result("failed", exc)
+                return fx.ToolResult(error=f"{type(exc).__name__}: {exc}")
+            span.tool_result("executed")
             return fx.ToolResult(output=output)
-        except Exception as exc:  # noqa: BLE001 - the model hears about the failure; the run goes on
-            return fx.ToolResult(error=f"{type(exc).__name__}: {exc}")
 
     def _record(self, effect: fx.Record) -> None:
         self._queue_record(effect)
@@ -663,7 +673,10 @@ class AsyncGuardedOpenAI(_GuardBase):
         return result
 
     async def check_tool(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        decision = await self.engine.evaluate(self._check_action(name, arguments))
+        action = self._check_action(name, arguments)
+        with telemetry.evaluate_span(action) as span:
+            decision = await self.engine.evaluate(action)
+            span.decision(decision)
         await self.engine.record_execution(decision.request_id, "not_run")
         return _decision_view(decision)
 
@@ -743,7 +756,10 @@ class AsyncGuardedOpenAI(_GuardBase):
 
     async def _decide(self, effect: fx.Decide) -> Any:
         try:
-            return await self.engine.evaluate(effect.action)
+            with telemetry.evaluate_span(effect.action) as span:
+                decision = await self.engine.evaluate(effect.action)
+                span.decision(decision)
+            return decision
         except Exception as exc:  # noqa: BLE001 - the loop applies fail_mode
             return exc
 
@@ -773,15 +789,20 @@ class AsyncGuardedOpenAI(_GuardBase):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run_tool(self, run: fx.ToolRun) -> fx.ToolResult:
-        try:
-            tool = self._tools[run.tool]
-            if tool.is_async:
-                output = await tool.invoke(run.arguments)
-            else:
-                output = await asyncio.to_thread(tool.invoke, run.arguments)
+        # Each call runs in its own task (gather), which copies the context: the span is this
+        # call's alone, a child of the caller's span, and the parent of whatever the tool traces.
+        with telemetry.tool_call_span(run.tool, request_id=run.request_id, call_id=run.call_id) as span:
+            try:
+                tool = self._tools[run.tool]
+                if tool.is_async:
+                    output = await tool.invoke(run.arguments)
+                else:
+                    output = await asyncio.to_thread(tool.invoke, run.arguments)
+            except Exception as exc:  # noqa: BLE001 - the model hears about the failure; the run goes on
+                span.tool_result("failed", exc)
+                return fx.ToolResult(error=f"{type(exc).__name__}: {exc}")
+            span.tool_result("executed")
             return fx.ToolResult(output=output)
-        except Exception as exc:  # noqa: BLE001 - the model hears about the failure; the run goes on
-            return fx.ToolResult(error=f"{type(exc).__name__}: {exc}")
 
     async def _record(self, effect: fx.Record) -> None:  # type: ignore[override]
         self._queue_record(effect)

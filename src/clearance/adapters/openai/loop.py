@@ -305,7 +305,8 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
         if tool.declared and (cfg.mode == "shadow" or decision.result is DecisionResult.allowed):
             yield from _hand_off(state, call_id, name, args, view)
         elif cfg.mode == "shadow" or decision.result is DecisionResult.allowed:
-            runnable.append((fx.ToolRun(call_id, name, args), {"decision": view, "enforced": cfg.mode == "enforce"}))
+            runnable.append((fx.ToolRun(call_id, name, args, decision.request_id),
+                             {"decision": view, "enforced": cfg.mode == "enforce"}))  # fmt: skip
         elif decision.result is DecisionResult.blocked:
             _set_output(state, call_id, _refusal(view, "This call was blocked by policy and did not run."))
             yield fx.Emit(_event(state, tool=name, call_id=call_id, arguments=args, status="blocked", decision=view))
@@ -378,7 +379,7 @@ def resume_steps(state: RunState, cfg: LoopConfig, approval_id: str) -> Steps:
             yield from _hand_off(state, entry["call_id"], entry["tool"], entry["arguments"], view,
                                  approval_id=approval_id, approved_by=approval.resolved_by)  # fmt: skip
         else:
-            run = fx.ToolRun(entry["call_id"], entry["tool"], entry["arguments"])
+            run = fx.ToolRun(entry["call_id"], entry["tool"], entry["arguments"], entry["request_id"])
             [res] = yield fx.RunTools([run])
             yield from _after_run(state, run, res, view, {"approval_id": approval_id, "approved_by": approval.resolved_by})
     else:

@@ -17,6 +17,7 @@ from clearance.server.auth import KeyStore, Principal, require
 from clearance.server.deps import check_actor, engine_of
 from clearance.server.errors import ErrorBody, error_type
 from clearance.store.sql import SqlTx
+from clearance.telemetry import evaluate_span
 
 #: How long an Idempotency-Key's answer is kept (as clearance.server.idempotency.KEEP).
 IDEMPOTENCY_KEEP = timedelta(hours=24)
@@ -50,7 +51,9 @@ def _error_body(exc: ClearanceError) -> ErrorBody:
 
 def _decide(request: Request, action: Action) -> Decision:
     started = time.perf_counter()
-    decision = engine_of(request).evaluate(action)
+    with evaluate_span(action, server=True, headers=request.headers) as span:  # a shared no-op unless tracing is on
+        decision = engine_of(request).evaluate(action)
+        span.decision(decision)
     metrics = request.app.state.metrics
     if metrics is not None:
         metrics.observe_decision(decision, time.perf_counter() - started)
@@ -243,10 +246,16 @@ class FastEvaluate:
             return ("decided", decision, out)
 
         started = time.perf_counter()
-        try:
-            result = await self.writer.submit(decide)
-        except Exception:  # noqa: BLE001 - nothing was kept: the route decides (or refuses) it
-            return None
+        trace_headers = None
+        if b"traceparent" in headers:  # W3C trace context: the span joins the caller's trace
+            trace_headers = {k.decode(): headers[k].decode("latin-1") for k in (b"traceparent", b"tracestate") if k in headers}
+        with evaluate_span(action, server=True, headers=trace_headers) as span:  # a shared no-op unless tracing is on
+            try:
+                result = await self.writer.submit(decide)
+            except Exception:  # noqa: BLE001 - nothing was kept: the route decides (or refuses) it
+                return None
+            if result[0] == "decided":
+                span.decision(result[1])
         if result[0] == "seen":
             fp, state, status, stored = result[1]
             if idem is None or fp != idem[2] or state != "done" or status is None or stored is None:
