@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -142,44 +143,122 @@ def serve() -> Iterator[Callable[..., ScriptedOpenAI]]:
         assert not server.problems, server.problems
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "clearance.db"
-
-
 #: Which engines the adapter tests run against: ``embedded`` (an Engine in this process) and
 #: ``remote`` (a RemoteEngine talking over loopback HTTP to ``clearance serve`` running as a
 #: separate process on the test's own database file). Both run by default, in CI too.
 ENGINES = [e for e in os.environ.get("CLEARANCE_TEST_ENGINES", "embedded,remote").split(",") if e]
 
 
+@dataclass
+class _Served:
+    """A fresh database (RULES applied, an admin key made) and the server process on it."""
+
+    db: Path
+    url: str
+    token: str
+    store_url: str
+    handle: Any
+
+
+class _RemotePool:
+    """Fresh servers for the remote variant, each prepared while the test before it runs.
+
+    Every remote test still gets its own database file and its own ``clearance serve`` process;
+    only the waiting (migrating, forking, the server starting up) moves off the test's path.
+    """
+
+    def __init__(self) -> None:
+        import tempfile
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.root = Path(tempfile.mkdtemp(prefix="clearance-remote-tests-"))
+        self.launcher = shared_launcher()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="remote-pool")
+        self._next: Any = None
+
+    def _prepare(self) -> _Served:
+        import tempfile
+
+        from clearance.server.keystore import KeyStore
+
+        db = Path(tempfile.mkdtemp(dir=self.root)) / "clearance.db"
+        eng = Engine(db)
+        try:
+            eng.apply_rules(parse_rules(RULES))
+            _, token = KeyStore(eng.store).create("adapter-tests", "admin")
+            store_url = eng.store.url
+        finally:
+            eng.close()  # the server process owns the engine: nothing of it stays open here
+        handle, url = self.launcher.start(db)
+        return _Served(db, url, token, store_url, handle)
+
+    def take(self) -> _Served:
+        current = self._next if self._next is not None else self._executor.submit(self._prepare)
+        self._next = self._executor.submit(self._prepare)
+        return current.result()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        import shutil
+
+        if self._next is not None:
+            try:
+                self.launcher.stop(self._next.result().handle)
+            except Exception:  # noqa: BLE001 - the launcher stops whatever is left when it closes
+                pass
+        self._executor.shutdown(wait=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_pool: _RemotePool | None = None
+#: db_path -> the server prepared on it, from the db_path fixture to the engine fixture.
+_served: dict[Path, _Served] = {}
+
+
+def _remote_pool() -> _RemotePool:
+    global _pool
+    if _pool is None:
+        import atexit
+
+        _pool = _RemotePool()
+        atexit.register(_pool.close)
+    return _pool
+
+
+def _engine_param(request: pytest.FixtureRequest) -> str | None:
+    callspec = getattr(request.node, "callspec", None)
+    return callspec.params.get("engine") if callspec is not None else None
+
+
+@pytest.fixture
+def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """The test's own SQLite file; for the remote variant, the one its server process already runs on."""
+    if _engine_param(request) == "remote":
+        served = _remote_pool().take()
+        _served[served.db] = served
+        return served.db
+    return tmp_path / "clearance.db"
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Any]:
-    eng = Engine(db_path)
-    eng.apply_rules(parse_rules(RULES))
     if request.param == "embedded":
+        eng = Engine(db_path)
+        eng.apply_rules(parse_rules(RULES))
         yield eng
         eng.close()
         return
     if request.param != "remote":
         raise ValueError(f"CLEARANCE_TEST_ENGINES names an unknown engine {request.param!r} (embedded, remote)")
     from clearance.remote import RemoteEngine
-    from clearance.server.keystore import KeyStore
 
-    # The server process owns the engine: nothing of it stays open in the test process, so any
-    # state the tests rely on has gone through the file and over HTTP.
-    _, token = KeyStore(eng.store).create("adapter-tests", "admin")
-    url = eng.store.url
-    eng.close()
-    launcher = shared_launcher()
-    proc, base = launcher.start(db_path)
-    remote = RemoteEngine(base, token)
-    remote.store = SimpleNamespace(url=url)  # type: ignore[attr-defined]  # for tests that locate the database file
+    served = _served.pop(db_path)
+    remote = RemoteEngine(served.url, served.token)
+    remote.store = SimpleNamespace(url=served.store_url)  # type: ignore[attr-defined]  # for tests that locate the database file
     try:
         yield remote
     finally:
         remote.close()
-        launcher.stop(proc)
+        _remote_pool().launcher.stop(served.handle)
 
 
 def guard_for(server: ScriptedOpenAI, engine: Any, cls: type = GuardedOpenAI, **kw: Any) -> Any:

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -207,14 +208,16 @@ class ServeLauncher:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()  # one command at a time: a test and a prefetch may both ask
         if hasattr(os, "fork"):
             self._proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, text=True, bufsize=1)  # fmt: skip
 
     def _ask(self, **command: Any) -> Any:
         assert self._proc is not None and self._proc.stdin and self._proc.stdout
-        self._proc.stdin.write(json.dumps(command) + "\n")
-        answer = self._proc.stdout.readline()
+        with self._lock:
+            self._proc.stdin.write(json.dumps(command) + "\n")
+            answer = self._proc.stdout.readline()
         if not answer:
             raise RuntimeError(f"the serve launcher exited with {self._proc.wait()}")
         return json.loads(answer)
