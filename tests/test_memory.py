@@ -69,13 +69,17 @@ def fresh_iban(rng: random.Random) -> str:
 
 
 def history(engine: Engine, clock: Clock, n: int = 60, seed: int = 1) -> None:
-    """Known recipients go well; fresh IBANs (a novel attacker each time) are charged back."""
+    """Known recipients go well; fresh IBANs (a novel attacker each time) are charged back. A
+    reviewer rejects the attacks memory sends to approval and lets the rest run."""
     rng = random.Random(seed)
     for i in range(n):
         clock.tick(minutes=10)
         attack = i % 4 == 0
         d = engine.evaluate(send(fresh_iban(rng) if attack else rng.choice(KNOWN), rng.randint(50, 400)))
-        if d.allowed:
+        if d.requires_approval:
+            assert d.approval_id is not None
+            engine.resolve_approval(d.approval_id, "rejected" if attack else "approved", approver="reviewer")
+        if d.allowed or (d.requires_approval and not attack):
             engine.record_execution(d.request_id, "executed")
             engine.report_outcome(d.request_id, "harmful" if attack else "succeeded", cost=250.0 if attack else 0.0,
                                   severity=0.9 if attack else 0.0, event_id=f"out-{d.request_id}")  # fmt: skip
@@ -92,8 +96,9 @@ def test_novel_attacker_is_caught_by_what_past_ones_did(open_engine: Callable[..
     assert novel.rules_result is DecisionResult.allowed
     assert novel.risk_score > 0.5 and novel.evidence >= 2
     assert novel.precedents and all(p.tool == "send_money" for p in novel.precedents)
-    assert sum(p.outcome == "harmful" for p in novel.precedents) >= 3
-    assert "most similar send_money calls to a new IBAN ended badly (cost" in novel.reason
+    assert sum(p.outcome in ("harmful", "rejected") for p in novel.precedents) >= 3, novel.reason
+    assert any(p.outcome == "harmful" for p in novel.precedents)
+    assert "most similar send_money calls to a new IBAN" in novel.reason and "(cost" in novel.reason
     assert "above approval_above" in novel.reason or "above block_above" in novel.reason
     cited = engine.get_decision(novel.precedents[0].request_id)
     assert cited.tool == "send_money"
@@ -198,7 +203,9 @@ def test_engines_sharing_a_store_learn_from_each_other(open_engine: Callable[...
     history(a, clock)
     clock.tick(minutes=3)
     d = b.evaluate(send(fresh_iban(random.Random(11))))
-    assert d.result is not DecisionResult.allowed and d.evidence > 2
+    # b decided nothing itself: all it knows of fresh IBANs going badly, it learned from a.
+    assert d.risk_score > 0.4 and d.evidence > 2
+    assert any(p.outcome == "harmful" for p in d.precedents)
 
 
 def test_thresholds_per_domain_and_per_rule() -> None:
@@ -296,7 +303,7 @@ def test_explain_and_learning_report_cli(open_engine: Callable[..., Engine], clo
     out = runner.invoke(app, ["--db", db, "explain", d.request_id])
     assert out.exit_code == 0, out.output
     assert "memory tightened the verdict" in out.output and d.precedents[0].request_id in out.output
-    assert "harmful" in out.output and "ended badly" in out.output
+    assert "rejected" in out.output and "rejected by a reviewer" in out.output  # the cited precedents' outcomes
     js = runner.invoke(app, ["--db", db, "explain", d.request_id, "--json"])
     assert json.loads(js.output)["decision"]["precedents"][0]["request_id"] == d.precedents[0].request_id
 
@@ -357,3 +364,73 @@ def test_the_server_rebuilds_memory_before_its_first_request(tmp_path: Path, clo
         head = engine.audit_events(limit=10_000)[-1].seq
     with ServerThread(tmp_path / "memory.db") as server:
         assert server.engine.memory.cursor == head  # warmed in the lifespan, before serving
+
+
+def test_dates_and_times_are_not_phone_numbers() -> None:
+    ids = identifiers({"start": "2024-05-13 09:00", "date": "2022-01-01", "at": "2026-03-02T09:00:00", "v": "v1.2.3456789",
+                       "ref": "US6149171944838464914552;50.0", "call": "ring +1 (555) 123-4567."})  # fmt: skip
+    assert ("phone", "15551234567") in ids
+    assert not [i for i in ids if i[0] == "phone" and i != ("phone", "15551234567")], ids
+
+
+def test_a_shape_that_goes_badly_in_other_tools_is_suspect_in_a_new_one(open_engine: Callable[..., Engine],
+                                                                        clock: Clock) -> None:  # fmt: skip
+    """Calls to counterparties nobody worked with before went badly in two tools; a third tool
+    that never saw such a call starts from that experience, while its routine calls do not."""
+    engine = open_engine()
+    rng = random.Random(5)
+
+    def call(tool: str, to: str) -> dict[str, Any]:
+        return {"tool": tool, "domain": "ops", "actor": "agent-1", "arguments": {"recipient": to, "note": "hi"}}
+
+    for i in range(80):
+        clock.tick(minutes=10)
+        tool = ("send_email", "share_file", "notify")[i % 3]
+        fresh = tool != "notify" and i % 2 == 0
+        to = f"x{rng.randrange(10**9)}@new-{rng.randrange(10**6)}.io" if fresh else "team@corp.example"
+        d = engine.evaluate(call(tool, to))
+        if d.allowed:
+            engine.record_execution(d.request_id, "executed")
+            engine.report_outcome(d.request_id, "harmful" if fresh else "succeeded")
+    clock.tick(minutes=5)
+    unknown = engine.evaluate(call("notify", "someone@elsewhere-77.io")).risk_score
+    routine = engine.evaluate(call("notify", "team@corp.example")).risk_score
+    assert unknown > 0.3 and routine < 0.1, (unknown, routine)
+    memory = engine.memory
+    assert isinstance(memory, CaseMemory)
+    assert memory.prior("notify", "new/usual") > 3 * memory.prior("notify", "known/usual")
+
+
+def test_outcome_error_rate_corrects_for_wrong_reports(open_engine: Callable[..., Engine], clock: Clock,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    """A routine call reported harmful 5% of the time by mistake looks 5% risky; told that 5% of
+    reports are wrong, memory estimates the real harm (near zero) and still sees real harm."""
+    rules = "version: 1\nrules: []\nrisk: {approval_above: 0.03, outcome_error_rate: 0.05}\n"
+    results = {}
+    for name, text in (("plain", "version: 1\nrules: []\nrisk: {approval_above: 0.03}\n"), ("corrected", rules)):
+        engine = Engine(tmp_path / f"{name}.db", clock=clock)
+        engine.apply_rules(parse_rules(text))
+        rng = random.Random(11)
+        for i in range(300):
+            clock.tick(minutes=5)
+            bad_iban = i % 5 == 0
+            d = engine.evaluate(send("NL91ABNA0417164300" if bad_iban else KNOWN[0], 100))
+            engine.record_execution(d.request_id, "executed")
+            truly = bad_iban and rng.random() < 0.5
+            wrong = rng.random() < 0.05
+            engine.report_outcome(d.request_id, "harmful" if truly != wrong else "succeeded")
+        results[name] = (engine.evaluate(send(KNOWN[0], 100)), engine.evaluate(send("NL91ABNA0417164300", 100)))
+        engine.close()
+    (plain_ok, plain_bad), (fixed_ok, fixed_bad) = results["plain"], results["corrected"]
+    assert plain_ok.risk_score > 0.03 and plain_ok.result is DecisionResult.requires_approval
+    assert fixed_ok.risk_score < 0.03 and fixed_ok.allowed, fixed_ok.reason
+    assert fixed_bad.risk_score > 0.1 and not fixed_bad.allowed  # real harm is still seen
+    assert fixed_bad.risk_score < plain_bad.risk_score
+
+
+def test_outcome_error_rate_is_validated() -> None:
+    with pytest.raises(RuleError, match="outcome_error_rate"):
+        parse_rules("version: 1\nrules: []\nrisk: {outcome_error_rate: 0.5}\n")
+    rules = RuleSet.compile(parse_rules("version: 1\nrules: []\ndomains: {banking: {risk: {outcome_error_rate: 0.1}}}\n"), "1")
+    assert resolve_risk(rules, Action(tool="send_money", domain="banking", actor="a")).outcome_error_rate == 0.1
+    assert resolve_risk(rules, Action(tool="send_money", domain="other", actor="a")).outcome_error_rate == 0.0

@@ -249,7 +249,8 @@ class Engine:
                     pass
                 policy = resolve_risk(rules, action)
                 estimate = self.memory.assess(action, now, half_life_days=policy.half_life_days, prior=policy.prior,
-                                              prior_strength=policy.prior_strength)  # fmt: skip
+                                              prior_strength=policy.prior_strength,
+                                              outcome_error_rate=policy.outcome_error_rate)  # fmt: skip
                 if switch is None:
                     verdict = apply_risk(verdict, estimate, policy)
             approval_id = expires = None

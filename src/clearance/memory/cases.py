@@ -6,9 +6,10 @@ person's answer to its approval request (weaker evidence). Blocked calls and cal
 answered reveal nothing and are never counted as safe or as harmful.
 
 The risk of a new call is a Beta-binomial estimate: its nearest precedents vote with weight
-``similarity x recency x evidence strength``, shrunk towards a prior (the tool's own base rate
-of bad outcomes, itself shrunk towards the deployment's), so that thin evidence gives an
-estimate near the prior and says how little it rests on.
+``similarity x recency x evidence strength``, shrunk towards a prior (the base rate of bad
+outcomes among calls of the same shape class, from this tool and from the others, see
+:meth:`CaseMemory.prior`), so that thin evidence gives an estimate near the prior and says how
+little it rests on.
 
 Memory is fed only from audit events, in order (:meth:`CaseMemory.ingest`): the live engine and
 a rebuild from the store therefore see the same history, on SQLite and PostgreSQL alike, and
@@ -52,6 +53,7 @@ CITED = 5  # precedents a decision cites
 RELATED_DISCOUNT = 0.5  # precedents of other tools in the same domain count this much
 DISTANT_DISCOUNT = 0.3  # and those of other domains this much
 EVIDENCE_CAP = 30.0  # weighed evidence gathered from the nearest shapes outwards, at most
+PRIOR_STRENGTH = 5.0  # precedents' worth of weight each level of the prior carries
 PER_PROTO = 512  # newest cases of one prototype that are weighed (older ones count for little)
 
 
@@ -64,6 +66,7 @@ class _Case:
     ids: tuple[tuple[str, str], ...]
     value: float | None
     vector: np.ndarray | None  # kept until the case is indexed
+    shape: str  # its shape class (see :func:`_shape`), for the class-conditioned prior
     row: int = -1  # its row in the columns, once labelled
     bad: float | None = None  # 0..1 once anything is known
     weight: float = 0.0  # evidence strength of what is known
@@ -141,11 +144,17 @@ class CaseMemory:
         self._parts: dict[tuple[str, str], VectorIndex] = {}
         self._part_ids: dict[tuple[str, str], int] = {}
         self._unindexed: dict[tuple[str, str], tuple[list[int], list[np.ndarray]]] = {}
-        self._labelled: Counter[str] = Counter()  # precedents per tool
-        self._bad: Counter[str] = Counter()  # their summed badness per tool
+        # Weighed precedents and their summed badness per tool, per shape class (across tools)
+        # and per (tool, shape class): the levels of the prior.
+        self._labelled: Counter[str] = Counter()
+        self._bad: Counter[str] = Counter()
+        self._labelled_shape: Counter[str] = Counter()
+        self._bad_shape: Counter[str] = Counter()
+        self._labelled_ts: Counter[tuple[str, str]] = Counter()
+        self._bad_ts: Counter[tuple[str, str]] = Counter()
         self._all = [0.0, 0.0]  # summed badness, precedents: the deployment's base rate
         self._next_key = 0
-        self._memo: tuple[Action, np.ndarray, int] | None = None  # (action, vector, cursor) of the last assess
+        self._memo: tuple[Action, np.ndarray, str, int] | None = None  # (action, vector, shape, cursor) of the last assess
 
     # -- feeding --------------------------------------------------------------------------
     def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
@@ -196,16 +205,18 @@ class CaseMemory:
             return  # a blocked call never ran: it will reveal nothing
         memo, self._memo = self._memo, None
         # The vector assess() just computed for this very call, if nothing was learned since.
-        vector = memo[1] if memo is not None and memo[0] is action and memo[2] == self.cursor - 1 else None
-        if vector is None:
-            vector = np.asarray(self.features.vector(action)[0], dtype=np.float32)
+        if memo is not None and memo[0] is action and memo[3] == self.cursor - 1:
+            vector, shape = memo[1], memo[2]
+        else:
+            raw, profile = self.features.vector(action)
+            vector, shape = np.asarray(raw, dtype=np.float32), _shape(profile)
         self.features.observe_call(action)
         decided_at = decision["decided_at"]
         case = _Case(
             request_id=decision["request_id"], tool=action.tool, domain=action.domain,
             decided_at=decided_at if isinstance(decided_at, datetime) else datetime.fromisoformat(decided_at),
             ids=tuple(identifiers(action.arguments, action.target)), value=action.value,
-            vector=vector,
+            vector=vector, shape=shape,
         )  # fmt: skip
         self._cases[case.request_id] = case
 
@@ -233,8 +244,7 @@ class CaseMemory:
     def _label(self, case: _Case, bad: float, weight: float, outcome: str, severity: float | None,
                cost: float | None, *, real: bool) -> None:  # fmt: skip
         if case.bad is not None:  # relabel: take the old label out of the base rates
-            self._labelled[case.tool] -= case.weight
-            self._bad[case.tool] -= case.weight * case.bad
+            self._count(case, -case.weight, -case.weight * case.bad)
             self._all[0] -= case.weight * case.bad
             self._all[1] -= case.weight
         case.bad, case.weight, case.outcome, case.severity, case.cost, case.real = bad, weight, outcome, severity, cost, real
@@ -264,19 +274,49 @@ class CaseMemory:
                     else:
                         m.append(row)
             case.vector = None
-        self._labelled[case.tool] += weight
-        self._bad[case.tool] += weight * bad
+        self._count(case, weight, weight * bad)
         self._all[0] += weight * bad
         self._all[1] += weight
         if real:
             self.features.observe_label(case.tool, case.ids, case.value, bad=bad >= 0.5)
 
+    def _count(self, case: _Case, weight: float, bad: float) -> None:
+        self._labelled[case.tool] += weight
+        self._bad[case.tool] += bad
+        self._labelled_shape[case.shape] += weight
+        self._bad_shape[case.shape] += bad
+        self._labelled_ts[(case.tool, case.shape)] += weight
+        self._bad_ts[(case.tool, case.shape)] += bad
+
     # -- judging --------------------------------------------------------------------------
-    def prior(self, tool: str) -> float:
-        """The tool's base rate of bad outcomes, shrunk towards the deployment's (itself shrunk
-        towards 5%), so a tool with little history starts from what the others show."""
-        overall = (self._all[0] + 1.0) / (self._all[1] + 20.0)
-        return (self._bad[tool] + 5.0 * overall) / (self._labelled[tool] + 5.0)
+    def prior(self, tool: str, shape: str | None = None, error_rate: float = 0.0) -> float:
+        """The rate of bad outcomes for calls like this one before any neighbour is weighed.
+
+        Without ``shape``: the tool's own rate, shrunk towards the deployment's (itself shrunk
+        towards 5%), so a tool with little history starts from what the others show. With the
+        call's shape class, two disjoint bodies of experience are combined (their odds multiply,
+        relative to the deployment's): this tool's calls of other shapes, and other tools'
+        calls of this shape; the tool's own calls of this shape then refine that. So a shape that
+        goes badly everywhere (payments to counterparties nobody paid before, say) is suspect
+        in a tool that never saw one, and no precedent is counted twice.
+
+        With ``error_rate`` (the share of outcome reports believed wrong) each count of bad
+        outcomes is corrected for the reports that were wrong: the rate of real harm, not of
+        reported harm."""
+        e = error_rate
+        overall = (_true_bad(self._all[0], self._all[1], e) + 1.0) / (self._all[1] + 20.0)
+
+        def rate(bad: float, n: float, towards: float) -> float:
+            n = max(n, 0.0)
+            return (_true_bad(max(bad, 0.0), n, e) + PRIOR_STRENGTH * towards) / (n + PRIOR_STRENGTH)
+
+        if shape is None:
+            return rate(self._bad[tool], self._labelled[tool], overall)
+        bad_ts, n_ts = self._bad_ts[(tool, shape)], self._labelled_ts[(tool, shape)]
+        other_shapes = rate(self._bad[tool] - bad_ts, self._labelled[tool] - n_ts, overall)
+        other_tools = rate(self._bad_shape[shape] - bad_ts, self._labelled_shape[shape] - n_ts, overall)
+        mixed = _from_odds(_odds(other_shapes) * _odds(other_tools) / _odds(overall))
+        return rate(bad_ts, n_ts, mixed)
 
     def assess(
         self,
@@ -286,12 +326,14 @@ class CaseMemory:
         half_life_days: float = 90.0,
         prior: float | None = None,
         prior_strength: float = 2.0,
+        outcome_error_rate: float = 0.0,
     ) -> RiskEstimate:
         with self._lock:
             self._flush()
             vector, profile = self.features.vector(action)
             q = np.asarray(vector, dtype=np.float32)
-            self._memo = (action, q, self.cursor)
+            shape = _shape(profile)
+            self._memo = (action, q, shape, self.cursor)
             today = now.timestamp() / 86400.0
             evidence = bad = 0.0
             best_sim = 0.0
@@ -338,8 +380,8 @@ class CaseMemory:
                 if evidence >= EVIDENCE_CAP - 1e-9:
                     del cands[i + 1 :]
                     break
-            base = self.prior(action.tool) if prior is None else prior
-            risk = (prior_strength * base + bad) / (prior_strength + evidence)
+            base = self.prior(action.tool, shape, outcome_error_rate) if prior is None else prior
+            risk = (prior_strength * base + _true_bad(bad, evidence, outcome_error_rate)) / (prior_strength + evidence)
             precedents = self._cite(cands, action)
             novel = self._labelled[action.tool] >= NOVEL_AFTER and best_sim < NOVEL_SIMILARITY
             risk = min(max(risk, 0.0), 1.0)
@@ -398,6 +440,32 @@ class CaseMemory:
         verb = verbs.most_common(1)[0][0]
         lead = "the most similar" if n == 1 else (f"all {n} most similar" if len(bad) == n else f"{len(bad)} of the {n} most similar")
         return f"{lead} {calls}{how} {verb}{costs}"
+
+
+def _shape(profile: Profile) -> str:
+    """A coarse class of a call's shape, shared across tools: whether it involves a
+    counterparty seen in a harmful call, one never seen in a call that went well, and a value
+    far from the usual."""
+    bad = "bad" if profile.bad_ids else ("new" if profile.novel_ids else "known")
+    unusual = "unusual" if max(abs(profile.value_z_tool), abs(profile.value_z_actor)) >= 2.0 else "usual"
+    return f"{bad}/{unusual}"
+
+
+def _true_bad(bad: float, n: float, error_rate: float) -> float:
+    """Of ``n`` precedents with ``bad`` reported bad, how many truly were, when a share
+    ``error_rate`` of reports is wrong either way (reported = true (1 - 2e) + n e)."""
+    if error_rate <= 0.0:
+        return bad
+    return max(bad - error_rate * n, 0.0) / (1.0 - 2.0 * error_rate)
+
+
+def _odds(p: float) -> float:
+    p = min(max(p, 1e-6), 1.0 - 1e-6)
+    return p / (1.0 - p)
+
+
+def _from_odds(o: float) -> float:
+    return o / (1.0 + o)
 
 
 def _nearer(case: _Case, action: Action, level: int) -> bool:

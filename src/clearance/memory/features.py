@@ -35,7 +35,9 @@ _HASHED_ACTOR = slice(44, 48)
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b")
 URL = re.compile(r"\b(?:https?://)?(?:www\.)?((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})(?:[/:?#]\S*)?", re.IGNORECASE)
-PHONE = re.compile(r"\+?\d[\d ()-]{7,}\d")
+PHONE = re.compile(r"(?<!\w)(?<!\d\.)\+?\d[\d ()-]{7,}\d(?!\w|\.\d)")
+#: Dates and times look like phone numbers to PHONE; they are taken out of a text first.
+DATETIME = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\b|\b\d{1,2}:\d{2}(?::\d{2})?\b")
 #: Argument names whose short free-text values name a counterparty.
 PARTY_KEYS = re.compile(r"(recipient|to|user|email|account|iban|payee|customer|card|payment_method|target|url|channel)",
                         re.IGNORECASE)  # fmt: skip
@@ -74,9 +76,11 @@ def identifiers(arguments: dict[str, Any], target: str | None = None) -> set[tup
             if not host.replace(".", "").isdigit():
                 out.add(("host", host.lower()))
                 found = True
-        for phone in PHONE.findall(rest):
-            out.add(("phone", re.sub(r"\D", "", phone)))
-            found = True
+        for phone in PHONE.findall(DATETIME.sub(" ", rest)):
+            digits = re.sub(r"\D", "", phone)
+            if 7 <= len(digits) <= 15:  # E.164 numbers have at most 15 digits
+                out.add(("phone", digits))
+                found = True
         if not found and len(text) <= 64 and PARTY_KEYS.search(key):
             out.add(("party", text.strip().lower()))
     return out

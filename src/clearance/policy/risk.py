@@ -31,6 +31,7 @@ class ResolvedRisk:
     prior: float | None
     prior_strength: float
     half_life_days: float
+    outcome_error_rate: float
     enabled: bool
     source: str  # e.g. "rule refunds", "domain payments", "file", "defaults"
 

@@ -147,6 +147,11 @@ class RiskPolicy(_Strict):
     half_life_days: float | None = Field(
         default=None, gt=0, description="Age at which a precedent counts half as much as a fresh one."
     )
+    outcome_error_rate: float | None = Field(
+        default=None, ge=0, lt=0.5,
+        description="Share of outcome reports believed wrong (a harmless call reported harmful, or the reverse); "
+                    "risk is corrected for it, so it estimates real harm rather than reported harm.",
+    )  # fmt: skip
     enabled: bool | None = Field(default=None, description="false: risk is estimated and recorded, never enforced.")
 
     @model_validator(mode="after")
@@ -170,6 +175,7 @@ RISK_DEFAULTS: dict[str, Any] = {
     "prior": None,  # None: the tool's own shrunk base rate of bad outcomes
     "prior_strength": 2.0,
     "half_life_days": 90.0,
+    "outcome_error_rate": 0.0,
     "enabled": True,
 }
 
