@@ -21,6 +21,8 @@ one given to :func:`use_tracer_provider`.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +52,28 @@ def _load() -> Any:
     return trace
 
 
+#: When ``OTEL_PYTHON_TRACER_PROVIDER`` was last looked up in the environment, and whether it was set.
+_env_checked_at = -1.0
+_env_names_provider = False
+#: How long the answer for the environment variable is kept (a look-up in ``os.environ`` costs
+#: more than the rest of this check, and it ran on every decision).
+ENV_RECHECK_SECONDS = 1.0
+
+
+def _no_global_provider(trace: Any) -> bool:
+    """Whether no global tracer provider is installed, nor named by ``OTEL_PYTHON_TRACER_PROVIDER``
+    (which ``trace.get_tracer_provider`` would load). ``set_tracer_provider`` is seen at once; the
+    environment variable within :data:`ENV_RECHECK_SECONDS`."""
+    global _env_checked_at, _env_names_provider
+    if getattr(trace, "_TRACER_PROVIDER", _MISSING) is not None:
+        return False  # installed (or an OpenTelemetry without that global: ask it every time)
+    now = time.monotonic()
+    if now - _env_checked_at >= ENV_RECHECK_SECONDS:
+        _env_names_provider = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+        _env_checked_at = now
+    return not _env_names_provider
+
+
 def _active_tracer() -> Any:
     """The tracer to use, or None when spans would go nowhere (no OpenTelemetry, no provider)."""
     global _tracer
@@ -58,6 +82,8 @@ def _active_tracer() -> Any:
     trace = _trace if _trace is not _MISSING else _load()
     if trace is None:
         return None
+    if _provider is None and _no_global_provider(trace):
+        return None  # the common case when nobody traces: no call into OpenTelemetry, no os.environ
     provider = _provider if _provider is not None else trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider):
         return None  # nobody installed a provider (yet): keep checking, cheaply
