@@ -578,6 +578,14 @@ class SqlTx:
         return [dict(r) for r in self.conn.execute(q).mappings()]
 
 
+def _savepoint_sql(depth: int) -> tuple[str, str, str]:
+    name = f"clearance_{depth}"
+    return f"SAVEPOINT {name}", f"ROLLBACK TO SAVEPOINT {name}", f"RELEASE SAVEPOINT {name}"
+
+
+_SAVEPOINTS = tuple(_savepoint_sql(depth) for depth in range(8))
+
+
 class SqlStore:
     """Owns the database connection pool and hands out transactions."""
 
@@ -677,17 +685,27 @@ class SqlStore:
 
     @contextmanager
     def _savepoint(self, conn: Connection) -> Iterator[None]:
+        # Named by nesting depth, not numbered: the same few statements every time, so the
+        # driver's statement cache prepares each once (a fresh name is parsed on every call).
+        # A name used again inside itself is fine: SQLite and PostgreSQL both refer to the
+        # innermost savepoint of that name.
+        local = self._batch
+        depth = local.__dict__.get("depth", 0) + 1
+        local.depth = depth
         self._savepoints += 1
-        name = f"clearance_{self._savepoints}"
+        begin, rollback, release = _SAVEPOINTS[depth] if depth < len(_SAVEPOINTS) else _savepoint_sql(depth)
         run = conn.connection.dbapi_connection.execute if self.dialect == "sqlite" else conn.exec_driver_sql  # type: ignore[union-attr]
-        run(f"SAVEPOINT {name}")
         try:
-            yield
-        except BaseException:
-            run(f"ROLLBACK TO SAVEPOINT {name}")
-            run(f"RELEASE SAVEPOINT {name}")
-            raise
-        run(f"RELEASE SAVEPOINT {name}")
+            run(begin)
+            try:
+                yield
+            except BaseException:
+                run(rollback)
+                run(release)
+                raise
+            run(release)
+        finally:
+            local.depth = depth - 1
 
     def note_commit(self) -> None:
         """Tell the WAL checkpointer about a commit made outside :meth:`write` (on SQLite)."""
