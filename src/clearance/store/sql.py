@@ -42,7 +42,11 @@ from sqlalchemy.sql import ColumnElement, Select
 from clearance.model import RawJSON
 from clearance.store import schema as t
 
-__all__ = ["SqlStore", "SqlTx"]
+__all__ = ["SqlStore", "SqlTx", "WouldBlock"]
+
+
+class WouldBlock(Exception):
+    """A non-blocking write found the store held by another writer; nothing was done."""
 
 GENESIS = "0" * 64
 
@@ -596,6 +600,12 @@ class SqlStore:
         self._writers: WriterQueue | None = None
         self._batch = threading.local()  # .conn: the connection of this thread's open batch
         self._savepoints = 0
+        # Commits made without waiting for the disk (batch(sync=False)), and how many of them
+        # are known durable; see sync().
+        self._wal: str | None = None
+        self._wal_mode: bool | None = None  # whether the file is in WAL mode (asked once)
+        self._unsynced = self._synced = 0
+        self._sync_lock = threading.Lock()
         sa_url = make_url(url)
         self.dialect = sa_url.get_backend_name()
         if self.dialect == "sqlite":
@@ -612,6 +622,7 @@ class SqlStore:
             if db and db != ":memory:" and not sa_url.query.get("mode") == "memory":
                 self._checkpointer = Checkpointer(str(Path(db).expanduser()))
                 self._writers = WriterQueue(str(Path(db).expanduser()))
+                self._wal = f"{Path(db).expanduser()}-wal"
         else:
             self.engine = create_engine(sa_url, echo=echo, pool_pre_ping=True, pool_size=8, max_overflow=16,
                                         json_serializer=_json_dumps)  # fmt: skip
@@ -632,6 +643,8 @@ class SqlStore:
         see newer commits, so that, for example, verifying the audit chain while others append
         would read the events, then a newer chain head, and report tampering that is not there.
         """
+        if self._synced < self._unsynced:
+            self.sync()  # never show this process's readers a commit that is not durable yet
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
@@ -641,47 +654,101 @@ class SqlStore:
                 yield SqlTx(conn, self._prepared)
 
     @contextmanager
-    def write(self) -> Iterator[SqlTx]:
+    def write(self, *, sync: bool = True, blocking: bool = True) -> Iterator[SqlTx]:
         """A write transaction that holds the store's single writer lock until it ends.
 
         Inside :meth:`batch`, on the batch's thread, it is a savepoint of the batch's
         transaction instead: its writes are kept or undone on their own and become durable
-        with the batch's commit."""
+        with the batch's commit.
+
+        ``sync=False`` is for :meth:`batch` only (see there): on a SQLite file, the commit
+        does not wait for the disk. ``blocking=False`` raises :class:`WouldBlock`, before
+        anything is done, when another writer queued on this store holds it (an event loop
+        must not wait for a lock)."""
         joined = self._batch.__dict__.get("conn")
         if joined is not None:
             with self._savepoint(joined):
                 yield SqlTx(joined, self._prepared)
             return
+        deferred = not sync and self._wal is not None and self._wal_mode is not False
         queue = self._writers
-        queued = queue is not None and queue.enter()
+        queued = queue is not None and queue.enter(blocking)
         try:
-            with self.engine.connect() as conn, conn.begin():
-                if self.dialect == "sqlite":
-                    begin_sqlite(conn, immediate=True)
-                else:
-                    conn.execute(_LOCK_HEAD)
-                yield SqlTx(conn, self._prepared)
+            with self.engine.connect() as conn:
+                raw = conn.connection.dbapi_connection if deferred else None
+                if raw is not None and self._wal_mode is None:  # once: is the WAL what holds commits?
+                    self._wal_mode = str(raw.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+                    if not self._wal_mode:
+                        raw = None
+                        deferred = False
+                if raw is not None:
+                    # Only outside a transaction; set back before the connection goes back to the pool.
+                    raw.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    with conn.begin():
+                        if self.dialect == "sqlite":
+                            begin_sqlite(conn, immediate=True)
+                        else:
+                            conn.execute(_LOCK_HEAD)
+                        yield SqlTx(conn, self._prepared)
+                    if deferred:
+                        self._unsynced += 1  # under the writer lock: commits are counted in order
+                finally:
+                    if raw is not None:
+                        raw.execute("PRAGMA synchronous=FULL")
         finally:
             if queued:
                 queue.exit()  # type: ignore[union-attr]
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
+    @property
+    def defers_sync(self) -> bool:
+        """Whether ``batch(sync=False)`` commits without waiting for the disk (a SQLite file)."""
+        return self._wal is not None and self._wal_mode is not False
+
     @contextmanager
-    def batch(self) -> Iterator[SqlTx]:
+    def batch(self, *, sync: bool = True, blocking: bool = True) -> Iterator[SqlTx]:
         """One write transaction that the :meth:`write` calls of this thread join, each as a
         savepoint, until it commits: group commit. Operations inside stay sequential (each
         sees the writes of the ones before it, as after a commit), an operation that raises
         undoes only its own writes, and all of them become durable with one commit (one fsync
-        on SQLite) when the block ends. Nobody may be told an outcome before that commit."""
+        on SQLite) when the block ends. Nobody may be told an outcome before that commit.
+
+        With ``sync=False`` (on a SQLite file; elsewhere it changes nothing) the commit writes
+        the batch to the WAL without waiting for the disk, so the next batch can be decided
+        while this one is made durable: whoever runs the batch must then call :meth:`sync`,
+        and tell nobody any outcome of the batch before it returns. Until then this process's
+        own readers wait for it too (:meth:`read` syncs first). ``blocking`` as for :meth:`write`."""
         if self._batch.__dict__.get("conn") is not None:
             raise RuntimeError("batches do not nest")
-        with self.write() as tx:  # the instance's write: a server may wrap it in its own lock
+        # The instance's write: a server may wrap it in its own lock.
+        with self.write() if sync and blocking else self.write(sync=sync, blocking=blocking) as tx:
             self._batch.conn = tx.conn
             try:
                 yield tx
             finally:
                 self._batch.conn = None
+
+    def sync(self) -> None:
+        """Make every commit of ``batch(sync=False)`` before this call durable: one fsync of the
+        WAL, which holds those commits in order (a commit's frames are written to it before the
+        commit returns; anything a checkpoint copied out of it SQLite fsyncs in the database file
+        before the WAL is reused). Concurrent callers share a fsync where they can; raises
+        ``OSError`` when the fsync fails, and then nothing since the last success is known to
+        be durable."""
+        if self._wal is None:
+            return
+        with self._sync_lock:
+            target = self._unsynced
+            if self._synced >= target:
+                return  # another caller's fsync, begun after those commits, covered them
+            fd = os.open(self._wal, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._synced = target
 
     @contextmanager
     def _savepoint(self, conn: Connection) -> Iterator[None]:
@@ -713,6 +780,8 @@ class SqlStore:
             self._checkpointer.committed()
 
     def close(self) -> None:
+        if self._synced < self._unsynced:
+            self.sync()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
@@ -749,16 +818,22 @@ class WriterQueue:
         self._fd: int | None = None
         self._pid = 0
 
-    def enter(self) -> bool:
+    def enter(self, blocking: bool = True) -> bool:
+        """Queue up; True when this call holds the queue (and must :meth:`exit`). With
+        ``blocking=False``, raises :class:`WouldBlock` instead of waiting for another writer."""
         if getattr(self._local, "held", False):
             return False
-        self._lock.acquire()
+        if not self._lock.acquire(blocking):
+            raise WouldBlock("another writer of this process holds the store")
         try:
             fd = self._fd
             if fd is None or self._pid != os.getpid():  # first use, or a forked child: its own descriptor
                 fd = self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
                 self._pid = os.getpid()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.release()
+            raise WouldBlock("another process is writing to the store") from None
         except OSError:  # e.g. a read-only directory: SQLite's busy handler orders the writers
             self._lock.release()
             return False
