@@ -99,6 +99,120 @@ def test_an_operation_that_raises_undoes_only_its_own_writes(tmp_path: Path) -> 
         engine.close()
 
 
+def test_with_overlap_sync_nobody_hears_of_a_batch_before_its_fsync(tmp_path: Path) -> None:
+    """The batch commits without waiting for the disk; its results wait for the fsync after it,
+    and meanwhile this process's readers wait too."""
+    engine = Engine(tmp_path / "o.db")
+    store = engine.store
+    writer = BatchWriter(engine, overlap_sync=True)
+    entered, release = threading.Event(), threading.Event()
+    real_sync = store.sync
+    calls: list[int] = []
+
+    def slow_sync() -> None:
+        calls.append(1)
+        entered.set()
+        assert release.wait(10)
+        real_sync()
+
+    store.sync = slow_sync  # type: ignore[method-assign]
+
+    async def main() -> list[Any]:
+        futures = [writer.submit(lambda tx, i=i: engine.evaluate({"tool": f"t{i}"})) for i in range(3)]
+        assert await asyncio.to_thread(entered.wait, 10)
+        await asyncio.sleep(0.05)
+        assert not any(f.done() for f in futures), "results handed back before the fsync"
+        release.set()
+        return await asyncio.gather(*futures)
+
+    try:
+        decisions = asyncio.run(main())
+        assert [d.tool for d in decisions] == ["t0", "t1", "t2"] and calls
+        assert store._synced == store._unsynced > 0  # every deferred commit is known durable
+        assert engine.verify_audit().ok
+    finally:
+        writer.stop()
+        engine.close()
+
+
+def test_a_failed_fsync_fails_the_committed_operations_as_not_durable(tmp_path: Path) -> None:
+    from clearance.engine.batch import NotDurable
+
+    engine = Engine(tmp_path / "f.db")
+    writer = BatchWriter(engine, overlap_sync=True)
+
+    def failing_sync() -> None:
+        raise OSError(5, "Input/output error")
+
+    engine.store.sync = failing_sync  # type: ignore[method-assign]
+
+    def boom(tx: Any) -> None:
+        raise RuntimeError("before deciding")
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(writer.submit(lambda tx: engine.evaluate({"tool": "a"})), writer.submit(boom),
+                                    return_exceptions=True)  # fmt: skip
+
+    try:
+        done, failed = asyncio.run(main())
+        assert isinstance(done, NotDurable)  # committed: it must not be decided again
+        assert isinstance(failed, RuntimeError)  # nothing of it was kept: its own error
+    finally:
+        writer.stop()
+        del engine.store.sync
+        engine.close()
+
+
+def test_a_deferred_commit_is_synced_before_a_read_and_at_close(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    engine = Engine(store)
+    try:
+        with store.batch(sync=False):
+            engine.evaluate({"tool": "t"})
+        assert store._unsynced == 1 and store._synced == 0
+        assert len(engine.audit_events(type="decision.made")) == 1  # read() synced first
+        assert store._synced == 1
+        with store.batch(sync=False):
+            engine.evaluate({"tool": "u"})
+    finally:
+        engine.close()
+    assert store._synced == store._unsynced == 2
+
+
+def test_inline_batches_are_decided_on_the_loop_but_never_wait_there_for_a_lock(tmp_path: Path) -> None:
+    engine = Engine(tmp_path / "i.db")
+    writer = BatchWriter(engine, overlap_sync=True, inline=True)
+    assert writer.inline
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with engine.store.write():  # another writer of this process holds the store
+            held.set()
+            assert release.wait(10)
+
+    async def main() -> list[Any]:
+        first = await writer.submit(lambda tx: engine.evaluate({"tool": "free"}))  # on the loop's thread
+        blocker = threading.Thread(target=hold)
+        blocker.start()
+        assert await asyncio.to_thread(held.wait, 10)
+        waiting = writer.submit(lambda tx: (threading.current_thread().name, engine.evaluate({"tool": "held"})))
+        await asyncio.sleep(0.05)  # the loop is free meanwhile (were it waiting for the lock, this would hang)
+        assert not waiting.done()
+        release.set()
+        second = await waiting
+        blocker.join()
+        return [first, second]
+
+    try:
+        first, (thread, second) = asyncio.run(main())
+        assert first.tool == "free" and second.tool == "held"
+        assert thread == "clearance-batch-writer"  # the writer thread waited for the lock instead
+        assert engine.verify_audit().ok
+    finally:
+        writer.stop()
+        engine.close()
+
+
 def _wal_frames(db: Path) -> int:
     """Frames in the WAL since it last started from its beginning (its header's salt)."""
     data = (db.parent / f"{db.name}-wal").read_bytes()

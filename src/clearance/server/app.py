@@ -20,6 +20,7 @@ from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware, IdempotencyStore
 from clearance.server.middleware import RequestContext
 from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, rules, runs
+from clearance.store.sql import WouldBlock
 
 if TYPE_CHECKING:
     from clearance.server.webhooks import WebhookSettings
@@ -65,9 +66,14 @@ def _serialise_writes(engine: Engine) -> threading.RLock:
     inner = store.write
 
     @contextmanager
-    def write() -> Iterator[Any]:
-        with lock, inner() as tx:
-            yield tx
+    def write(**kw: Any) -> Iterator[Any]:
+        if not lock.acquire(kw.get("blocking", True)):
+            raise WouldBlock("another writer of this process holds the store")
+        try:
+            with inner(**kw) as tx:
+                yield tx
+        finally:
+            lock.release()
 
     store.write = write  # type: ignore[method-assign]
     store._clearance_server_lock = lock  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from datetime import timedelta
 from typing import Annotated, Any, Optional
@@ -10,6 +11,7 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from clearance.engine import Engine
+from clearance.engine.batch import NotDurable
 from clearance.errors import ClearanceError
 from clearance.model import Action, Decision, Execution, Outcome, utcnow
 from clearance.server import schemas as S
@@ -190,7 +192,9 @@ class FastEvaluate:
         from clearance.engine.batch import BatchWriter
 
         self.engine, self.keys, self.metrics = engine, keys, metrics
-        self.writer = BatchWriter(engine)
+        # Batches are decided on the event loop's thread (on SQLite), and the fsync of one overlaps
+        # the deciding of the next; each answer still waits for its own fsync.
+        self.writer = BatchWriter(engine, overlap_sync=True, inline=True)
         self._since_prune = 0
 
     def stop(self) -> None:
@@ -252,6 +256,8 @@ class FastEvaluate:
         with evaluate_span(action, server=True, headers=trace_headers) as span:  # a shared no-op unless tracing is on
             try:
                 result = await self.writer.submit(decide)
+            except NotDurable as exc:  # committed, so it must not be decided again: a 500
+                return _not_durable(scope, str(exc))
             except Exception:  # noqa: BLE001 - nothing was kept: the route decides (or refuses) it
                 return None
             if result[0] == "decided":
@@ -268,6 +274,13 @@ class FastEvaluate:
             self.metrics.observe_decision(decision, time.perf_counter() - started)
         payload = out.encode()
         return 200, [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")], payload
+
+
+def _not_durable(scope: Any, message: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    correlation = scope.get("state", {}).get("correlation_id")
+    body = ErrorBody(type="internal_error", message=message, status=500, correlation_id=correlation)
+    payload = json.dumps({"error": body.model_dump()}).encode()
+    return 500, [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")], payload
 
 
 def fingerprint(scope: Any, body: bytes) -> str:
