@@ -45,16 +45,34 @@ class Metrics:
                                 registry=r)  # fmt: skip
         self.webhook_backlog = Gauge("clearance_webhook_backlog", "Webhook deliveries still to make (at scrape time).",
                                      registry=r)  # fmt: skip
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._decision_children: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.request_seconds.labels(method, route).observe(seconds)
+        # The labelled children are looked up once per label set: ``labels()`` validates and
+        # locks on every call, which cost more than the observation itself.
+        children = self._request_children.get((method, route, status))
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)), self.request_seconds.labels(method, route))
+            self._remember(self._request_children, (method, route, status), children)
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_decision(self, decision: Decision, seconds: float) -> None:
         self.decision_seconds.observe(seconds)
-        rules = [m.rule_id for m in decision.matched_rules] or ["-"]
-        for rule in rules:
-            self.decisions.labels(decision.result.value, rule).inc()
+        result = decision.result.value
+        for rule in [m.rule_id for m in decision.matched_rules] or ["-"]:
+            child = self._decision_children.get((result, rule))
+            if child is None:
+                child = self.decisions.labels(result, rule)
+                self._remember(self._decision_children, (result, rule), child)
+            child.inc()
+
+    @staticmethod
+    def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(cache) >= 4096:  # label sets are few (routes, statuses, rules); never grow without bound
+            cache.clear()
+        cache[key] = value
 
     def observe_outcome(self, outcome: Outcome) -> None:
         self.outcomes.labels(outcome.status.value).inc()

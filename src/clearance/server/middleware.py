@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,7 +43,7 @@ class RequestContext:
             return
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         given = headers.get(b"x-correlation-id", b"").decode("latin-1")
-        correlation = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        correlation = given if given and _SAFE_ID.match(given) else os.urandom(16).hex()
         scope.setdefault("state", {})["correlation_id"] = correlation
         started = time.perf_counter()
         status = [0]
