@@ -8,6 +8,7 @@ keeps the audit chain linear.
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import json
 import os
@@ -270,18 +271,103 @@ def _json_dumps(value: Any) -> str:
     return _JSON.encode(value)
 
 
+class UsageCounts:
+    """Rate-limit counts kept in memory by a SQLite store, so that a decision need not count
+    every slot of a busy actor's window (SQLite counts an index range row by row: a limit of
+    thousands an hour made each decision scan thousands of entries).
+
+    What it knows is the ``usage`` table as of one audit chain tip (:attr:`tip`): every write
+    transaction appends to the chain, so a tip that moved without this store seeing the writes
+    (another process, another engine on the file) means the counts may be stale, and they are
+    not used until reloaded. The store's own transactions keep it current as they go: slots
+    added (:meth:`SqlTx.add_usage`), the tip moved (:meth:`SqlTx.append_events`); anything
+    else that changes slots (``keep_usage``, ``release_usage``) and any rollback drop it all.
+    Per (rule, actor, window length) it loads, on first use while valid, the holding slots of
+    the window: ``at`` of the permanent ones in order, and ``(at, expires_at)`` of reservations;
+    a count then is a bisection. Values are compared as SQLite compares them, in their stored
+    text form. Only used inside write transactions, which are serialised, so it needs no lock.
+    """
+
+    __slots__ = ("loads", "series", "tip", "to_text")
+
+    def __init__(self, to_text: Any) -> None:
+        self.to_text = to_text  # datetime -> its stored text
+        self.tip: tuple[int, str] | None = None
+        self.series: dict[tuple[str, str, Any], _Series] = {}
+        self.loads = 0  # diagnostics
+
+    def reset(self, tip: tuple[int, str] | None = None) -> None:
+        self.tip = tip
+        self.series.clear()
+
+    def count(self, raw: sqlite3.Connection, rule_id: str, actor: str, since: datetime, now: datetime, cap: int | None) -> int:
+        since_s, now_s = self.to_text(since), self.to_text(now)
+        key = (rule_id, actor, now - since)
+        series = self.series.get(key)
+        if series is None or since_s < series.floor:  # first use, or the clock went back: load
+            series = self.series[key] = _Series(since_s)
+            self.loads += 1
+            for at, expires in raw.execute(_HOLDING_SLOTS, (rule_id, actor, since_s)):
+                series.add(at, expires)
+        elif since_s > series.floor:  # the window moved on: forget what left it
+            series.advance(since_s)
+        n = len(series.ats) + sum(1 for at, expires in series.expiring if at > since_s and expires > now_s)
+        return n if cap is None else min(n, cap)
+
+    def added(self, rows: Sequence[dict[str, Any]]) -> None:
+        for (rule_id, actor, _), series in self.series.items():
+            for r in rows:
+                if r["rule_id"] == rule_id and r["actor"] == actor:
+                    expires = r.get("expires_at")
+                    series.add(self.to_text(r["at"]), None if expires is None else self.to_text(expires))
+
+
+#: The holding slots of a window, as they are stored (the count's filter on expiry is applied
+#: in memory, where ``now`` is known).
+_HOLDING_SLOTS = "SELECT at, expires_at FROM usage WHERE rule_id = ? AND actor = ? AND at > ? AND active IS 1"
+
+
+class _Series:
+    __slots__ = ("ats", "expiring", "floor")
+
+    def __init__(self, floor: str) -> None:
+        self.floor = floor  # every holding slot with at > floor is here
+        self.ats: list[str] = []  # permanent slots (expires_at IS NULL), sorted
+        self.expiring: list[tuple[str, str]] = []  # reservations: (at, expires_at)
+
+    def add(self, at: str, expires: str | None) -> None:
+        if at <= self.floor:
+            return
+        if expires is not None:
+            self.expiring.append((at, expires))
+        elif not self.ats or at >= self.ats[-1]:
+            self.ats.append(at)
+        else:
+            bisect.insort(self.ats, at)
+
+    def advance(self, floor: str) -> None:
+        self.floor = floor
+        del self.ats[: bisect.bisect_right(self.ats, floor)]
+        if self.expiring:
+            self.expiring = [e for e in self.expiring if e[0] > floor]
+
+
 class SqlTx:
     """One transaction. Methods are the storage vocabulary the engine composes."""
 
-    def __init__(self, conn: Connection, prepared: dict[Any, _Prepared] | None = None) -> None:
+    def __init__(self, conn: Connection, prepared: dict[Any, _Prepared] | None = None,
+                 counts: UsageCounts | None = None) -> None:  # fmt: skip
         self.conn = conn
         self._prepared = prepared if prepared is not None else {}
+        self._counts = counts  # a write transaction's view of the store's UsageCounts (SQLite)
         #: The sqlite3 connection under ``conn`` (hot statements run on it directly), else None.
         self._sqlite: sqlite3.Connection | None = None
         if conn.dialect.name == "sqlite":
             raw = conn.connection.dbapi_connection
             if isinstance(raw, sqlite3.Connection):
                 self._sqlite = raw
+        if self._sqlite is None:
+            self._counts = None
         # Read once per transaction and kept current by this transaction's own writes: the
         # policy head, the number of kill switches, the chain tip. Safe because writers are
         # serialised, so nothing else moves them while a write transaction is open.
@@ -325,12 +411,34 @@ class SqlTx:
             if self._policy_head is None:
                 self._prelude()
             return []
+        counts = self._counts
+        if counts is not None and self._policy_head is None and any(lk[0] == "count" for lk in lookups):
+            return self._lookups_with_counts(counts, lookups, now)
         if self._policy_head is None:
             values = self._prelude(lookups, now)
         else:
             values = list(self._run(_lookup_statement(False, tuple(x[0] for x in lookups)), _lookup_params(lookups, now)).one())
         dialect = self.conn.dialect
         return [_usage_value(key[0], value, dialect) for key, value in zip(lookups, values)]
+
+    def _lookups_with_counts(self, counts: UsageCounts, lookups: Sequence[tuple[Any, ...]], now: datetime) -> list[Any]:
+        """As :meth:`usage_lookups`, with the counts from :class:`UsageCounts` when it holds
+        the state this transaction sees (the chain tip the prelude reads), else from SQL."""
+        others = [lk for lk in lookups if lk[0] != "count"]
+        dialect = self.conn.dialect
+        answers = {id(lk): _usage_value(lk[0], v, dialect) for lk, v in zip(others, self._prelude(others, now))}
+        wanted = [lk for lk in lookups if lk[0] == "count"]
+        if counts.tip is not None and counts.tip == self._chain:
+            raw = self._sqlite
+            assert raw is not None
+            for lk in wanted:
+                answers[id(lk)] = counts.count(raw, lk[1], lk[2], lk[3], now, lk[4])
+        else:  # someone else wrote since (or nothing is known): count in SQL, keep counts from here on
+            values = self._run(_lookup_statement(False, tuple(lk[0] for lk in wanted)), _lookup_params(wanted, now)).one()
+            for lk, v in zip(wanted, values):
+                answers[id(lk)] = _usage_value("count", v, dialect)
+            counts.reset(self._chain)
+        return [answers[id(lk)] for lk in lookups]
 
     # -- decisions ------------------------------------------------------------------------
     def insert_decision(self, row: dict[str, Any]) -> None:
@@ -350,13 +458,25 @@ class SqlTx:
     def add_usage(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             self._run(_INSERT_USAGE, [{"expires_at": None, **r, "active": True} for r in rows])
+            counts = self._counts
+            if counts is not None and counts.tip is not None:
+                if counts.tip == self.chain_head():
+                    counts.added(rows)
+                else:
+                    counts.reset()
 
     def keep_usage(self, request_id: str) -> None:
         """An approved call keeps its reserved slots for good."""
+        self._drop_counts()
         self.conn.execute(update(t.usage).where(t.usage.c.request_id == request_id).values(expires_at=None))
 
     def release_usage(self, request_id: str) -> None:
+        self._drop_counts()
         self.conn.execute(update(t.usage).where(t.usage.c.request_id == request_id).values(active=False))
+
+    def _drop_counts(self) -> None:
+        if self._counts is not None:
+            self._counts.reset()
 
     def count(self, rule_id: str, actor: str, since: datetime, now: datetime, cap: int | None = None) -> int:
         """Calls holding a slot since ``since``; with ``cap``, counting stops there (a limit
@@ -550,6 +670,12 @@ class SqlTx:
         self._run(_INSERT_EVENT, rows[0] if len(rows) == 1 else list(rows))
         last = rows[-1]
         self._run(_MOVE_HEAD, {"seq": last["seq"], "hash": last["hash"]})
+        counts = self._counts
+        if counts is not None and counts.tip is not None:
+            if counts.tip == self.chain_head():
+                counts.tip = (last["seq"], last["hash"])  # what it knows is still the whole truth
+            else:
+                counts.reset()
         self._chain = (last["seq"], last["hash"])
 
     def iter_events(self, batch: int = 1000) -> Iterator[dict[str, Any]]:
@@ -606,6 +732,7 @@ class SqlStore:
         self._wal_mode: bool | None = None  # whether the file is in WAL mode (asked once)
         self._unsynced = self._synced = 0
         self._sync_lock = threading.Lock()
+        self._counts: UsageCounts | None = None  # SQLite only
         sa_url = make_url(url)
         self.dialect = sa_url.get_backend_name()
         if self.dialect == "sqlite":
@@ -619,6 +746,7 @@ class SqlStore:
             # A pool event only: no Connection events, which would put event dispatch on every
             # statement. Transactions are begun explicitly by read() and write().
             event.listen(self.engine, "connect", _sqlite_connect)
+            self._counts = UsageCounts(_bind_processor(t.UTCDateTime(), self.engine.dialect))
             if db and db != ":memory:" and not sa_url.query.get("mode") == "memory":
                 self._checkpointer = Checkpointer(str(Path(db).expanduser()))
                 self._writers = WriterQueue(str(Path(db).expanduser()))
@@ -668,7 +796,7 @@ class SqlStore:
         joined = self._batch.__dict__.get("conn")
         if joined is not None:
             with self._savepoint(joined):
-                yield SqlTx(joined, self._prepared)
+                yield SqlTx(joined, self._prepared, self._counts)
             return
         deferred = not sync and self._wal is not None and self._wal_mode is not False
         queue = self._writers
@@ -690,9 +818,13 @@ class SqlStore:
                             begin_sqlite(conn, immediate=True)
                         else:
                             conn.execute(_LOCK_HEAD)
-                        yield SqlTx(conn, self._prepared)
+                        yield SqlTx(conn, self._prepared, self._counts)
                     if deferred:
                         self._unsynced += 1  # under the writer lock: commits are counted in order
+                except BaseException:
+                    if self._counts is not None:  # rolled back (or not known to be committed)
+                        self._counts.reset()
+                    raise
                 finally:
                     if raw is not None:
                         raw.execute("PRAGMA synchronous=FULL")
@@ -767,6 +899,8 @@ class SqlStore:
             try:
                 yield
             except BaseException:
+                if self._counts is not None:  # what it learnt inside is undone
+                    self._counts.reset()
                 run(rollback)
                 run(release)
                 raise
