@@ -373,3 +373,17 @@ def test_metrics(live: Live) -> None:
     assert 'clearance_decisions_total{result="blocked",rule="never-delete"} 1.0' in text
     assert "clearance_approvals_pending 1.0" in text
     assert "clearance_decision_seconds_bucket" in text
+
+
+def test_a_server_process_freezes_what_it_started_with_out_of_the_collectors_sight(tmp_path: Any) -> None:
+    import gc
+
+    from clearance.server import ServerThread
+
+    before = gc.get_freeze_count()
+    try:
+        with ServerThread(tmp_path / "g.db", freeze_gc=True) as server:
+            assert httpx.get(f"{server.url}/v1/health").status_code == 200
+            assert gc.get_freeze_count() > before  # done in the lifespan, before the first request
+    finally:
+        gc.unfreeze()  # this is a test process, not a server's

@@ -55,7 +55,7 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
         uvicorn.run("clearance.server.app:from_env", factory=True, workers=workers, host=host, port=port,
                     log_level=log_level, access_log=not json_logs, timeout_keep_alive=30)  # fmt: skip
         return
-    app = create_app(db, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, webhooks=webhooks)
+    app = create_app(db, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, webhooks=webhooks, freeze_gc=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not json_logs,
                 timeout_keep_alive=30)  # fmt: skip
 
