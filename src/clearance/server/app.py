@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import threading
@@ -126,8 +127,8 @@ def create_app(
             if close:
                 eng.close()
 
-    app = FastAPI(title="clearance", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  responses=_ERRORS, docs_url="/docs", redoc_url=None, openapi_url="/v1/openapi.json")  # fmt: skip
+    app = _App(title="clearance", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+               responses=_ERRORS, docs_url="/docs", redoc_url=None, openapi_url="/v1/openapi.json")  # fmt: skip
     app.state.engine = eng
     app.state.keys = KeyStore(eng.store)
     app.state.approval_waiters = {}
@@ -153,8 +154,32 @@ def create_app(
         app.include_router(module.router, prefix="/v1")
     app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, store=idempotency)
     app.state.fast_decisions = decisions.FastEvaluate(eng, app.state.keys, app.state.metrics)
-    app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe, fast=app.state.fast_decisions)
+    app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe)
+    # POST /v1/decisions meets the hot path before FastAPI's middleware stack, and takes the
+    # whole stack (with this same context) only when the hot path gives it back.
+    app.front = RequestContext(functools.partial(FastAPI.__call__, app), max_body_bytes=max_body_bytes, observe=observe,
+                               fast=app.state.fast_decisions)  # fmt: skip
     return app
+
+
+class _App(FastAPI):
+    """FastAPI, with ``POST /v1/decisions`` handed to :attr:`front` before the middleware stack:
+    the layers of error handling, telemetry and body limits FastAPI and Starlette put around
+    every request cost more than a decision's HTTP handling otherwise does. The front is a
+    :class:`RequestContext` (correlation id, size limit, metrics, access log, an envelope for
+    unexpected errors) with the hot path; what it gives back goes through the whole stack."""
+
+    front: RequestContext | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        front = self.front
+        if front is not None and scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == _FAST_PATH:
+            await front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+_FAST_PATH = decisions.FastEvaluate.path
 
 
 def from_env() -> FastAPI:

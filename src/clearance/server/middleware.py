@@ -20,6 +20,9 @@ from clearance.server.errors import envelope
 __all__ = ["BodyTooLarge", "RequestContext"]
 
 log = logging.getLogger("clearance.server.access")
+#: Set in a request's scope by the RequestContext in front of the app (see ``create_app``), so
+#: the one inside the app's middleware stack passes the request straight on.
+FRONT = "clearance.front"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -38,9 +41,11 @@ class RequestContext:
         self.fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or FRONT in scope:  # (the front instance has done all this already)
             await self.app(scope, receive, send)
             return
+        if self.fast is not None:
+            scope[FRONT] = True
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         given = headers.get(b"x-correlation-id", b"").decode("latin-1")
         correlation = given if given and _SAFE_ID.match(given) else os.urandom(16).hex()
@@ -98,7 +103,12 @@ class RequestContext:
                     if not message.get("more_body"):
                         break
                 body = b"".join(chunks)
-                answer = await fast.handle(scope, headers, body)
+                try:
+                    answer = await fast.handle(scope, headers, body)
+                except Exception:  # as the app's handler for unexpected errors answers them
+                    log.exception("internal error (correlation id %s)", correlation)
+                    await respond(500, "internal_error", "internal error; the server log has the details")
+                    return
                 if answer is not None:
                     code, response_headers, payload = answer
                     fast_route = fast.route
