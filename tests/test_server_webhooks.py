@@ -204,6 +204,21 @@ def test_delivered_after_two_500s_signed_and_with_the_approval(tmp_path: Path, r
     engine.close()
 
 
+def test_an_approval_requested_on_the_hot_path_is_sent_at_once_not_at_the_next_poll(tmp_path: Path,
+                                                                                     receiver: Receiver) -> None:  # fmt: skip
+    engine = new_engine(tmp_path / "now.db")
+    tokens = make_keys(engine)
+    with ServerThread(engine, webhooks=settings(f"{receiver.url}/now", poll_seconds=30.0)) as server:
+        agent = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {tokens['agent']}"})
+        time.sleep(0.3)  # the dispatcher's first look (at start) is over: the next poll is 30 s away
+        decision = agent.post("/v1/decisions", json=REFUND, headers={"Idempotency-Key": "now-1"}).json()
+        assert decision["result"] == "requires_approval"
+        hit = wait_for(lambda: receiver.on("/now"), timeout=10.0, what="approval.requested well before the next poll")
+        assert hit[0].json["approval"]["approval_id"] == decision["approval_id"]
+        agent.close()
+    engine.close()
+
+
 def test_the_signature_helper_enforces_secret_body_and_timestamp_tolerance() -> None:
     body = b'{"id":"whd_x","type":"approval.requested"}'
     now = 1_800_000_000

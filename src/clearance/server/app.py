@@ -153,7 +153,7 @@ def create_app(
     for module in (health, decisions, approvals, rules, kill_switch, audit, runs, keys):
         app.include_router(module.router, prefix="/v1")
     app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, store=idempotency)
-    app.state.fast_decisions = decisions.FastEvaluate(eng, app.state.keys, app.state.metrics)
+    app.state.fast_decisions = decisions.FastEvaluate(eng, app.state.keys, app.state.metrics, app.state.webhooks)
     app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe)
     # POST /v1/decisions meets the hot path before FastAPI's middleware stack, and takes the
     # whole stack (with this same context) only when the hot path gives it back.

@@ -188,10 +188,11 @@ class FastEvaluate:
     route = "/v1/decisions"
     prune_every = 1000
 
-    def __init__(self, engine: Engine, keys: KeyStore, metrics: Any = None) -> None:
+    def __init__(self, engine: Engine, keys: KeyStore, metrics: Any = None, webhooks: Any = None) -> None:
         from clearance.engine.batch import BatchWriter
 
         self.engine, self.keys, self.metrics = engine, keys, metrics
+        self.webhooks = webhooks  # a WebhookDispatcher: woken when an approval is requested
         # Batches are decided on the event loop's thread (on SQLite), and the fsync of one overlaps
         # the deciding of the next; each answer still waits for its own fsync.
         self.writer = BatchWriter(engine, overlap_sync=True, inline=True)
@@ -272,6 +273,8 @@ class FastEvaluate:
         _, decision, out = result
         if self.metrics is not None:
             self.metrics.observe_decision(decision, time.perf_counter() - started)
+        if decision.approval_id is not None and self.webhooks is not None:
+            self.webhooks.wake()  # send approval.requested now (it is durable), not at the next poll
         payload = out.encode()
         return 200, [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")], payload
 
