@@ -290,6 +290,9 @@ class UsageCounts:
 
     __slots__ = ("loads", "series", "tip", "to_text")
 
+    #: Windows kept at most (one per rule, actor and window length in use).
+    MAX_SERIES = 10_000
+
     def __init__(self, to_text: Any) -> None:
         self.to_text = to_text  # datetime -> its stored text
         self.tip: tuple[int, str] | None = None
@@ -305,6 +308,8 @@ class UsageCounts:
         key = (rule_id, actor, now - since)
         series = self.series.get(key)
         if series is None or since_s < series.floor:  # first use, or the clock went back: load
+            if series is None and len(self.series) >= self.MAX_SERIES:
+                self.series.clear()  # many actors: start again rather than keep every one's window
             series = self.series[key] = _Series(since_s)
             self.loads += 1
             for at, expires in raw.execute(_HOLDING_SLOTS, (rule_id, actor, since_s)):
