@@ -49,7 +49,8 @@ __all__ = ["BatchWriter", "NotDurable"]
 
 log = logging.getLogger("clearance.engine")
 
-#: An operation: runs on the writer thread, inside the batch, given the batch's transaction.
+#: An operation: runs inside the batch (on the writer thread, or the event loop's with ``inline``),
+#: given the batch's transaction.
 Operation = Callable[[SqlTx], Any]
 _Item = tuple[Operation, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
@@ -59,7 +60,8 @@ class NotDurable(Exception):
 
 
 class BatchWriter:
-    """One writer thread deciding queued operations in batches of up to ``max_batch``.
+    """One writer thread (or, with ``inline``, the event loop's) deciding queued operations in
+    batches of up to ``max_batch``.
 
     :meth:`submit` is called from an asyncio event loop and returns a future of that loop; the
     loop is woken once per batch, not once per operation.
