@@ -219,6 +219,12 @@ class Engine:
     # -- decisions ------------------------------------------------------------------------
     def evaluate(self, action: Action | Mapping[str, Any]) -> Decision:
         """Decide one call. The decision and its audit event are committed before this returns."""
+        return self.evaluate_serialised(action)[0]
+
+    def evaluate_serialised(self, action: Action | Mapping[str, Any]) -> tuple[Decision, str]:
+        """:meth:`evaluate`, and the decision as the canonical JSON the store keeps of it (keys
+        sorted; the same fields as ``model_dump_json``), for callers that send it on: the
+        server answers with it rather than serialising the decision a second time."""
         action = action if isinstance(action, Action) else Action.model_validate(action)
         now = self.clock()
         learns = self.memory.learns
@@ -315,7 +321,7 @@ class Engine:
             written[0]["payload"] = {"action": action, "decision": {"request_id": request_id, "result": verdict.result.value,
                                                                     "decided_at": now}}  # fmt: skip
             self.memory.ingest(written)
-        return decision
+        return decision, decision_json
 
     # -- memory ---------------------------------------------------------------------------
     #: Audit events read per round trip while memory catches up.

@@ -41,6 +41,8 @@ DATETIME = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\
 #: Argument names whose short free-text values name a counterparty.
 PARTY_KEYS = re.compile(r"(recipient|to|user|email|account|iban|payee|customer|card|payment_method|target|url|channel)",
                         re.IGNORECASE)  # fmt: skip
+_DIGIT = re.compile(r"\d")
+_NON_DIGIT = re.compile(r"\D")
 
 
 def _leaves(obj: Any, key: str = "") -> Iterator[tuple[str, Any]]:
@@ -57,30 +59,42 @@ def _leaves(obj: Any, key: str = "") -> Iterator[tuple[str, Any]]:
 def identifiers(arguments: dict[str, Any], target: str | None = None) -> set[tuple[str, str]]:
     """Counterparty-like tokens of a call, as ``(kind, token)``: e-mail addresses and their
     domains, IBANs, URL hosts, phone numbers, and short values of counterparty-named arguments."""
+    return _identifiers_in(list(_leaves(arguments)), target)
+
+
+def _identifiers_in(leaves: list[tuple[str, Any]], target: str | None) -> set[tuple[str, str]]:
     out: set[tuple[str, str]] = set()
-    texts = [(k, v) for k, v in _leaves(arguments) if isinstance(v, str)]
+    texts = [(k, v) for k, v in leaves if isinstance(v, str)]
     if target:
         texts.append(("target", target))
     for key, text in texts:
         found = False
-        for m in EMAIL.finditer(text):
-            out.add(("email", m.group(0).lower()))
-            out.add(("email_domain", m.group(1).lower()))
-            found = True
-        rest = EMAIL.sub(" ", text)
-        for iban in IBAN.findall(rest):
-            out.add(("iban", iban))
-            found = True
-        rest = IBAN.sub(" ", rest)
-        for host in URL.findall(rest):
-            if not host.replace(".", "").isdigit():
-                out.add(("host", host.lower()))
+        rest = text
+        # Each pattern is tried only where it could match: most argument values are short
+        # words or ids, and this runs on every decision.
+        if "@" in rest:
+            for m in EMAIL.finditer(rest):
+                out.add(("email", m.group(0).lower()))
+                out.add(("email_domain", m.group(1).lower()))
                 found = True
-        for phone in PHONE.findall(DATETIME.sub(" ", rest)):
-            digits = re.sub(r"\D", "", phone)
-            if 7 <= len(digits) <= 15:  # E.164 numbers have at most 15 digits
-                out.add(("phone", digits))
+            rest = EMAIL.sub(" ", rest)
+        if len(rest) >= 14:  # the shortest IBAN
+            ibans = IBAN.findall(rest)
+            if ibans:
+                out.update(("iban", iban) for iban in ibans)
                 found = True
+                rest = IBAN.sub(" ", rest)
+        if "." in rest:
+            for host in URL.findall(rest):
+                if not host.replace(".", "").isdigit():
+                    out.add(("host", host.lower()))
+                    found = True
+        if len(rest) >= 9 and _DIGIT.search(rest):  # the shortest PHONE match
+            for phone in PHONE.findall(DATETIME.sub(" ", rest)):
+                digits = _NON_DIGIT.sub("", phone)
+                if 7 <= len(digits) <= 15:  # E.164 numbers have at most 15 digits
+                    out.add(("phone", digits))
+                    found = True
         if not found and len(text) <= 64 and PARTY_KEYS.search(key):
             out.add(("party", text.strip().lower()))
     return out
@@ -120,6 +134,9 @@ class Profile:
     value_z_tool: float
     value_z_actor: float
     rare_arguments: bool
+    #: Every identifier of the call, as :func:`identifiers` gives them (kept for the caller, so
+    #: they are extracted once per decision).
+    ids: frozenset[tuple[str, str]] = frozenset()
 
 
 _ID_LIMIT = 200_000  # identifiers remembered per label
@@ -136,10 +153,12 @@ class Featuriser:
         self.keysets: dict[str, Counter[frozenset[str]]] = defaultdict(Counter)
         self.tokens: dict[str, Counter[str]] = defaultdict(Counter)
         self.calls: Counter[str] = Counter()
+        self._last: tuple[Action, frozenset[str], list[str]] | None = None
 
     # -- vectors ------------------------------------------------------------------------------
     def vector(self, action: Action) -> tuple[list[float], Profile]:
-        ids = identifiers(action.arguments, action.target)
+        leaves = list(_leaves(action.arguments))  # walked once; identifiers, keys and tokens come from it
+        ids = _identifiers_in(leaves, action.target)
         party = [i for i in ids if i[0] != "email_domain"]
         novel = [i for i in party if i not in self.good_ids]
         bad = [i for i in ids if self.bad_ids[i] > self.good_ids[i]]
@@ -149,9 +168,10 @@ class Featuriser:
         z_tool = self.tool_values[action.tool].z(logv) if action.value is not None else 0.0
         z_actor = self.actor_values[(action.actor, action.tool)].z(logv) if action.value is not None else 0.0
         calls = self.calls[action.tool]
-        keys = frozenset(k for k, _ in _leaves(action.arguments))
+        keys = frozenset(k for k, _ in leaves)
         keyset_rarity = 1.0 - self.keysets[action.tool][keys] / calls if calls else 0.0
-        toks = list(self._tokens(action.arguments))
+        toks = list(self._tokens(leaves))
+        self._last = (action, keys, toks)  # for observe_call of this very call
         seen = self.tokens[action.tool]
         token_rarity = sum(1.0 for t in toks if seen[t] == 0) / len(toks) if toks and calls else 0.0
 
@@ -177,12 +197,13 @@ class Featuriser:
             value_z_tool=z_tool,
             value_z_actor=z_actor,
             rare_arguments=keyset_rarity > 0.9 and calls >= 20,
+            ids=frozenset(ids),
         )
         return v, profile
 
     @staticmethod
-    def _tokens(arguments: dict[str, Any]) -> Iterator[str]:
-        for key, value in _leaves(arguments):
+    def _tokens(leaves: Iterable[tuple[str, Any]]) -> Iterator[str]:
+        for key, value in leaves:
             if isinstance(value, bool) or value is None:
                 yield f"{key}={value}"
             elif isinstance(value, (int, float)):
@@ -210,10 +231,16 @@ class Featuriser:
     # -- learning -----------------------------------------------------------------------------
     def observe_call(self, action: Action) -> None:
         """A call was decided: its shape becomes part of this tool's and actor's history."""
+        last = self._last
+        if last is not None and last[0] is action:  # vector() has just taken this call apart
+            keys, toks = last[1], last[2]
+        else:
+            leaves = list(_leaves(action.arguments))
+            keys, toks = frozenset(k for k, _ in leaves), list(self._tokens(leaves))
+        self._last = None
         self.calls[action.tool] += 1
-        self.keysets[action.tool][frozenset(k for k, _ in _leaves(action.arguments))] += 1
-        seen = self.tokens[action.tool]
-        seen.update(set(self._tokens(action.arguments)))
+        self.keysets[action.tool][keys] += 1
+        self.tokens[action.tool].update(set(toks))
         if action.value is not None:
             self.actor_values[(action.actor, action.tool)].add(math.log1p(max(action.value, 0.0)))
 

@@ -244,8 +244,7 @@ class FastEvaluate:
                 seen = tx.idempotent_answer(idem[0], idem[1])
                 if seen is not None:
                     return ("seen", seen)
-            decision = engine.evaluate(action)  # its write joins the batch's transaction
-            out = decision.model_dump_json()
+            decision, out = engine.evaluate_serialised(action)  # its write joins the batch's transaction
             if idem is not None:
                 tx.keep_idempotent_answer(idem[0], idem[1], idem[2], 200, out, now)
             return ("decided", decision, out)
