@@ -302,6 +302,46 @@ def test_the_server_traces_each_decision(tmp_path: Path, traces: Traces) -> None
     assert all((s.kind is SpanKind.SERVER) == (s.parent is None) for s in rest)
 
 
+def test_remote_engine_carries_the_callers_trace_to_the_server(tmp_path: Path, traces: Traces) -> None:
+    """A decision made through RemoteEngine (blocking and asyncio) is traced on the server inside
+    the agent's trace, under the span the agent had open; outside any span nothing is sent."""
+    from clearance.remote import RemoteEngine
+    from clearance.server import ServerThread
+
+    seen: list[str | None] = []
+    with ServerThread(Engine(tmp_path / "remote.db")) as server:
+        _, token = server.app.state.keys.create("agent", "agent", identity="agent-7")
+        remote = RemoteEngine(server.url, token)
+        remote._client.event_hooks["request"].append(lambda r: seen.append(r.headers.get("traceparent")))
+        action = {"tool": "refund_payment", "arguments": {"order_id": "o1"}, "domain": "shop"}
+        with traces.tracer.start_as_current_span("agent.step") as step:
+            blocking = remote.evaluate(action)
+
+        async def decide() -> Any:
+            aremote = remote.aio()
+            aremote._client.event_hooks["request"].append(lambda r: _note(seen, r))
+            try:
+                with traces.tracer.start_as_current_span("agent.async_step") as astep:
+                    return astep, await aremote.evaluate(action)
+            finally:
+                await aremote.aclose()
+
+        astep, nonblocking = asyncio.run(decide())
+        untraced = remote.evaluate(action)
+        remote.close()
+    spans = {s.attributes["clearance.request_id"]: s for s in traces.named("clearance.evaluate")}
+    for caller, decision in ((step, blocking), (astep, nonblocking)):
+        server_span = spans[decision.request_id]
+        assert server_span.context.trace_id == caller.get_span_context().trace_id
+        assert server_span.parent is not None and server_span.parent.span_id == caller.get_span_context().span_id
+    assert spans[untraced.request_id].parent is None
+    assert seen[0] is not None and seen[1] is not None and seen[2] is None
+
+
+async def _note(seen: list[str | None], request: httpx.Request) -> None:
+    seen.append(request.headers.get("traceparent"))
+
+
 _SERVER_CHILD = """
 import httpx
 from opentelemetry import trace

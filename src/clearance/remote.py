@@ -49,6 +49,7 @@ from clearance.model import (
     Precedent,
 )
 from clearance.policy import RuleFile, RuleSet, load_rules
+from clearance.telemetry import trace_headers
 
 __all__ = ["AsyncRemoteEngine", "EngineUnavailable", "RemoteEngine", "RemoteError"]
 
@@ -307,7 +308,12 @@ class _Base:
         return base * (0.5 + random.random() / 2)
 
     def _headers_for(self, spec: _Spec, idem: str | None) -> dict[str, str]:
-        return {"Idempotency-Key": idem} if idem is not None else {}
+        # Taken in the caller's context (the async client's too), so the server's decision span
+        # is a child of whatever span the agent has open around this call.
+        headers = trace_headers()
+        if idem is not None:
+            headers["Idempotency-Key"] = idem
+        return headers
 
     @staticmethod
     def _result(spec: _Spec, parse: Any, response: httpx.Response) -> Any:

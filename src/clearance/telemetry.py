@@ -28,7 +28,7 @@ from typing import Any
 
 from clearance._version import __version__
 
-__all__ = ["EVALUATE", "NO_SPAN", "TOOL_CALL", "evaluate_span", "tool_call_span", "use_tracer_provider"]
+__all__ = ["EVALUATE", "NO_SPAN", "TOOL_CALL", "evaluate_span", "tool_call_span", "trace_headers", "use_tracer_provider"]
 
 EVALUATE = "clearance.evaluate"
 TOOL_CALL = "clearance.tool_call"
@@ -187,6 +187,21 @@ def evaluate_span(action: Any, *, server: bool = False, headers: Mapping[str, st
 
         context = extract(headers)
     return _Span(tracer, EVALUATE, kind=trace.SpanKind.SERVER, attributes=attributes, context=context)
+
+
+def trace_headers() -> dict[str, str]:
+    """The current span's W3C trace context (``traceparent``, ``tracestate``) as request headers,
+    so that a clearance server's decision span joins the caller's trace (RemoteEngine sends
+    them). Empty when no span is current, or OpenTelemetry is not installed; it is the
+    application's propagator that writes them, so a custom one is honoured."""
+    trace = _trace if _trace is not _MISSING else _load()
+    if trace is None or not trace.get_current_span().get_span_context().is_valid:
+        return {}
+    from opentelemetry.propagate import inject
+
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier
 
 
 def tool_call_span(tool: str, *, request_id: str | None = None, call_id: str | None = None) -> Any:
