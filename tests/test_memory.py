@@ -434,3 +434,53 @@ def test_outcome_error_rate_is_validated() -> None:
     rules = RuleSet.compile(parse_rules("version: 1\nrules: []\ndomains: {banking: {risk: {outcome_error_rate: 0.1}}}\n"), "1")
     assert resolve_risk(rules, Action(tool="send_money", domain="banking", actor="a")).outcome_error_rate == 0.1
     assert resolve_risk(rules, Action(tool="send_money", domain="other", actor="a")).outcome_error_rate == 0.0
+
+
+def test_memory_stops_waiting_for_outcomes_of_old_calls(open_engine: Callable[..., Engine], clock: Clock,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    """A server decides without end: memory keeps the calls still waiting for an outcome only for
+    the newest decisions and for so many days, so it stays bounded. A late outcome is recorded
+    and audited all the same; memory just no longer learns from it. A rebuild forgets alike."""
+    engine = open_engine(memory=CaseMemory(max_waiting=3, wait_days=7))
+    memory = engine.memory
+    assert isinstance(memory, CaseMemory)
+    first = engine.evaluate(send("DE89370400440532013000"))
+    answered = engine.evaluate(send("FR1420041010050500013M02606"))
+    engine.report_outcome(answered.request_id, "succeeded")  # learnt: kept whatever its age
+    later = [engine.evaluate(send(KNOWN[2])) for _ in range(3)]
+    assert first.request_id not in memory._cases  # three newer decisions: no longer waited for
+    assert answered.request_id in memory._cases and all(d.request_id in memory._cases for d in later)
+    engine.report_outcome(first.request_id, "harmful")
+    assert [o.status.value for o in engine.outcomes(first.request_id)] == ["harmful"]
+    assert memory._labelled["send_money"] == pytest.approx(1.0)  # only the answered call's outcome
+    # Days count too: a week later the waiting calls are forgotten on the next decision.
+    clock.tick(days=8)
+    newest = engine.evaluate(send(KNOWN[0]))
+    assert not any(d.request_id in memory._cases for d in later)
+    assert newest.request_id in memory._cases and answered.request_id in memory._cases
+    engine.report_outcome(later[0].request_id, "harmful")
+    assert memory._labelled["send_money"] == pytest.approx(1.0)
+    # Rebuilt from the audit log, memory forgets the same calls and learns the same.
+    rebuilt = CaseMemory(max_waiting=3, wait_days=7)
+    with Engine(tmp_path / "memory.db", clock=clock, memory=rebuilt) as again:
+        again.warm_memory()
+        assert set(rebuilt._cases) == set(memory._cases)
+        assert rebuilt._labelled == memory._labelled
+    with pytest.raises(ValueError, match="max_waiting"):
+        CaseMemory(max_waiting=0)
+
+
+def test_argument_tokens_remembered_per_tool_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unique argument values (order ids, free text) are remembered to tell rare arguments from
+    usual ones, but not without end: past the limit the least seen half is forgotten."""
+    from clearance.memory import features
+
+    monkeypatch.setattr(features, "_TOKEN_LIMIT", 10)
+    f = features.Featuriser()
+    for i in range(40):
+        action = Action(tool="refund", actor="a", domain="shop", arguments={"order_id": f"ord_{i}", "reason": "damaged"})
+        f.vector(action)
+        f.observe_call(action)
+    seen = f.tokens["refund"]
+    assert len(seen) <= 10
+    assert seen["reason=damaged"] == 40  # the usual value survives every pruning

@@ -21,10 +21,10 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,13 @@ BAD_OUTCOMES = frozenset({"harmful", "reverted"})
 #: Evidence strength of a person's answer, relative to a reported outcome.
 APPROVED_WEIGHT = 0.3
 REJECTED_WEIGHT = 0.5
+
+#: Decided calls whose outcome has not come in are kept, to be learnt from when it does, for
+#: the newest MAX_WAITING decisions and for WAIT_DAYS after each (about 1 KB per call). The
+#: outcome of an older call is still recorded and audited, but memory no longer learns from it.
+#: What memory has learnt (calls with an outcome or a person's answer) is never forgotten this way.
+MAX_WAITING = 1_000_000
+WAIT_DAYS = 400.0
 
 K = 16  # neighbours asked of the index
 BANDWIDTH = 1.0  # similarity = exp(-squared distance / BANDWIDTH)
@@ -119,7 +126,10 @@ class CaseMemory:
 
     learns = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_waiting: int = MAX_WAITING, wait_days: float = WAIT_DAYS) -> None:
+        if max_waiting < 1 or wait_days <= 0:
+            raise ValueError("max_waiting must be at least 1 and wait_days above 0")
+        self.max_waiting, self.wait = max_waiting, timedelta(days=wait_days)
         self._lock = threading.RLock()
         self.reset()
 
@@ -133,6 +143,7 @@ class CaseMemory:
         self.cursor = 0  # last audit event seq ingested
         self.cursor_hash: str | None = None  # and its hash, to notice a history that changed
         self._cases: dict[str, _Case] = {}
+        self._recent: deque[_Case] = deque()  # the newest decided calls, oldest first (see MAX_WAITING)
         self._cols = _Columns()
         self._row_case: list[_Case] = []  # row -> case, for citing
         self._names: dict[str, int] = {}  # tool and domain names -> ids in the columns
@@ -220,6 +231,18 @@ class CaseMemory:
             vector=vector, shape=shape,
         )  # fmt: skip
         self._cases[case.request_id] = case
+        self._forget_waiting(case)
+
+    def _forget_waiting(self, newest: _Case) -> None:
+        """Stop waiting for the outcomes of calls too old (in decisions or in days) to be worth
+        the memory. Driven by the decisions alone, so a rebuild from the log forgets the same."""
+        recent = self._recent
+        recent.append(newest)
+        horizon = newest.decided_at - self.wait
+        while recent and (len(recent) > self.max_waiting or recent[0].decided_at < horizon):
+            case = recent.popleft()
+            if case.bad is None and self._cases.get(case.request_id) is case:
+                del self._cases[case.request_id]
 
     def _outcome(self, request_id: str, status: str, severity: float, cost: float) -> None:
         case = self._cases.get(request_id)

@@ -140,6 +140,7 @@ class Profile:
 
 
 _ID_LIMIT = 200_000  # identifiers remembered per label
+_TOKEN_LIMIT = 200_000  # argument tokens remembered per tool (ids, free text: most are seen once)
 
 
 class Featuriser:
@@ -240,7 +241,11 @@ class Featuriser:
         self._last = None
         self.calls[action.tool] += 1
         self.keysets[action.tool][keys] += 1
-        self.tokens[action.tool].update(set(toks))
+        seen = self.tokens[action.tool]
+        seen.update(set(toks))
+        if len(seen) > _TOKEN_LIMIT:  # forget the least seen half, so memory stays bounded
+            for key, _ in seen.most_common()[_TOKEN_LIMIT // 2 :]:
+                del seen[key]
         if action.value is not None:
             self.actor_values[(action.actor, action.tool)].add(math.log1p(max(action.value, 0.0)))
 
