@@ -24,7 +24,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -129,7 +129,7 @@ class CaseMemory:
     def __init__(self, *, max_waiting: int = MAX_WAITING, wait_days: float = WAIT_DAYS) -> None:
         if max_waiting < 1 or wait_days <= 0:
             raise ValueError("max_waiting must be at least 1 and wait_days above 0")
-        self.max_waiting, self.wait = max_waiting, timedelta(days=wait_days)
+        self.max_waiting, self.wait = max_waiting, wait_days * 86400.0  # seconds
         self._lock = threading.RLock()
         self.reset()
 
@@ -238,8 +238,8 @@ class CaseMemory:
         the memory. Driven by the decisions alone, so a rebuild from the log forgets the same."""
         recent = self._recent
         recent.append(newest)
-        horizon = newest.decided_at - self.wait
-        while recent and (len(recent) > self.max_waiting or recent[0].decided_at < horizon):
+        horizon = newest.decided_at.timestamp() - self.wait  # timestamps: naive and aware times mix
+        while recent and (len(recent) > self.max_waiting or recent[0].decided_at.timestamp() < horizon):
             case = recent.popleft()
             if case.bad is None and self._cases.get(case.request_id) is case:
                 del self._cases[case.request_id]
