@@ -20,6 +20,8 @@ from clearance.store.sql import GENESIS, SqlTx
 
 SCHEMA_VERSION = 1
 SOURCE_VERSION = f"clearance@{__version__}"
+_SCHEMA_FIELD = f'"schema_version":{canonical_json(SCHEMA_VERSION)},'  # the same in every event body
+_SOURCE_FIELD = f'"source_version":{canonical_json(SOURCE_VERSION)},'
 
 
 def link_hash(prev_hash: str, body: str) -> str:
@@ -81,7 +83,7 @@ def event_body(*, event_id: str, seq: int, trace_id: str | None, request_id: str
     c = canonical_json
     # The keys in sorted order, as canonical_json writes them.
     return (f'{{"created_at":{c(created_at)},"event_id":{c(event_id)},"payload":{p},"request_id":{c(request_id)},'
-            f'"schema_version":{c(SCHEMA_VERSION)},"seq":{c(seq)},"source_version":{c(SOURCE_VERSION)},'
+            f'{_SCHEMA_FIELD}"seq":{c(seq)},{_SOURCE_FIELD}'
             f'"trace_id":{c(trace_id)},"type":{c(type)}}}')
 
 

@@ -41,7 +41,19 @@ _FIELDS = [f.name for f in fields(ResolvedRisk) if f.name != "source"]
 
 def resolve_risk(rules: RuleSet, action: Action) -> ResolvedRisk:
     """Field by field: the first matching active rule that sets it (file order), then the
-    action's domain, then the file's ``risk``, then :data:`RISK_DEFAULTS`."""
+    action's domain, then the file's ``risk``, then :data:`RISK_DEFAULTS`. Memoised per rule
+    set: the answer depends on the call's domain, tool and actor only."""
+    key = (action.domain, action.tool, action.actor)
+    found = rules._risk.get(key)
+    if found is None:
+        found = _resolve(rules, action)
+        if len(rules._risk) >= 4096:  # names come from callers: keep the memo bounded
+            rules._risk.clear()
+        rules._risk[key] = found
+    return found  # type: ignore[no-any-return]
+
+
+def _resolve(rules: RuleSet, action: Action) -> ResolvedRisk:
     layers: list[tuple[str, RiskPolicy]] = []
     for rule in rules.candidates(action.domain, action.tool):
         if rule.rule.risk is not None and rule.rule.status == "active" and rule.actor_matches(action.actor):

@@ -313,6 +313,8 @@ class RuleSet:
     _candidates: dict[tuple[str, str], tuple[CompiledRule, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # (domain, tool, actor) -> its ResolvedRisk (clearance.policy.risk), which these rules fix.
+    _risk: dict[tuple[str, str, str], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def candidates(self, domain: str, tool: str) -> tuple[CompiledRule, ...]:
         """The rules that may apply to a call of ``tool`` in ``domain``, in file order (actor
