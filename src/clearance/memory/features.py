@@ -159,10 +159,13 @@ class Featuriser:
     # -- vectors ------------------------------------------------------------------------------
     def vector(self, action: Action) -> tuple[list[float], Profile]:
         leaves = list(_leaves(action.arguments))  # walked once; identifiers, keys and tokens come from it
-        ids = _identifiers_in(leaves, action.target)
+        # The target's identifiers on their own too (v[10]); with the arguments', they are all of them.
+        target_ids = _identifiers_in([], action.target) if action.target else set()
+        ids = _identifiers_in(leaves, None) | target_ids
+        good, bad_ids = self.good_ids, self.bad_ids  # .get: a Counter's missing keys cost a call each
         party = [i for i in ids if i[0] != "email_domain"]
-        novel = [i for i in party if i not in self.good_ids]
-        bad = [i for i in ids if self.bad_ids[i] > self.good_ids[i]]
+        novel = [i for i in party if i not in good]
+        bad = [i for i in ids if bad_ids.get(i, 0) > good.get(i, 0)]
         domains = [i for i in ids if i[0] in ("email_domain", "host")]
         novel_domains = [i for i in domains if i not in self.good_ids]
         logv = math.log1p(max(action.value or 0.0, 0.0))
@@ -170,11 +173,11 @@ class Featuriser:
         z_actor = self.actor_values[(action.actor, action.tool)].z(logv) if action.value is not None else 0.0
         calls = self.calls[action.tool]
         keys = frozenset(k for k, _ in leaves)
-        keyset_rarity = 1.0 - self.keysets[action.tool][keys] / calls if calls else 0.0
+        keyset_rarity = 1.0 - self.keysets[action.tool].get(keys, 0) / calls if calls else 0.0
         toks = list(self._tokens(leaves))
         self._last = (action, keys, toks)  # for observe_call of this very call
         seen = self.tokens[action.tool]
-        token_rarity = sum(1.0 for t in toks if seen[t] == 0) / len(toks) if toks and calls else 0.0
+        token_rarity = sum(1.0 for t in toks if t not in seen) / len(toks) if toks and calls else 0.0
 
         v = [0.0] * DIM
         v[0] = logv / 8.0
@@ -187,8 +190,8 @@ class Featuriser:
         v[7] = 0.5 * min(len(party), 5) / 5.0
         v[8] = 0.5 * keyset_rarity
         v[9] = 0.5 * token_rarity
-        v[10] = float(bool(action.target) and ("party", action.target.strip().lower()) not in self.good_ids
-                      and not any(i in self.good_ids for i in identifiers({}, action.target)))  # fmt: skip
+        v[10] = float(bool(action.target) and ("party", action.target.strip().lower()) not in good
+                      and not any(i in good for i in target_ids))  # fmt: skip
         v[11] = 0.5 * float(self.actor_values[(action.actor, action.tool)].n < 3)
         self._hash_into(v, _HASHED_ARGS, toks, 0.5)
         self._hash_into(v, _HASHED_ACTOR, [f"actor={action.actor}"], 0.25)
@@ -219,14 +222,15 @@ class Featuriser:
         if not tokens:
             return
         width = where.stop - where.start
-        acc = [0.0] * width
+        acc: dict[int, float] = {}  # the buckets touched (the others stay 0.0 in v)
         for t in tokens:
             # Two buckets per token: two values of one argument rarely collide in both.
             h = _h(t)
-            acc[h % width] += 1.0 if (h >> 32) & 1 else -1.0
-            acc[(h >> 16) % width] += 1.0 if (h >> 33) & 1 else -1.0
-        length = math.sqrt(sum(x * x for x in acc)) or 1.0
-        for i, x in enumerate(acc):
+            i, j = h % width, (h >> 16) % width
+            acc[i] = acc.get(i, 0.0) + (1.0 if (h >> 32) & 1 else -1.0)
+            acc[j] = acc.get(j, 0.0) + (1.0 if (h >> 33) & 1 else -1.0)
+        length = math.sqrt(sum(x * x for x in acc.values())) or 1.0
+        for i, x in acc.items():
             v[where.start + i] = norm * x / length
 
     # -- learning -----------------------------------------------------------------------------
