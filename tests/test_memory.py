@@ -484,3 +484,19 @@ def test_argument_tokens_remembered_per_tool_are_bounded(monkeypatch: pytest.Mon
     seen = f.tokens["refund"]
     assert len(seen) <= 10
     assert seen["reason=damaged"] == 40  # the usual value survives every pruning
+
+
+def test_memory_limits_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``clearance serve`` and the CLI build their engines themselves: the limits are set there
+    through the environment, and a bad value is refused with the variable's name."""
+    monkeypatch.setenv("CLEARANCE_MEMORY_MAX_WAITING", "5000")
+    monkeypatch.setenv("CLEARANCE_MEMORY_WAIT_DAYS", "30")
+    with Engine(tmp_path / "env.db") as engine:
+        assert isinstance(engine.memory, CaseMemory)
+        assert engine.memory.max_waiting == 5000 and engine.memory.wait == 30 * 86400
+    for name, value in (("CLEARANCE_MEMORY_MAX_WAITING", "1.5"), ("CLEARANCE_MEMORY_WAIT_DAYS", "nan"),
+                        ("CLEARANCE_MEMORY_MAX_WAITING", "0")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError, match=name):
+            Engine(tmp_path / "env.db")
+        monkeypatch.delenv(name)

@@ -133,8 +133,8 @@ class Engine:
         clock: Callable[[], datetime] = utcnow,
         default_approval_ttl: timedelta = DEFAULT_APPROVAL_TTL,
     ) -> None:
+        self.memory: Memory = memory if memory is not None else default_memory()  # before the store: it may refuse its settings
         self.store = store if isinstance(store, SqlStore) else open_store(store)
-        self.memory: Memory = memory if memory is not None else default_memory()
         self._memory_warm = False
         self.clock = clock
         self.default_approval_ttl = default_approval_ttl

@@ -75,7 +75,24 @@ class NullMemory:
 
 
 def default_memory() -> Memory:
-    """The memory an engine gets when none is given: learning from precedents."""
-    from clearance.memory.cases import CaseMemory
+    """The memory an engine gets when none is given: learning from precedents, waiting for
+    outcomes as ``CLEARANCE_MEMORY_MAX_WAITING`` and ``CLEARANCE_MEMORY_WAIT_DAYS`` say when set
+    (so ``clearance serve`` and its workers are configured like the rest of the process)."""
+    import os
 
-    return CaseMemory()
+    from clearance.memory.cases import MAX_WAITING, WAIT_DAYS, CaseMemory
+
+    def setting(name: str, default: float, kind: type) -> Any:
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ValueError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not value > 0:  # (NaN too)
+            raise ValueError(f"{name}={raw!r} must be above 0")
+        return value
+
+    return CaseMemory(max_waiting=setting("CLEARANCE_MEMORY_MAX_WAITING", MAX_WAITING, int),
+                      wait_days=setting("CLEARANCE_MEMORY_WAIT_DAYS", WAIT_DAYS, float))  # fmt: skip

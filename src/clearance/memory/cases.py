@@ -127,7 +127,7 @@ class CaseMemory:
     learns = True
 
     def __init__(self, *, max_waiting: int = MAX_WAITING, wait_days: float = WAIT_DAYS) -> None:
-        if max_waiting < 1 or wait_days <= 0:
+        if max_waiting < 1 or not wait_days > 0:
             raise ValueError("max_waiting must be at least 1 and wait_days above 0")
         self.max_waiting, self.wait = max_waiting, wait_days * 86400.0  # seconds
         self._lock = threading.RLock()
