@@ -165,8 +165,8 @@ class CaseMemory:
         self._bad_ts: Counter[tuple[str, str]] = Counter()
         self._all = [0.0, 0.0]  # summed badness, precedents: the deployment's base rate
         self._next_key = 0
-        # (action, vector, shape, identifiers, cursor) of the last assess
-        self._memo: tuple[Action, np.ndarray, str, frozenset[tuple[str, str]], int] | None = None
+        # (action, vector, shape, profile, cursor) of the last assess
+        self._memo: tuple[Action, np.ndarray, str, Profile, int] | None = None
 
     # -- feeding --------------------------------------------------------------------------
     def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
@@ -218,16 +218,16 @@ class CaseMemory:
         memo, self._memo = self._memo, None
         # The vector assess() just computed for this very call, if nothing was learned since.
         if memo is not None and memo[0] is action and memo[4] == self.cursor - 1:
-            vector, shape, ids = memo[1], memo[2], memo[3]
+            vector, shape, profile = memo[1], memo[2], memo[3]
         else:
             raw, profile = self.features.vector(action)
-            vector, shape, ids = np.asarray(raw, dtype=np.float32), _shape(profile), profile.ids
-        self.features.observe_call(action)
+            vector, shape = np.asarray(raw, dtype=np.float32), _shape(profile)
+        self.features.observe_call(action, profile)
         decided_at = decision["decided_at"]
         case = _Case(
             request_id=decision["request_id"], tool=action.tool, domain=action.domain,
             decided_at=decided_at if isinstance(decided_at, datetime) else datetime.fromisoformat(decided_at),
-            ids=tuple(ids), value=action.value,
+            ids=tuple(profile.ids), value=action.value,
             vector=vector, shape=shape,
         )  # fmt: skip
         self._cases[case.request_id] = case
@@ -357,7 +357,7 @@ class CaseMemory:
             vector, profile = self.features.vector(action)
             q = np.asarray(vector, dtype=np.float32)
             shape = _shape(profile)
-            self._memo = (action, q, shape, profile.ids, self.cursor)
+            self._memo = (action, q, shape, profile, self.cursor)
             today = now.timestamp() / 86400.0
             evidence = bad = 0.0
             best_sim = 0.0

@@ -127,20 +127,30 @@ class _Stats:
 
 @dataclass(frozen=True)
 class Profile:
-    """The salient, human-readable facts behind a vector; explanations are built from these."""
+    """The salient, human-readable facts behind a vector; explanations are built from these.
+    It also carries the call taken apart (identifiers, argument names, tokens), so whoever
+    feeds the same call back (:meth:`Featuriser.observe_call`, case memory) need not redo it."""
 
     novel_ids: tuple[str, ...]  # kinds of counterparties never seen in a call that went well
     bad_ids: tuple[str, ...]  # kinds of counterparties seen in a call that went badly
     value_z_tool: float
     value_z_actor: float
     rare_arguments: bool
-    #: Every identifier of the call, as :func:`identifiers` gives them (kept for the caller, so
-    #: they are extracted once per decision).
+    #: Every identifier of the call, as :func:`identifiers` gives them.
     ids: frozenset[tuple[str, str]] = frozenset()
+    keys: frozenset[str] = frozenset()  # the argument names
+    tokens: tuple[str, ...] = ()  # the argument tokens (see Featuriser._tokens)
 
 
 _ID_LIMIT = 200_000  # identifiers remembered per label
 _TOKEN_LIMIT = 200_000  # argument tokens remembered per tool (ids, free text: most are seen once)
+
+
+def _bound(counter: Counter[Any], limit: int) -> None:
+    """Past ``limit`` entries, forget the least seen half, so memory stays bounded."""
+    if len(counter) > limit:
+        for key, _ in counter.most_common()[limit // 2 :]:
+            del counter[key]
 
 
 class Featuriser:
@@ -154,7 +164,6 @@ class Featuriser:
         self.keysets: dict[str, Counter[frozenset[str]]] = defaultdict(Counter)
         self.tokens: dict[str, Counter[str]] = defaultdict(Counter)
         self.calls: Counter[str] = Counter()
-        self._last: tuple[Action, frozenset[str], list[str]] | None = None
 
     # -- vectors ------------------------------------------------------------------------------
     def vector(self, action: Action) -> tuple[list[float], Profile]:
@@ -167,7 +176,7 @@ class Featuriser:
         novel = [i for i in party if i not in good]
         bad = [i for i in ids if bad_ids.get(i, 0) > good.get(i, 0)]
         domains = [i for i in ids if i[0] in ("email_domain", "host")]
-        novel_domains = [i for i in domains if i not in self.good_ids]
+        novel_domains = [i for i in domains if i not in good]
         logv = math.log1p(max(action.value or 0.0, 0.0))
         z_tool = self.tool_values[action.tool].z(logv) if action.value is not None else 0.0
         z_actor = self.actor_values[(action.actor, action.tool)].z(logv) if action.value is not None else 0.0
@@ -175,7 +184,6 @@ class Featuriser:
         keys = frozenset(k for k, _ in leaves)
         keyset_rarity = 1.0 - self.keysets[action.tool].get(keys, 0) / calls if calls else 0.0
         toks = list(self._tokens(leaves))
-        self._last = (action, keys, toks)  # for observe_call of this very call
         seen = self.tokens[action.tool]
         token_rarity = sum(1.0 for t in toks if t not in seen) / len(toks) if toks and calls else 0.0
 
@@ -202,6 +210,8 @@ class Featuriser:
             value_z_actor=z_actor,
             rare_arguments=keyset_rarity > 0.9 and calls >= 20,
             ids=frozenset(ids),
+            keys=keys,
+            tokens=tuple(toks),
         )
         return v, profile
 
@@ -234,22 +244,19 @@ class Featuriser:
             v[where.start + i] = norm * x / length
 
     # -- learning -----------------------------------------------------------------------------
-    def observe_call(self, action: Action) -> None:
-        """A call was decided: its shape becomes part of this tool's and actor's history."""
-        last = self._last
-        if last is not None and last[0] is action:  # vector() has just taken this call apart
-            keys, toks = last[1], last[2]
+    def observe_call(self, action: Action, profile: Profile | None = None) -> None:
+        """A call was decided: its shape becomes part of this tool's and actor's history.
+        ``profile``, this call's from :meth:`vector`, saves taking the arguments apart again."""
+        if profile is not None:
+            keys, toks = profile.keys, profile.tokens
         else:
             leaves = list(_leaves(action.arguments))
-            keys, toks = frozenset(k for k, _ in leaves), list(self._tokens(leaves))
-        self._last = None
+            keys, toks = frozenset(k for k, _ in leaves), tuple(self._tokens(leaves))
         self.calls[action.tool] += 1
         self.keysets[action.tool][keys] += 1
         seen = self.tokens[action.tool]
         seen.update(set(toks))
-        if len(seen) > _TOKEN_LIMIT:  # forget the least seen half, so memory stays bounded
-            for key, _ in seen.most_common()[_TOKEN_LIMIT // 2 :]:
-                del seen[key]
+        _bound(seen, _TOKEN_LIMIT)
         if action.value is not None:
             self.actor_values[(action.actor, action.tool)].add(math.log1p(max(action.value, 0.0)))
 
@@ -258,8 +265,6 @@ class Featuriser:
         known good or known bad, and a good call's value joins its tool's usual range."""
         known = self.bad_ids if bad else self.good_ids
         known.update(ids)
-        if len(known) > _ID_LIMIT:  # forget the least seen half, so memory stays bounded
-            for key, _ in known.most_common()[_ID_LIMIT // 2 :]:
-                del known[key]
+        _bound(known, _ID_LIMIT)
         if not bad and value is not None:
             self.tool_values[tool].add(math.log1p(max(value, 0.0)))

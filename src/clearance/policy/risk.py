@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from clearance.memory import RiskEstimate
 from clearance.model import Action, DecisionResult
 from clearance.policy.evaluate import Verdict
-from clearance.policy.rules import RISK_DEFAULTS, RiskPolicy, RuleSet
+from clearance.policy.rules import RISK_DEFAULTS, RiskPolicy, RuleSet, remember
 
 __all__ = ["ResolvedRisk", "apply_risk", "resolve_risk"]
 
@@ -47,9 +47,7 @@ def resolve_risk(rules: RuleSet, action: Action) -> ResolvedRisk:
     found = rules._risk.get(key)
     if found is None:
         found = _resolve(rules, action)
-        if len(rules._risk) >= 4096:  # names come from callers: keep the memo bounded
-            rules._risk.clear()
-        rules._risk[key] = found
+        remember(rules._risk, key, found)
     return found  # type: ignore[no-any-return]
 
 

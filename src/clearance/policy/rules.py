@@ -302,6 +302,14 @@ class CompiledRule:
         return self.rule.id
 
 
+def remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    """Keep ``value`` in one of a rule set's memos. Their keys are names callers choose, so a
+    memo is emptied when it reaches 4,096 entries rather than grow without bound."""
+    if len(memo) >= 4096:
+        memo.clear()
+    memo[key] = value
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """Rules ready to evaluate, with the policy version decisions are stamped with."""
@@ -323,9 +331,7 @@ class RuleSet:
         found = self._candidates.get(key)
         if found is None:
             found = tuple(r for r in self.rules if r.rule.status != "paused" and r.domain_matches(domain) and r.tool_matches(tool))
-            if len(self._candidates) >= 4096:  # names come from callers: keep the memo bounded
-                self._candidates.clear()
-            self._candidates[key] = found
+            remember(self._candidates, key, found)
         return found
 
     @classmethod
