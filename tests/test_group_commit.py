@@ -179,6 +179,52 @@ def test_a_deferred_commit_is_synced_before_a_read_and_at_close(tmp_path: Path) 
     assert store._synced == store._unsynced == 2
 
 
+def test_only_deferred_batches_commit_without_waiting_for_the_disk(tmp_path: Path) -> None:
+    """The connection kept for ``batch(sync=False)`` is the only one set not to wait for the
+    disk: every other write still does, while it is kept and after the store hands it back."""
+    store = open_store(tmp_path / "s.db")
+    engine = Engine(store)
+
+    def synchronous(tx: Any) -> int:
+        return int(tx.conn.exec_driver_sql("PRAGMA synchronous").scalar())
+
+    try:
+        for i in range(3):
+            with store.batch(sync=False) as tx:
+                assert synchronous(tx) == 1  # NORMAL: the commit is written to the WAL, fsynced by sync()
+                engine.evaluate({"tool": "t", "arguments": {"i": i}})
+        assert store._unsynced == 3
+        with store.write() as tx:
+            assert synchronous(tx) == 2  # FULL
+        with store.batch() as tx:
+            assert synchronous(tx) == 2
+        kept = store._kept
+        assert kept is not None
+    finally:
+        engine.close()
+    assert store._synced == store._unsynced == 3 and kept.closed
+    reopened = open_store(tmp_path / "s.db")
+    try:  # whatever the pool kept is set as it was, and the deferred decisions are there
+        with reopened.write() as tx:
+            assert synchronous(tx) == 2
+        assert len(Engine(reopened).audit_events(type="decision.made")) == 3
+    finally:
+        reopened.close()
+
+
+def test_savepoint_journals_and_sorts_stay_in_memory(tmp_path: Path) -> None:
+    """A batch of many decisions (each a savepoint) spilled SQLite's sub-journal into a
+    temporary file per batch; the store's connections keep temporary data in memory."""
+    store = open_store(tmp_path / "s.db")
+    try:
+        with store.read() as tx:
+            assert int(tx.conn.exec_driver_sql("PRAGMA temp_store").scalar()) == 2  # MEMORY
+        with store.batch(sync=False) as tx:
+            assert int(tx.conn.exec_driver_sql("PRAGMA temp_store").scalar()) == 2
+    finally:
+        store.close()
+
+
 def test_inline_batches_are_decided_on_the_loop_but_never_wait_there_for_a_lock(tmp_path: Path) -> None:
     engine = Engine(tmp_path / "i.db")
     writer = BatchWriter(engine, overlap_sync=True, inline=True)

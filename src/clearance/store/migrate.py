@@ -65,13 +65,23 @@ def upgrade(engine: Engine) -> None:
 
     from clearance.store.sql import begin_sqlite
 
-    with _MIGRATING, engine.connect() as conn, conn.begin():
-        if conn.dialect.name == "sqlite":
-            begin_sqlite(conn, immediate=True)  # the store's writer lock, taken at once
-        elif conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-        if _revision(conn) == HEAD:
-            return
-        cfg = alembic_config(engine)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    with _MIGRATING, engine.connect() as conn:
+        # The store's connections sort in memory (see ``_sqlite_connect``); an index built on a
+        # large table is sorted on disk instead, and the connection set back before it is reused.
+        raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+        if raw is not None:
+            raw.execute("PRAGMA temp_store=FILE")
+        try:
+            with conn.begin():
+                if raw is not None:
+                    begin_sqlite(conn, immediate=True)  # the store's writer lock, taken at once
+                elif conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+                if _revision(conn) == HEAD:
+                    return
+                cfg = alembic_config(engine)
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        finally:
+            if raw is not None:
+                raw.execute("PRAGMA temp_store=MEMORY")

@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -737,6 +737,8 @@ class SqlStore:
         self._wal_mode: bool | None = None  # whether the file is in WAL mode (asked once)
         self._unsynced = self._synced = 0
         self._sync_lock = threading.Lock()
+        self._kept: Connection | None = None  # see _deferring_connection()
+        self._kept_pid = 0
         self._counts: UsageCounts | None = None  # SQLite only
         sa_url = make_url(url)
         self.dialect = sa_url.get_backend_name()
@@ -807,16 +809,11 @@ class SqlStore:
         queue = self._writers
         queued = queue is not None and queue.enter(blocking)
         try:
-            with self.engine.connect() as conn:
-                raw = conn.connection.dbapi_connection if deferred else None
-                if raw is not None and self._wal_mode is None:  # once: is the WAL what holds commits?
-                    self._wal_mode = str(raw.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
-                    if not self._wal_mode:
-                        raw = None
-                        deferred = False
-                if raw is not None:
-                    # Only outside a transaction; set back before the connection goes back to the pool.
-                    raw.execute("PRAGMA synchronous=NORMAL")
+            # Commits that do not wait for the disk run on a connection kept for them, used only
+            # while this process's writer queue is held (so by one thread at a time); without
+            # the queue (it could not be opened) they wait for the disk like any other.
+            kept = self._deferring_connection() if deferred and queued else None
+            with nullcontext(kept) if kept is not None else self.engine.connect() as conn:
                 try:
                     with conn.begin():
                         if self.dialect == "sqlite":
@@ -824,20 +821,61 @@ class SqlStore:
                         else:
                             conn.execute(_LOCK_HEAD)
                         yield SqlTx(conn, self._prepared, self._counts)
-                    if deferred:
+                    if kept is not None:
                         self._unsynced += 1  # under the writer lock: commits are counted in order
                 except BaseException:
                     if self._counts is not None:  # rolled back (or not known to be committed)
                         self._counts.reset()
                     raise
-                finally:
-                    if raw is not None:
-                        raw.execute("PRAGMA synchronous=FULL")
         finally:
             if queued:
                 queue.exit()  # type: ignore[union-attr]
         if self._checkpointer is not None:
             self._checkpointer.committed()
+
+    def _deferring_connection(self) -> Connection | None:
+        """The connection whose commits do not wait for the disk (``synchronous=NORMAL``: in WAL
+        mode a commit is then only written to the WAL, and :meth:`sync` fsyncs it), kept open
+        across batches: taking one from the pool and setting it up each time cost a batch about
+        as much as a decision. None when the file is not in WAL mode. Called with the writer
+        queue held."""
+        conn = self._kept
+        if conn is not None:
+            if self._kept_pid != os.getpid():  # a forked child: never the parent's connection
+                self._kept = None
+            elif not conn.invalidated and not conn.closed:
+                return conn
+            else:
+                self._drop_kept()
+        conn = self.engine.connect()
+        try:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            if self._wal_mode is None:  # once: is the WAL what holds commits?
+                self._wal_mode = str(raw.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+            if not self._wal_mode:
+                conn.close()
+                return None
+            raw.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.invalidate()
+            conn.close()
+            raise
+        self._kept, self._kept_pid = conn, os.getpid()
+        return conn
+
+    def _drop_kept(self) -> None:
+        """Give the kept connection back to the pool, as every other connection is set: its
+        commits wait for the disk again (or it is discarded)."""
+        conn, self._kept = self._kept, None
+        if conn is None or self._kept_pid != os.getpid():
+            return
+        try:
+            if not conn.invalidated and not conn.closed:
+                conn.connection.dbapi_connection.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - a broken connection is not put back
+            conn.invalidate()
+        conn.close()
 
     @property
     def defers_sync(self) -> bool:
@@ -921,6 +959,7 @@ class SqlStore:
     def close(self) -> None:
         if self._synced < self._unsynced:
             self.sync()
+        self._drop_kept()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
@@ -1109,6 +1148,12 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")  # a decision survives power loss once evaluate returns
     cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     cur.execute("PRAGMA foreign_keys=ON")
+    # A batch of decisions is one transaction of nested savepoints, and SQLite keeps the pages a
+    # savepoint may have to roll back in a sub-journal, spilled past 64 KiB to a temporary file
+    # that each batch created, wrote ~20 KB a decision to and deleted. Nothing in that file
+    # outlives the transaction, so it is kept in memory (so are temporary sort tables: every
+    # sorting query of the store is bounded by a LIMIT or small).
+    cur.execute("PRAGMA temp_store=MEMORY")
     cur.close()
 
 
