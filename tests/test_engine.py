@@ -4,6 +4,7 @@ kill switch, memory hook and the asyncio front."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from datetime import datetime, timedelta, timezone
@@ -145,6 +146,29 @@ def test_request_ids_are_unique(engine: Engine) -> None:
     for th in threads:
         th.join()
     assert len(set(ids + found)) == 200
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_process_never_repeats_its_parents_random_ids() -> None:
+    """Ids draw on random bytes fetched in bulk: a child forked with part of the parent's
+    supply unused must not hand out the same bytes as the parent."""
+    from clearance.model import new_id, random_hex
+
+    random_hex(1)  # the parent holds a supply with most of it unused
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        try:
+            os.write(write, " ".join(random_hex(6) for _ in range(50)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {random_hex(6) for _ in range(50)}
+    assert len(child) == len(parent) == 50 and not child & parent
+    assert len({new_id("req") for _ in range(10_000)}) == 10_000
 
 
 # -- unknown ids --------------------------------------------------------------------------------

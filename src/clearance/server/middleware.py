@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from typing import Any, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clearance.model import random_hex
 from clearance.server.errors import envelope
 
 __all__ = ["BodyTooLarge", "RequestContext"]
@@ -48,7 +48,7 @@ class RequestContext:
             scope[FRONT] = True
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         given = headers.get(b"x-correlation-id", b"").decode("latin-1")
-        correlation = given if given and _SAFE_ID.match(given) else os.urandom(16).hex()
+        correlation = given if given and _SAFE_ID.match(given) else random_hex(16)
         scope.setdefault("state", {})["correlation_id"] = correlation
         started = time.perf_counter()
         status = [0]
