@@ -225,3 +225,80 @@ def test_guard_sees_only_the_action():
         v.request_id, True, 100.0, datetime(2025, 1, 1, tzinfo=timezone.utc)
     )
     assert g.evaluate(a).result == "blocked"
+
+
+def _episode(harmful_and_review: list[tuple[bool, float]]):
+    from datetime import timedelta
+
+    from benchmarks.decision_quality.sim import Call, Episode
+    from clearance import Action
+
+    return Episode([
+        Call(Action(tool="send_money", arguments={"recipient": f"DE{i}", "amount": 10}), harmful=harmful,
+             harm_cost=100.0, benign_value=0.0, delay=timedelta(hours=2), role="attack" if harmful else "benign",
+             u_review=u_review, u_noise=1.0)
+        for i, (harmful, u_review) in enumerate(harmful_and_review)
+    ])  # fmt: skip
+
+
+def test_a_reviewers_answer_is_reported_at_once_and_an_outcome_only_for_a_call_that_ran():
+    """As in a deployment: a person's rejection or approval is known when given (the issue's
+    "approvals and rejections count as evidence"); a rejected call never runs, so reports no
+    outcome; an approved one reports its outcome after its delay."""
+    from datetime import timedelta
+
+    from benchmarks.decision_quality.protocol import Verdict
+    from benchmarks.decision_quality.sim import SimClock, run_stream
+
+    class Asks:
+        def __init__(self):
+            self.n, self.reports = 0, []
+
+        def evaluate(self, action):
+            self.n += 1
+            return Verdict("requires_approval", 0.5, f"r{self.n}")
+
+        def report_outcome(self, request_id, harmful, cost, at, *, reviewed=False):
+            self.reports.append((request_id, harmful, cost, reviewed, at))
+
+    guard, clock = Asks(), SimClock()
+    start = clock.now
+    # reviewer: attacks rejected below u 0.9, harmless calls below 0.05
+    eps = [_episode([(True, 0.5), (True, 0.95), (False, 0.5), (False, 0.01)])]
+    recs = run_stream(guard, eps, clock, interval=timedelta(hours=1), reviewer={"catch_rate": 0.9, "false_reject_rate": 0.05},
+                      label_noise=0.0, costs={"approval": 2.0, "harm_default": 100.0, "benign_blocked": 10.0,
+                                              "benign_value_blocked": 0.0})  # fmt: skip
+    assert [r.ran for r in recs[0]] == [False, True, True, False]
+    reviews = [(rid, harmful, cost, at - start) for rid, harmful, cost, reviewed, at in guard.reports if reviewed]
+    assert reviews == [("r1", True, 0.0, timedelta(hours=1)), ("r2", False, 0.0, timedelta(hours=2)),
+                       ("r3", False, 0.0, timedelta(hours=3)), ("r4", True, 0.0, timedelta(hours=4))]  # fmt: skip
+    # outcomes come 2 h after a call ran, as the clock passes them: r2's (it ran at 2 h) before
+    # r4 is decided; r3's is due at 5 h, after the stream ends; the rejected calls never report one
+    outcomes = [(rid, harmful, at - start) for rid, harmful, _, reviewed, at in guard.reports if not reviewed]
+    assert outcomes == [("r2", True, timedelta(hours=4))]
+    assert [rid for rid, *_ in guard.reports] == ["r1", "r2", "r3", "r2", "r4"]
+
+
+@needs_bench
+def test_the_clearance_guard_takes_a_reviewers_answer_as_the_engine_takes_a_persons(tmp_path):
+    from benchmarks.decision_quality.guards import ClearanceGuard
+    from benchmarks.decision_quality.sim import SimClock
+    from clearance import Action
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules:\n  - id: ask\n    tool: send_money\n    effect: require_approval\n")
+    clock = SimClock()
+    guard = ClearanceGuard("c", rules, clock, learning=True, tmp_root=str(tmp_path))
+    try:
+        first = guard.evaluate(Action(tool="send_money", arguments={"recipient": "DE1", "amount": 10}))
+        second = guard.evaluate(Action(tool="send_money", arguments={"recipient": "DE2", "amount": 10}))
+        assert first.result == second.result == "requires_approval"
+        guard.report_outcome(first.request_id, True, 0.0, clock.now, reviewed=True)
+        guard.report_outcome(second.request_id, False, 0.0, clock.now, reviewed=True)
+        eng = guard.engine
+        statuses = {a.request_id: a.status.value for a in eng.list_approvals(None)}
+        assert statuses == {first.request_id: "rejected", second.request_id: "approved"}
+        guard.report_outcome(second.request_id, False, 0.0, clock.now)  # the approved call ran, fine
+        assert [o.status.value for o in eng.outcomes(second.request_id)] == ["succeeded"]
+    finally:
+        guard.close()

@@ -43,7 +43,7 @@ class AlwaysAllow(_Base):
         return Verdict("allowed", None, self._rid())
 
     def report_outcome(
-        self, request_id: str, harmful: bool, cost: float, at: datetime
+        self, request_id: str, harmful: bool, cost: float, at: datetime, *, reviewed: bool = False
     ) -> None:
         return None
 
@@ -104,8 +104,10 @@ class ToolPrior(_Thresholded):
         return self._verdict((self.alpha + h) / (self.alpha + self.beta + n), rid)
 
     def report_outcome(
-        self, request_id: str, harmful: bool, cost: float, at: datetime
+        self, request_id: str, harmful: bool, cost: float, at: datetime, *, reviewed: bool = False
     ) -> None:
+        if reviewed and not harmful:  # an approval: the call's outcome follows
+            return
         tool = self._pending.pop(request_id, None)
         if tool is not None:
             c = self.counts[tool]
@@ -135,8 +137,10 @@ class ExactPrecedent(_Thresholded):
         return Verdict("allowed", 0.0 if n else base, rid)
 
     def report_outcome(
-        self, request_id: str, harmful: bool, cost: float, at: datetime
+        self, request_id: str, harmful: bool, cost: float, at: datetime, *, reviewed: bool = False
     ) -> None:
+        if reviewed and not harmful:  # an approval: the call's outcome follows
+            return
         key = self._pending.pop(request_id, None)
         if key is not None:
             c = self.by_key[key]
@@ -175,8 +179,10 @@ class RiverLogReg(_Thresholded):
         return self._verdict(self.model.predict_proba_one(x).get(True, 0.0), rid)
 
     def report_outcome(
-        self, request_id: str, harmful: bool, cost: float, at: datetime
+        self, request_id: str, harmful: bool, cost: float, at: datetime, *, reviewed: bool = False
     ) -> None:
+        if reviewed and not harmful:  # an approval: the call's outcome follows
+            return
         got = self._pending.pop(request_id, None)
         if got is not None:
             action, x = got
@@ -190,7 +196,8 @@ class ClearanceGuard(_Base):
     ``learning: false`` pins the engine to rules alone (``NullMemory``). ``learning: true`` uses
     the memory named by ``memory`` (``"module:factory"``) or, without one, the engine's default
     (``CaseMemory``); the report states which (``memory_class``).
-    Outcomes go in as ``record_execution("executed")`` plus ``report_outcome``.
+    Outcomes go in as ``record_execution("executed")`` plus ``report_outcome``; a reviewer's
+    answer as ``resolve_approval``.
     """
 
     kind = "clearance"
@@ -216,6 +223,7 @@ class ClearanceGuard(_Base):
         self.engine = Engine(Path(self._dir) / "bench.db", memory=mem, clock=clock)
         self.engine.apply_rules(rules, applied_by="decision-quality-bench")
         self.rules = str(rules)
+        self._approvals: dict[str, str] = {}  # request id -> approval id, until a person answers
 
     def info(self) -> dict[str, Any]:
         return {
@@ -227,11 +235,18 @@ class ClearanceGuard(_Base):
 
     def evaluate(self, action: Action) -> Verdict:
         d = self.engine.evaluate(action)
+        if d.approval_id is not None:
+            self._approvals[d.request_id] = d.approval_id
         return Verdict(d.result.value, d.risk_score, d.request_id)
 
     def report_outcome(
-        self, request_id: str, harmful: bool, cost: float, at: datetime
+        self, request_id: str, harmful: bool, cost: float, at: datetime, *, reviewed: bool = False
     ) -> None:
+        if reviewed:  # a person's answer goes in as it would from a deployment
+            approval_id = self._approvals.pop(request_id, None)
+            if approval_id is not None:
+                self.engine.resolve_approval(approval_id, "rejected" if harmful else "approved", approver="reviewer")
+            return
         self.engine.record_execution(request_id, "executed")
         self.engine.report_outcome(request_id, "harmful" if harmful else "succeeded", severity=1.0 if harmful else 0.0,
                                    cost=cost, observed_at=at, reported_by="decision-quality-bench",

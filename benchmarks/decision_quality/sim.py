@@ -1,5 +1,6 @@
 """The stream runner shared by all tracks: a simulated clock, delayed (and possibly noisy)
-outcomes, a reviewer for calls that require approval, and per-call records for scoring.
+outcomes, a reviewer for calls that require approval (whose answers are reported at once), and
+per-call records for scoring.
 
 Random draws that decide what happens to a call (reviewer, label noise, delay) are made when
 the stream is built, so every guard faces the same world (common random numbers)."""
@@ -87,6 +88,8 @@ def run_stream(guard: Any, episodes: list[Episode], clock: SimClock, *, interval
                     else reviewer["false_reject_rate"]
                 )
                 ran = call.u_review >= reject_p
+                # The person's answer is known at once, as in a deployment (resolve_approval).
+                guard.report_outcome(v.request_id, not ran, 0.0, t, reviewed=True)
             else:
                 ran = False
             loss = costs["approval"] if asked else 0.0
