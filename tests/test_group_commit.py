@@ -212,6 +212,25 @@ def test_only_deferred_batches_commit_without_waiting_for_the_disk(tmp_path: Pat
         reopened.close()
 
 
+def test_a_broken_kept_connection_is_replaced(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    engine = Engine(store)
+    try:
+        with store.batch(sync=False):
+            engine.evaluate({"tool": "t"})
+        first = store._kept
+        assert first is not None
+        first.invalidate()  # as after a disconnect: the pool discards it
+        with store.batch(sync=False) as tx:
+            assert int(tx.conn.exec_driver_sql("PRAGMA synchronous").scalar()) == 1
+            engine.evaluate({"tool": "u"})
+        assert store._kept is not first and store._unsynced == 2
+    finally:
+        engine.close()
+    with Engine(tmp_path / "s.db") as reopened:
+        assert len(reopened.audit_events(type="decision.made")) == 2
+
+
 def test_savepoint_journals_and_sorts_stay_in_memory(tmp_path: Path) -> None:
     """A batch of many decisions (each a savepoint) spilled SQLite's sub-journal into a
     temporary file per batch; the store's connections keep temporary data in memory."""
