@@ -303,8 +303,9 @@ class CompiledRule:
 
 
 def remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
-    """Keep ``value`` in one of a rule set's memos. Their keys are names callers choose, so a
-    memo is emptied when it reaches 4,096 entries rather than grow without bound."""
+    """Keep ``value`` in a memo whose keys are names callers choose (a rule set's, the server's
+    metric label sets): it is emptied when it reaches 4,096 entries rather than grow without
+    bound."""
     if len(memo) >= 4096:
         memo.clear()
     memo[key] = value

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from clearance.model import ApprovalStatus, Decision, Outcome, utcnow
+from clearance.policy.rules import remember  # label sets are few (routes, statuses, rules)
 
 __all__ = ["Metrics"]
 
@@ -54,7 +55,7 @@ class Metrics:
         children = self._request_children.get((method, route, status))
         if children is None:
             children = (self.requests.labels(method, route, str(status)), self.request_seconds.labels(method, route))
-            self._remember(self._request_children, (method, route, status), children)
+            remember(self._request_children, (method, route, status), children)
         children[0].inc()
         children[1].observe(seconds)
 
@@ -65,14 +66,8 @@ class Metrics:
             child = self._decision_children.get((result, rule))
             if child is None:
                 child = self.decisions.labels(result, rule)
-                self._remember(self._decision_children, (result, rule), child)
+                remember(self._decision_children, (result, rule), child)
             child.inc()
-
-    @staticmethod
-    def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
-        if len(cache) >= 4096:  # label sets are few (routes, statuses, rules); never grow without bound
-            cache.clear()
-        cache[key] = value
 
     def observe_outcome(self, outcome: Outcome) -> None:
         self.outcomes.labels(outcome.status.value).inc()
