@@ -479,8 +479,7 @@ def test_argument_tokens_remembered_per_tool_are_bounded(monkeypatch: pytest.Mon
     f = features.Featuriser()
     for i in range(40):
         action = Action(tool="refund", actor="a", domain="shop", arguments={"order_id": f"ord_{i}", "reason": "damaged"})
-        f.vector(action)
-        f.observe_call(action)
+        f.observe_call(action, f.vector(action)[1])
     seen = f.tokens["refund"]
     assert len(seen) <= 10
     assert seen["reason=damaged"] == 40  # the usual value survives every pruning

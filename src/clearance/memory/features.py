@@ -244,18 +244,13 @@ class Featuriser:
             v[where.start + i] = norm * x / length
 
     # -- learning -----------------------------------------------------------------------------
-    def observe_call(self, action: Action, profile: Profile | None = None) -> None:
+    def observe_call(self, action: Action, profile: Profile) -> None:
         """A call was decided: its shape becomes part of this tool's and actor's history.
-        ``profile``, this call's from :meth:`vector`, saves taking the arguments apart again."""
-        if profile is not None:
-            keys, toks = profile.keys, profile.tokens
-        else:
-            leaves = list(_leaves(action.arguments))
-            keys, toks = frozenset(k for k, _ in leaves), tuple(self._tokens(leaves))
+        ``profile`` is this call's from :meth:`vector`, which has taken the arguments apart."""
         self.calls[action.tool] += 1
-        self.keysets[action.tool][keys] += 1
+        self.keysets[action.tool][profile.keys] += 1
         seen = self.tokens[action.tool]
-        seen.update(set(toks))
+        seen.update(set(profile.tokens))
         _bound(seen, _TOKEN_LIMIT)
         if action.value is not None:
             self.actor_values[(action.actor, action.tool)].add(math.log1p(max(action.value, 0.0)))
