@@ -86,6 +86,20 @@ class _Thresholded(_Base):
         )
         return Verdict(result, risk, rid)
 
+    def report_outcome(
+        self, request_id: str, harmful: bool, cost: float, at: datetime, *, reviewed: bool = False
+    ) -> None:
+        if reviewed and not harmful:  # an approval: the call's outcome follows
+            return
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            self._learn(pending, harmful)
+
+    def _learn(self, pending: Any, harmful: bool) -> None:
+        """Learn from one outcome (or a person's rejection) of the call whose ``_pending``
+        entry this is."""
+        raise NotImplementedError
+
 
 class ToolPrior(_Thresholded):
     """Beta(alpha, beta) prior per tool, updated with reported outcomes; risk = posterior mean."""
@@ -103,16 +117,10 @@ class ToolPrior(_Thresholded):
         self._pending[rid] = action.tool
         return self._verdict((self.alpha + h) / (self.alpha + self.beta + n), rid)
 
-    def report_outcome(
-        self, request_id: str, harmful: bool, cost: float, at: datetime, *, reviewed: bool = False
-    ) -> None:
-        if reviewed and not harmful:  # an approval: the call's outcome follows
-            return
-        tool = self._pending.pop(request_id, None)
-        if tool is not None:
-            c = self.counts[tool]
-            c[0] += float(harmful)
-            c[1] += 1.0
+    def _learn(self, pending: Any, harmful: bool) -> None:
+        c = self.counts[pending]  # the call's tool
+        c[0] += float(harmful)
+        c[1] += 1.0
 
 
 class ExactPrecedent(_Thresholded):
@@ -136,18 +144,12 @@ class ExactPrecedent(_Thresholded):
             return Verdict("blocked", h / n, rid)
         return Verdict("allowed", 0.0 if n else base, rid)
 
-    def report_outcome(
-        self, request_id: str, harmful: bool, cost: float, at: datetime, *, reviewed: bool = False
-    ) -> None:
-        if reviewed and not harmful:  # an approval: the call's outcome follows
-            return
-        key = self._pending.pop(request_id, None)
-        if key is not None:
-            c = self.by_key[key]
-            c[0] += int(harmful)
-            c[1] += 1
-            self.total[0] += int(harmful)
-            self.total[1] += 1
+    def _learn(self, pending: Any, harmful: bool) -> None:
+        c = self.by_key[pending]  # the call's arguments key
+        c[0] += int(harmful)
+        c[1] += 1
+        self.total[0] += int(harmful)
+        self.total[1] += 1
 
 
 class RiverLogReg(_Thresholded):
@@ -178,16 +180,10 @@ class RiverLogReg(_Thresholded):
         self._pending[rid] = (action, x)
         return self._verdict(self.model.predict_proba_one(x).get(True, 0.0), rid)
 
-    def report_outcome(
-        self, request_id: str, harmful: bool, cost: float, at: datetime, *, reviewed: bool = False
-    ) -> None:
-        if reviewed and not harmful:  # an approval: the call's outcome follows
-            return
-        got = self._pending.pop(request_id, None)
-        if got is not None:
-            action, x = got
-            self.model.learn_one(x, bool(harmful))
-            self.feat.observe(action, harmful)
+    def _learn(self, pending: Any, harmful: bool) -> None:
+        action, x = pending  # the call, and its features as they were when it was decided
+        self.model.learn_one(x, bool(harmful))
+        self.feat.observe(action, harmful)
 
 
 class ClearanceGuard(_Base):
