@@ -6,6 +6,7 @@ the way an agent and its operators would, and checks what the next similar call 
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -468,6 +469,33 @@ def test_memory_stops_waiting_for_outcomes_of_old_calls(open_engine: Callable[..
         assert rebuilt._labelled == memory._labelled
     with pytest.raises(ValueError, match="max_waiting"):
         CaseMemory(max_waiting=0)
+
+
+def test_cases_are_not_walked_by_the_garbage_collector(open_engine: Callable[..., Engine], clock: Clock) -> None:
+    """A server keeps up to a million cases. The garbage collector's full collections hold the
+    event loop while they walk every object it tracks, so cases, waiting or learnt from, must
+    not be such objects: once collected, memory grows without growing what is walked."""
+    engine = open_engine()
+    memory = engine.memory
+    assert isinstance(memory, CaseMemory)
+
+    def decide_and_learn(first: int, n: int) -> None:
+        decided = []
+        for i in range(first, first + n):
+            clock.tick(minutes=1)
+            attack = i % 5 == 0
+            decided.append((engine.evaluate(send(f"LT{10**17 + i}" if attack else KNOWN[i % 3], 50.0 + i)).request_id, attack))
+        for request_id, attack in decided[::2]:
+            engine.report_outcome(request_id, "harmful" if attack else "succeeded")
+        engine.evaluate(send(KNOWN[0]))  # memory learns what was reported before deciding
+        for _ in range(3):  # a tuple is let go once what it holds is: one level of nesting a pass
+            gc.collect()
+
+    decide_and_learn(0, 30)  # caches and statements of every path set up once
+    tracked = len(gc.get_objects())
+    decide_and_learn(30, 300)
+    assert len(memory._cases) == 332 and len(memory._row_case) == 165  # all kept, half learnt from
+    assert len(gc.get_objects()) - tracked < 100  # as objects, the 301 cases alone would add 301
 
 
 def test_argument_tokens_remembered_per_tool_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,9 +23,8 @@ import math
 import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -64,8 +63,17 @@ PRIOR_STRENGTH = 5.0  # precedents' worth of weight each level of the prior carr
 PER_PROTO = 512  # newest cases of one prototype that are weighed (older ones count for little)
 
 
-@dataclass(slots=True)
-class _Case:
+class _Case(NamedTuple):
+    """A decided call, waiting for its outcome or learnt from.
+
+    Memory keeps cases as plain tuples (``tuple(case)``) and reads them back with ``_make``:
+    the garbage collector stops tracking a tuple of atoms (strings, numbers, times, arrays)
+    once it has looked at it, whereas every object of a class stays on its lists for good, and
+    each full collection (which holds the event loop) walks them all. A server keeps up to a
+    million cases: with a million, half of them learnt from, a full collection took 566 ms as
+    objects and 100 ms as plain tuples (40 ms of either is the modules). So a case is never
+    changed in place: a label stores a new tuple."""
+
     request_id: str
     tool: str
     domain: str
@@ -81,6 +89,9 @@ class _Case:
     severity: float | None = None
     cost: float | None = None
     real: bool = False  # an outcome was reported (not only an approval answer)
+
+
+_TOOL, _DOMAIN, _DECIDED_AT, _BAD = (_Case._fields.index(f) for f in ("tool", "domain", "decided_at", "bad"))
 
 
 class _Columns:
@@ -142,10 +153,10 @@ class CaseMemory:
         self.features = Featuriser()
         self.cursor = 0  # last audit event seq ingested
         self.cursor_hash: str | None = None  # and its hash, to notice a history that changed
-        self._cases: dict[str, _Case] = {}
-        self._recent: deque[_Case] = deque()  # the newest decided calls, oldest first (see MAX_WAITING)
+        self._cases: dict[str, tuple[Any, ...]] = {}  # request id -> case (a plain tuple, see _Case)
+        self._recent: deque[str] = deque()  # request ids of the newest decided calls, oldest first (see MAX_WAITING)
         self._cols = _Columns()
-        self._row_case: list[_Case] = []  # row -> case, for citing
+        self._row_case: list[tuple[Any, ...]] = []  # row -> case, for citing
         self._names: dict[str, int] = {}  # tool and domain names -> ids in the columns
         # A prototype: the precedents of one partition sharing a vector exactly. Calls of the
         # same shape usually do, and a search over single cases would return an arbitrary
@@ -230,24 +241,25 @@ class CaseMemory:
             ids=tuple(profile.ids), value=action.value,
             vector=vector, shape=shape,
         )  # fmt: skip
-        self._cases[case.request_id] = case
+        self._cases[case.request_id] = tuple(case)
         self._forget_waiting(case)
 
     def _forget_waiting(self, newest: _Case) -> None:
         """Stop waiting for the outcomes of calls too old (in decisions or in days) to be worth
         the memory. Driven by the decisions alone, so a rebuild from the log forgets the same."""
-        recent = self._recent
-        recent.append(newest)
+        recent, cases = self._recent, self._cases
+        recent.append(newest.request_id)
         horizon = newest.decided_at.timestamp() - self.wait  # timestamps: naive and aware times mix
-        while recent and (len(recent) > self.max_waiting or recent[0].decided_at.timestamp() < horizon):
-            case = recent.popleft()
-            if case.bad is None and self._cases.get(case.request_id) is case:
-                del self._cases[case.request_id]
+        while recent and (len(recent) > self.max_waiting or cases[recent[0]][_DECIDED_AT].timestamp() < horizon):
+            oldest = cases[recent.popleft()]
+            if oldest[_BAD] is None:  # still waiting (a learnt case stays)
+                del cases[oldest[0]]
 
     def _outcome(self, request_id: str, status: str, severity: float, cost: float) -> None:
-        case = self._cases.get(request_id)
-        if case is None:
+        stored = self._cases.get(request_id)
+        if stored is None:
             return
+        case = _Case._make(stored)
         bad = _badness(status, severity)
         if case.real and case.bad is not None:
             # A later outcome of the same call: keep the worst, as the call's final story.
@@ -257,8 +269,11 @@ class CaseMemory:
         self._label(case, bad, 1.0, status, severity, cost, real=True)
 
     def _answered(self, request_id: str, resolution: str) -> None:
-        case = self._cases.get(request_id)
-        if case is None or case.real:
+        stored = self._cases.get(request_id)
+        if stored is None:
+            return
+        case = _Case._make(stored)
+        if case.real:
             return  # a reported outcome outranks a person's guess
         if resolution == "approved":
             self._label(case, 0.0, APPROVED_WEIGHT, "approved", None, None, real=False)
@@ -271,16 +286,17 @@ class CaseMemory:
             self._count(case, -case.weight, -case.weight * case.bad)
             self._all[0] -= case.weight * case.bad
             self._all[1] -= case.weight
-        case.bad, case.weight, case.outcome, case.severity, case.cost, case.real = bad, weight, outcome, severity, cost, real
         cols = self._cols
-        if case.row >= 0:
-            cols.w[case.row], cols.bad[case.row] = weight, bad
+        row = case.row
+        if row >= 0:
+            cols.w[row], cols.bad[row] = weight, bad
         else:
-            assert case.vector is not None
-            row = case.row = cols.append(case.decided_at.timestamp() / 86400.0, weight, bad, self._id(case.tool),
-                                         self._id(case.domain))  # fmt: skip
-            self._row_case.append(case)
-            sig = hash(case.vector.tobytes())
+            vector = case.vector
+            assert vector is not None
+            row = cols.append(case.decided_at.timestamp() / 86400.0, weight, bad, self._id(case.tool),
+                              self._id(case.domain))  # fmt: skip
+            self._row_case.append(())  # the labelled case, stored below
+            sig = hash(vector.tobytes())
             for part in (("tool", case.tool), ("domain", case.domain), ("all", "")):
                 pid = self._part_ids.setdefault(part, len(self._part_ids))
                 key = self._proto_of.get((pid, sig))
@@ -290,14 +306,17 @@ class CaseMemory:
                     self._members[key] = row
                     keys, vectors = self._unindexed.setdefault(part, ([], []))
                     keys.append(key)
-                    vectors.append(case.vector)
+                    vectors.append(vector)
                 else:
                     m = self._members[key]
                     if isinstance(m, int):
                         self._members[key] = [m, row]
                     else:
                         m.append(row)
-            case.vector = None
+        # The vector is in the index now; the case keeps what citing it and relabelling need.
+        case = case._replace(row=row, vector=None, bad=bad, weight=weight, outcome=outcome, severity=severity,
+                             cost=cost, real=real)  # fmt: skip
+        self._cases[case.request_id] = self._row_case[row] = tuple(case)
         self._count(case, weight, weight * bad)
         self._all[0] += weight * bad
         self._all[1] += weight
@@ -432,7 +451,7 @@ class CaseMemory:
                 case = self._row_case[row]
                 if level and _nearer(case, action, level):
                     continue  # reached through a nearer partition already
-                out.append(self._precedent(case, sim))
+                out.append(self._precedent(_Case._make(case), sim))
                 taken += 1
                 if len(out) == CITED:
                     return out
@@ -492,9 +511,10 @@ def _from_odds(o: float) -> float:
     return o / (1.0 + o)
 
 
-def _nearer(case: _Case, action: Action, level: int) -> bool:
-    """Whether ``case`` belongs to a partition nearer to ``action`` than ``level``."""
-    return case.tool == action.tool or (level == 2 and case.domain == action.domain)
+def _nearer(case: tuple[Any, ...], action: Action, level: int) -> bool:
+    """Whether ``case`` (stored, see :class:`_Case`) belongs to a partition nearer to ``action``
+    than ``level``."""
+    return case[_TOOL] == action.tool or (level == 2 and case[_DOMAIN] == action.domain)
 
 
 def _qualifier(profile: Profile) -> str:
