@@ -484,7 +484,8 @@ def test_cases_are_not_walked_by_the_garbage_collector(open_engine: Callable[...
         for i in range(first, first + n):
             clock.tick(minutes=1)
             attack = i % 5 == 0
-            decided.append((engine.evaluate(send(f"LT{10**17 + i}" if attack else KNOWN[i % 3], 50.0 + i)).request_id, attack))
+            decision = engine.evaluate(send(f"LT{10**17 + i}" if attack else KNOWN[i % 3], 50.0 + i))
+            decided.append((decision.request_id, attack))
         for request_id, attack in decided[::2]:
             engine.report_outcome(request_id, "harmful" if attack else "succeeded")
         engine.evaluate(send(KNOWN[0]))  # memory learns what was reported before deciding
