@@ -251,9 +251,9 @@ class CaseMemory:
         recent.append(newest.request_id)
         horizon = newest.decided_at.timestamp() - self.wait  # timestamps: naive and aware times mix
         while recent and (len(recent) > self.max_waiting or cases[recent[0]][_DECIDED_AT].timestamp() < horizon):
-            oldest = cases[recent.popleft()]
-            if oldest[_BAD] is None:  # still waiting (a learnt case stays)
-                del cases[oldest[0]]
+            oldest = recent.popleft()
+            if cases[oldest][_BAD] is None:  # still waiting (a learnt case stays)
+                del cases[oldest]
 
     def _outcome(self, request_id: str, status: str, severity: float, cost: float) -> None:
         stored = self._cases.get(request_id)
