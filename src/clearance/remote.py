@@ -284,7 +284,8 @@ def _seg(value: str) -> str:
 
 class _Base:
     def __init__(self, url: str, api_key: str, *, timeout: float = 10.0, connect_timeout: float = 5.0,
-                 retries: int = 3, backoff_seconds: float = 0.1, max_backoff_seconds: float = 2.0) -> None:  # fmt: skip
+                 retries: int = 3, backoff_seconds: float = 0.1, max_backoff_seconds: float = 2.0,
+                 transport: Any = None) -> None:  # fmt: skip
         if not api_key:
             raise ValueError("an API key is required (clearance keys create ...)")
         self.url = url.rstrip("/")
@@ -293,6 +294,9 @@ class _Base:
         self._headers = {"Authorization": f"Bearer {api_key}", "User-Agent": f"clearance-remote/{__version__}",
                          "Accept": "application/json"}  # fmt: skip
         self._api_key = api_key
+        #: An httpx transport to use instead of the network (``httpx.ASGITransport`` for the async
+        #: client, or any ``httpx.BaseTransport``): tests serve the app in process through it.
+        self._transport = transport
         self._options = {"timeout": timeout, "connect_timeout": connect_timeout, "retries": retries,
                          "backoff_seconds": backoff_seconds, "max_backoff_seconds": max_backoff_seconds}  # fmt: skip
 
@@ -335,7 +339,7 @@ class RemoteEngine(_Base):
 
     def __init__(self, url: str, api_key: str, **kw: Any) -> None:
         super().__init__(url, api_key, **kw)
-        self._client = httpx.Client(base_url=self.url, headers=self._headers, timeout=self._timeout,
+        self._client = httpx.Client(base_url=self.url, headers=self._headers, timeout=self._timeout, transport=self._transport,
                                     limits=httpx.Limits(max_keepalive_connections=32, max_connections=64))  # fmt: skip
 
     def aio(self) -> AsyncRemoteEngine:
@@ -474,7 +478,7 @@ class AsyncRemoteEngine(_Base):
     def __init__(self, url: str, api_key: str, **kw: Any) -> None:
         super().__init__(url, api_key, **kw)
         self._client = httpx.AsyncClient(base_url=self.url, headers=self._headers, timeout=self._timeout,
-                                         limits=httpx.Limits(max_keepalive_connections=32, max_connections=64))  # fmt: skip
+                                         transport=self._transport, limits=httpx.Limits(max_keepalive_connections=32, max_connections=64))  # fmt: skip
 
     async def _call(self, spec: _Spec, parse: Any) -> Any:
         idem = uuid.uuid4().hex if spec.method != "GET" else None
