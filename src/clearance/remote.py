@@ -49,6 +49,7 @@ from clearance.model import (
     Precedent,
 )
 from clearance.policy import RuleFile, RuleSet, load_rules
+from clearance.retry_after import retry_after_seconds
 from clearance.telemetry import trace_headers
 
 __all__ = ["AsyncRemoteEngine", "EngineUnavailable", "RemoteEngine", "RemoteError"]
@@ -301,13 +302,9 @@ class _Base:
                          "backoff_seconds": backoff_seconds, "max_backoff_seconds": max_backoff_seconds}  # fmt: skip
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        if response is not None:
-            after = response.headers.get("retry-after")
-            if after is not None:
-                try:
-                    return min(float(after), self.max_backoff_seconds)
-                except ValueError:
-                    pass
+        after = retry_after_seconds(response.headers) if response is not None else None
+        if after is not None:
+            return min(after, self.max_backoff_seconds)
         base = min(self.backoff_seconds * (2**attempt), self.max_backoff_seconds)
         return base * (0.5 + random.random() / 2)
 

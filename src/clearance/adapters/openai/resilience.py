@@ -25,6 +25,8 @@ from tenacity import (
     wait_random,
 )
 
+from clearance.retry_after import retry_after_seconds as read_retry_after
+
 __all__ = ["CircuitBreaker", "CircuitOpenError", "ResilienceConfig", "is_transient", "retry_after_seconds"]
 
 #: A server asking us to wait longer than this is treated as not retryable (as the SDK does).
@@ -45,19 +47,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retry_after_seconds(exc: BaseException) -> float | None:
+    """What the provider's answer asked us to wait (see :mod:`clearance.retry_after`)."""
     response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        raw = headers.get(name)
-        if raw is None:
-            continue
-        try:
-            return max(float(raw) * scale, 0.0)
-        except ValueError:
-            continue  # an HTTP date: fall back to our own backoff
-    return None
+    return read_retry_after(getattr(response, "headers", None))
 
 
 def _retryable(exc: BaseException) -> bool:
