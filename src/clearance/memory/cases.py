@@ -226,6 +226,8 @@ class CaseMemory:
     def _decided(self, action: Action, decision: Mapping[str, Any]) -> None:
         if decision["result"] == "blocked" or decision["request_id"] in self._cases:
             return  # a blocked call never ran: it will reveal nothing
+        if action.context.get("memory") is False:
+            return  # its guard keeps it out of memory (memory_enabled=False): never a precedent
         memo, self._memo = self._memo, None
         # The vector assess() just computed for this very call, if nothing was learned since.
         if memo is not None and memo[0] is action and memo[4] == self.cursor - 1:

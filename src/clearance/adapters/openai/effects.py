@@ -69,12 +69,14 @@ class GetApproval:
 
 @dataclass(frozen=True)
 class Record:
-    """Best-effort report of what happened to a call; never fails the run."""
+    """Record what happened to these calls, durably, in one transaction; the result is None.
 
-    request_id: str
-    status: str
-    result_summary: Any = None
-    error: str | None = None
+    Not best effort: the loop yields it before the model hears any of these results and before
+    the run is saved or returns, so when ``run()`` returns every execution is in the store. Each
+    report is ``(request_id, status, result_summary, error)``. The driver raises when it cannot.
+    """
+
+    reports: list[tuple[str, str, Any, str | None]]
 
 
 @dataclass(frozen=True)

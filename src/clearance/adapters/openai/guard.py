@@ -7,10 +7,8 @@ that carries out the effects the loop in ``loop.py`` asks for, blocking or await
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import contextlib
-import contextvars
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -56,9 +54,6 @@ def _retry_errors(retry_id: str) -> Iterator[None]:
     except NotFound:
         raise NotFound(f"no failed run has retry id {retry_id!r}") from None
 
-
-#: This run's execution reports, written in one transaction when the run ends (one per thread or task).
-_pending_records: contextvars.ContextVar[list[tuple[str, str, Any, str | None]]] = contextvars.ContextVar("clearance_records")
 
 #: Which driver method carries out each effect; both drivers implement every one of them.
 _HANDLERS: dict[type, str] = {
@@ -121,6 +116,8 @@ class _GuardBase:
         self.on_decision = on_decision
         self.extra_create_args = dict(extra_create_args or {})
         self.memory_enabled = memory_enabled
+        # bighub-openai's bound on its best-effort memory upload. Here memory learns inside the
+        # engine, from the audit trail, so no run ever waits on it: accepted, and unused.
         self.memory_ingest_timeout_ms = memory_ingest_timeout_ms
         self.max_turns = max_turns
         self.approver = approver
@@ -284,14 +281,12 @@ class _GuardBase:
         self._emit(effect.event)
 
     @staticmethod
-    def _queue_record(effect: fx.Record) -> None:
-        _pending_records.get().append((effect.request_id, effect.status, effect.result_summary, effect.error))
-
-    @staticmethod
-    def _log_record_results(batch: list[tuple[str, str, Any, str | None]], results: Any) -> None:
-        for (request_id, *_), result in zip(batch, results or []):
+    def _log_refused(reports: list[tuple[str, str, Any, str | None]], results: Any) -> None:
+        """A report the engine refused (say, recorded already with another status) is logged; the
+        engine raising (unreachable after its retries) fails the run instead."""
+        for (request_id, *_), result in zip(reports, results or []):
             if isinstance(result, Exception):
-                log.warning("recording execution of %s failed: %s", request_id, result)
+                log.warning("recording execution of %s was refused: %s", request_id, result)
 
     def _handler(self, effect: Any) -> Callable[[Any], Any]:
         name = _HANDLERS.get(type(effect))
@@ -340,7 +335,6 @@ class GuardedOpenAI(_GuardBase):
         super().__init__(openai_api_key, **kw)
         if self.engine is None:
             self.engine = Engine()
-        self._telemetry = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="clearance-telemetry")
 
     # -- public API -------------------------------------------------------------------------
     def run(self, messages: Iterable[Mapping[str, Any]] | None = None, *, model: str | None = None, input: Any = None,
@@ -446,7 +440,7 @@ class GuardedOpenAI(_GuardBase):
         return _decision_view(decision)
 
     def close(self) -> None:
-        self._telemetry.shutdown(wait=True)
+        """Nothing is left running after a run returns; kept so ``with GuardedOpenAI(...)`` reads well."""
 
     def __enter__(self) -> GuardedOpenAI:
         return self
@@ -457,44 +451,29 @@ class GuardedOpenAI(_GuardBase):
     # -- the driver -------------------------------------------------------------------------
     def _drive(self, steps: Steps, response_format: ResponseFormat | None = None) -> dict[str, Any]:
         value: Any = None
-        token = _pending_records.set([])
-        try:
-            while True:
-                try:
-                    effect = steps.send(value)
-                except StopIteration as stop:
-                    return self._result(stop.value, response_format)
-                value = self._handler(effect)(effect)
-        finally:
-            batch = _pending_records.get()
-            _pending_records.reset(token)
-            self._flush_records(batch)
+        while True:
+            try:
+                effect = steps.send(value)
+            except StopIteration as stop:
+                return self._result(stop.value, response_format)
+            value = self._handler(effect)(effect)
 
     def _drive_stream(self, steps: Steps, response_format: ResponseFormat | None = None) -> Iterator[dict[str, Any]]:
         value: Any = None
-        token = _pending_records.set([])
-        try:
-            while True:
-                try:
-                    effect = steps.send(value)
-                except StopIteration as stop:
-                    batch = _pending_records.get()
-                    _pending_records.set([])
-                    self._flush_records(batch)  # the final payload reflects what was recorded
-                    yield {"type": "final_response", "response": self._result(stop.value, response_format)}
-                    return
-                if isinstance(effect, fx.CallModel) and effect.stream:
-                    value = yield from self._stream_model(effect)
-                elif isinstance(effect, fx.Emit):
-                    self._emit(effect.event)
-                    yield {"type": "execution_event", "event": effect.event}
-                    value = None
-                else:
-                    value = self._handler(effect)(effect)
-        finally:
-            batch = _pending_records.get()
-            _pending_records.reset(token)
-            self._flush_records(batch)
+        while True:
+            try:
+                effect = steps.send(value)
+            except StopIteration as stop:
+                yield {"type": "final_response", "response": self._result(stop.value, response_format)}
+                return
+            if isinstance(effect, fx.CallModel) and effect.stream:
+                value = yield from self._stream_model(effect)
+            elif isinstance(effect, fx.Emit):
+                self._emit(effect.event)
+                yield {"type": "execution_event", "event": effect.event}
+                value = None
+            else:
+                value = self._handler(effect)(effect)
 
     def _stream_model(self, effect: fx.CallModel) -> Iterator[dict[str, Any]]:
         """Stream one turn to the caller; return the completed (or failed) response to the loop."""
@@ -563,19 +542,7 @@ class GuardedOpenAI(_GuardBase):
             return fx.ToolResult(output=output)
 
     def _record(self, effect: fx.Record) -> None:
-        self._queue_record(effect)
-
-    def _flush_records(self, batch: list[tuple[str, str, Any, str | None]]) -> None:
-        """Write the run's reports in one transaction, waiting at most ``memory_ingest_timeout_ms``."""
-        if not batch:
-            return
-        future = self._telemetry.submit(self.engine.record_executions, batch)
-        try:
-            self._log_record_results(batch, future.result(timeout=self.memory_ingest_timeout_ms / 1000))
-        except concurrent.futures.TimeoutError:
-            log.warning("recording %d execution(s) is still running; it finishes in the background", len(batch))
-        except Exception as exc:  # noqa: BLE001 - telemetry is best effort
-            log.warning("recording %d execution(s) failed: %s", len(batch), exc)
+        self._log_refused(effect.reports, self.engine.record_executions(effect.reports))
 
 
 class AsyncGuardedOpenAI(_GuardBase):
@@ -682,71 +649,43 @@ class AsyncGuardedOpenAI(_GuardBase):
 
     async def _drive(self, steps: Steps, response_format: ResponseFormat | None = None) -> dict[str, Any]:
         value: Any = None
-        token = _pending_records.set([])
-        try:
-            while True:
-                try:
-                    effect = steps.send(value)
-                except StopIteration as stop:
-                    return self._result(stop.value, response_format)
-                value = await self._handler(effect)(effect)
-        finally:
-            batch = _pending_records.get()
-            _pending_records.reset(token)
-            await self._flush_records(batch)
-
-    async def _flush_records(self, batch: list[tuple[str, str, Any, str | None]]) -> None:
-        """Write the run's reports in one transaction, waiting at most ``memory_ingest_timeout_ms``."""
-        if not batch:
-            return
-        task = asyncio.ensure_future(self.engine.record_executions(batch))
-        done, _ = await asyncio.wait([task], timeout=self.memory_ingest_timeout_ms / 1000)
-        if not done:
-            log.warning("recording %d execution(s) is still running; it finishes in the background", len(batch))
-        elif task.exception() is not None:
-            log.warning("recording %d execution(s) failed: %s", len(batch), task.exception())
-        else:
-            self._log_record_results(batch, task.result())
+        while True:
+            try:
+                effect = steps.send(value)
+            except StopIteration as stop:
+                return self._result(stop.value, response_format)
+            value = await self._handler(effect)(effect)
 
     async def _drive_stream(self, steps: Steps, response_format: ResponseFormat | None = None) -> AsyncIterator[dict[str, Any]]:
         value: Any = None
-        token = _pending_records.set([])
-        try:
-            while True:
+        while True:
+            try:
+                effect = steps.send(value)
+            except StopIteration as stop:
+                yield {"type": "final_response", "response": self._result(stop.value, response_format)}
+                return
+            if isinstance(effect, fx.CallModel) and effect.stream:
+                assembler = self.wire.assembler()
+                stream = await self._open_stream(effect.request)
                 try:
-                    effect = steps.send(value)
-                except StopIteration as stop:
-                    batch = _pending_records.get()
-                    _pending_records.set([])
-                    await self._flush_records(batch)
-                    yield {"type": "final_response", "response": self._result(stop.value, response_format)}
-                    return
-                if isinstance(effect, fx.CallModel) and effect.stream:
-                    assembler = self.wire.assembler()
-                    stream = await self._open_stream(effect.request)
-                    try:
-                        async for raw in stream:
-                            for out in assembler.feed(raw):
-                                yield out
-                    except Exception as exc:  # noqa: BLE001 - a broken stream is never retried
-                        yield assembler.fail(exc)
-                    finally:
-                        close = getattr(stream, "close", None)
-                        if close is not None:
-                            await close()
-                    value, trailing = assembler.finish()
-                    for out in trailing:
-                        yield out
-                elif isinstance(effect, fx.Emit):
-                    self._emit(effect.event)
-                    yield {"type": "execution_event", "event": effect.event}
-                    value = None
-                else:
-                    value = await self._handler(effect)(effect)
-        finally:
-            batch = _pending_records.get()
-            _pending_records.reset(token)
-            await self._flush_records(batch)
+                    async for raw in stream:
+                        for out in assembler.feed(raw):
+                            yield out
+                except Exception as exc:  # noqa: BLE001 - a broken stream is never retried
+                    yield assembler.fail(exc)
+                finally:
+                    close = getattr(stream, "close", None)
+                    if close is not None:
+                        await close()
+                value, trailing = assembler.finish()
+                for out in trailing:
+                    yield out
+            elif isinstance(effect, fx.Emit):
+                self._emit(effect.event)
+                yield {"type": "execution_event", "event": effect.event}
+                value = None
+            else:
+                value = await self._handler(effect)(effect)
 
     async def _open_stream(self, request: dict[str, Any]) -> Any:
         async for attempt in self.resilience.async_retrying():
@@ -805,4 +744,4 @@ class AsyncGuardedOpenAI(_GuardBase):
             return fx.ToolResult(output=output)
 
     async def _record(self, effect: fx.Record) -> None:  # type: ignore[override]
-        self._queue_record(effect)
+        self._log_refused(effect.reports, await self.engine.record_executions(effect.reports))

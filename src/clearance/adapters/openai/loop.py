@@ -317,8 +317,11 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
                                  decision=view, approval_id=decision.approval_id))  # fmt: skip
     if runnable:
         results = yield fx.RunTools([r for r, _ in runnable])
+        reports = []
         for (run, meta), res in zip(runnable, results):
-            yield from _after_run(state, run, res, meta["decision"], {k: v for k, v in meta.items() if k != "decision"})
+            reports += yield from _after_run(state, run, res, meta["decision"], {k: v for k, v in meta.items() if k != "decision"})
+        if reports:
+            yield fx.Record(reports)
 
 
 def _capture_unschematised(state: RunState, call_id: str, name: str, raw: Any) -> Generator[Any, Any, None]:
@@ -347,16 +350,18 @@ def _hand_off(state: RunState, call_id: str, name: str, args: dict[str, Any], vi
 
 
 def _after_run(state: RunState, run: fx.ToolRun, res: fx.ToolResult, view: dict[str, Any],
-               extra: dict[str, Any]) -> Generator[Any, Any, None]:  # fmt: skip
+               extra: dict[str, Any]) -> Generator[Any, Any, list[tuple[str, str, Any, str | None]]]:  # fmt: skip
+    """The tool's output for the model and its event; returns the execution report to record."""
     status = "failed" if res.error is not None else "executed"
     if res.error is not None:
         _set_output(state, run.call_id, {"status": "failed", "error": res.error})
     else:
         _set_output(state, run.call_id, res.output)
-    if view.get("request_id"):
-        yield fx.Record(view["request_id"], status, _summary(res.output) if res.error is None else None, res.error)
     yield fx.Emit(_event(state, tool=run.tool, call_id=run.call_id, arguments=run.arguments, status=status,
                          decision=view, output=res.output if res.error is None else None, error=res.error, **extra))  # fmt: skip
+    if not view.get("request_id"):
+        return []  # failing open: no decision to record against
+    return [(view["request_id"], status, _summary(res.output) if res.error is None else None, res.error)]
 
 
 def resume_steps(state: RunState, cfg: LoopConfig, approval_id: str) -> Steps:
@@ -381,7 +386,9 @@ def resume_steps(state: RunState, cfg: LoopConfig, approval_id: str) -> Steps:
         else:
             run = fx.ToolRun(entry["call_id"], entry["tool"], entry["arguments"], entry["request_id"])
             [res] = yield fx.RunTools([run])
-            yield from _after_run(state, run, res, view, {"approval_id": approval_id, "approved_by": approval.resolved_by})
+            reports = yield from _after_run(state, run, res, view, {"approval_id": approval_id, "approved_by": approval.resolved_by})
+            if reports:
+                yield fx.Record(reports)
     else:
         view.update(approval_status=approval.status.value)
         why = "a person rejected it" if approval.status is ApprovalStatus.rejected else "its approval expired"
@@ -390,7 +397,7 @@ def resume_steps(state: RunState, cfg: LoopConfig, approval_id: str) -> Steps:
             "status": "rejected", "verdict": approval.status.value, "reason": f"{why}{comment}",
             "request_id": entry["request_id"], "message": f"This call did not run: {why}.",
         })  # fmt: skip
-        yield fx.Record(entry["request_id"], "rejected")
+        yield fx.Record([(entry["request_id"], "rejected", None, None)])
         yield fx.Emit(_event(state, tool=entry["tool"], call_id=entry["call_id"], arguments=entry["arguments"],
                              status="rejected", decision=view, approval_id=approval_id, comment=approval.comment))  # fmt: skip
     if state.pending:
