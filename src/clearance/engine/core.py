@@ -323,6 +323,10 @@ class Engine:
             self.memory.ingest(written)
         return decision, decision_json
 
+    def evaluate_batch(self, actions: Sequence[Action | Mapping[str, Any]]) -> list[Decision]:
+        """Decide several calls, in order (each durable before the next is decided)."""
+        return [self.evaluate(a) for a in actions]
+
     # -- memory ---------------------------------------------------------------------------
     #: Audit events read per round trip while memory catches up.
     _PAGE = 5000
@@ -577,6 +581,21 @@ class Engine:
             if row is None:
                 raise NotFound(f"unknown approval id {approval_id!r}")
             return _approval(row, tx.votes(approval_id))
+
+    def wait_approval(self, approval_id: str, *, timeout_seconds: float = 30.0) -> Approval:
+        """The approval once it is no longer pending (approved, rejected or expired), or as it
+        stands when ``timeout_seconds`` pass. Polls the store, so an answer given by another
+        process is seen too."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            approval = self.get_approval(approval_id)
+            left = deadline - time.monotonic()
+            if approval.status is not ApprovalStatus.pending or left <= 0:
+                return approval
+            time.sleep(min(self._WAIT_POLL, left, max((approval.expires_at - self.clock()).total_seconds(), 0.0) + 0.001))
+
+    #: How often ``wait_approval`` looks at the store.
+    _WAIT_POLL = 0.05
 
     def resolve_approval(
         self,

@@ -48,6 +48,9 @@ Refusals are 401/403 and are written to the audit trail.
 the first answer and runs nothing twice.
 """
 
+#: The route modules, each mounted under ``/v1``.
+ROUTERS = (health, decisions, approvals, rules, kill_switch, audit, runs, keys)
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope, "description": text}
     for code, text in ((400, "The body could not be parsed"), (401, "No valid API key"), (403, "The key's role or identity may not do this"),
@@ -150,7 +153,7 @@ def create_app(
         on_result = app.state.metrics.observe_webhook if app.state.metrics is not None else None
         app.state.webhooks = WebhookDispatcher(eng.store, webhooks, on_result=on_result)
     errors.install(app)
-    for module in (health, decisions, approvals, rules, kill_switch, audit, runs, keys):
+    for module in ROUTERS:
         app.include_router(module.router, prefix="/v1")
     app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, store=idempotency)
     app.state.fast_decisions = decisions.FastEvaluate(eng, app.state.keys, app.state.metrics, app.state.webhooks)

@@ -25,6 +25,7 @@ from clearance.adapters.openai.dispatch import action_request
 from clearance.adapters.openai.structured import ResponseFormat, text_format, typed
 from clearance.adapters.openai.tools import FunctionTool, declared_tool, function_tool, strict_schema_problems
 from clearance.engine import AsyncEngine, Engine
+from clearance.engine.contract import AsyncEngineAPI, EngineAPI
 from clearance.errors import AlreadyClaimed, ApprovalNotPending, ClearanceError, NotFound
 from clearance.model import Action, Approval, ApprovalStatus
 
@@ -76,7 +77,7 @@ class _GuardBase:
         client: Any = None,
         actor: str = "agent",
         domain: str = "default",
-        engine: Any = None,
+        engine: EngineAPI | AsyncEngineAPI | None = None,
         api: API = "responses",
         fail_mode: Literal["closed", "open"] = "closed",
         mode: Literal["enforce", "shadow"] = "enforce",

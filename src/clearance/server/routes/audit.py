@@ -1,4 +1,4 @@
-"""The audit trail: query events, verify the hash chain."""
+"""The audit trail: query events, verify the hash chain; and what memory learnt from it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from clearance.memory.report import LearningReport
 from clearance.model import Event
 from clearance.server import schemas as S
 from clearance.server.auth import Principal, require
@@ -35,3 +36,9 @@ def events(
             summary="Check the hash chain; names the first broken link if anything was altered")  # fmt: skip
 def verify(request: Request, principal: Reader) -> S.AuditReportResponse:
     return S.AuditReportResponse(**engine_of(request).verify_audit().as_dict())
+
+
+@router.get("/learning/report", response_model=LearningReport,
+            summary="What memory changed, and how well its risk matched the outcomes reported")  # fmt: skip
+def learning_report(request: Request, principal: Reader) -> LearningReport:
+    return engine_of(request).learning_report()
