@@ -16,10 +16,12 @@ import pydantic
 import pytest
 from adapter_support import db_path, decision_rows, engine, guard_for, serve  # noqa: F401 - fixtures
 from openai_spec import assert_valid
+from standardwebhooks import Webhook
 
 from clearance import AsyncGuardedOpenAI, Engine, parse_rules
-from clearance.adapters.openai.dispatch import WebhookDispatcher, verify_signature
+from clearance.adapters.openai.dispatch import DispatchWebhook
 from clearance.errors import StructuredOutputError
+from clearance.signing import WebhookSignatureError, verify
 from clearance.testing import ScriptedOpenAI, turn
 
 Serve = Callable[..., ScriptedOpenAI]
@@ -171,15 +173,14 @@ def test_a_declared_tool_call_is_decided_and_handed_back_not_run(serve: Serve, e
 
 @pytest.fixture
 def webhook() -> Iterator[tuple[str, list[dict], list[int]]]:
-    """A real HTTP receiver on loopback that checks signatures; answers 500 once if asked."""
+    """A real HTTP receiver on loopback that keeps each request; answers 500 first if asked."""
     received: list[dict] = []
     fail_first: list[int] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            ok = verify_signature("s3cret", self.headers["X-Clearance-Timestamp"], body, self.headers["X-Clearance-Signature"])
-            received.append({"ok": ok, "body": json.loads(body), "delivery": self.headers["X-Clearance-Delivery"]})
+            received.append({"body": body, "headers": {k.lower(): v for k, v in self.headers.items()}})
             status = 500 if fail_first and len(received) <= fail_first[0] else 200
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -196,24 +197,46 @@ def webhook() -> Iterator[tuple[str, list[dict], list[int]]]:
     httpd.shutdown()
 
 
-def test_a_webhook_dispatch_is_signed_and_retried_with_one_delivery_id(serve: Serve, engine: Engine, webhook: Any) -> None:
+def test_a_webhook_dispatch_is_signed_and_retried_with_one_message_id(serve: Serve, engine: Engine, webhook: Any) -> None:
     url, received, fail_first = webhook
     fail_first.append(1)
     server = serve(turn.function_call("run_story", {"storyName": "escalate"}), turn.text("ok"))
     g = guard_for(server, engine, dispatch_tools={"run_story": "default-story"},
-                  dispatcher=WebhookDispatcher(url, "s3cret", backoff_seconds=0.01))  # fmt: skip
+                  dispatcher=DispatchWebhook(url, "s3cret", backoff_seconds=0.01))  # fmt: skip
     g.declare_tool("run_story", STORY)
     result = g.run(messages=USER, model="gpt-4.1")
-    assert [r["ok"] for r in received] == [True, True] and received[0]["delivery"] == received[1]["delivery"]
-    assert received[1]["body"] == {"tool": "run_story", "target": "escalate", "inputs": {}}
     assert result["execution"]["last"]["output"]["response"] == {"run": "sr-1"}
-    assert not verify_signature("wrong", "0", b"{}", "sha256=00")
+    first, retry = received
+    request_id = result["execution"]["last"]["decision"]["request_id"]
+    assert first["headers"]["webhook-id"] == retry["headers"]["webhook-id"] == f"dsp_{request_id}"  # one id per call
+    for r in received:  # our helper and the Standard Webhooks library (the plain secret's bytes are the key)
+        assert verify("s3cret", r["body"], r["headers"]) == {"tool": "run_story", "target": "escalate", "inputs": {}}
+        assert Webhook(b"s3cret").verify(r["body"], r["headers"]) == json.loads(r["body"])
+        assert not {"x-clearance-signature", "x-clearance-timestamp", "x-clearance-delivery"} & set(r["headers"])
+    with pytest.raises(WebhookSignatureError, match="wrong secret"):
+        verify("wrong", retry["body"], retry["headers"])
+    with pytest.raises(WebhookSignatureError, match="altered"):
+        verify("s3cret", retry["body"].replace(b"escalate", b"delete-all"), retry["headers"])
+    with pytest.raises(WebhookSignatureError, match="no webhook-timestamp header"):
+        verify("s3cret", retry["body"], {k: v for k, v in retry["headers"].items() if k != "webhook-timestamp"})
 
 
-def test_webhook_signatures_expire() -> None:
-    from clearance.adapters.openai.dispatch import sign
+def test_an_approved_dispatch_is_named_by_its_decision_also_from_the_async_guard(serve: Serve, engine: Engine,
+                                                                                webhook: Any) -> None:  # fmt: skip
+    url, received, _ = webhook
+    engine.apply_rules(parse_rules("version: 1\nrules:\n  - id: ask\n    tool: run_story\n    effect: require_approval\n"))
+    server = serve(turn.function_call("run_story", {"storyName": "refund-all"}), turn.text("Done."))
+    g = guard_for(server, engine, AsyncGuardedOpenAI, dispatch_tools={"run_story": "x"}, dispatcher=DispatchWebhook(url, "s3cret"))
+    g.declare_tool("run_story", STORY)
 
-    sig = sign("k", 1000, b"{}")
-    assert verify_signature("k", "1000", b"{}", sig, now=1100)
-    assert not verify_signature("k", "1000", b"{}", sig, now=2000), "a replay after the tolerance is refused"
-    assert not verify_signature("k", "1000", b'{"x":1}', sig, now=1100), "a changed body is refused"
+    async def approve_and_resume() -> dict[str, Any]:
+        [pending] = (await g.run(messages=USER, model="gpt-4.1"))["pending_approvals"]
+        assert received == []
+        engine.resolve_approval(pending["approval_id"], "approved", approver="alice")
+        await g.resume_after_approval(pending["approval_id"])
+        return pending  # type: ignore[no-any-return]
+
+    pending = asyncio.run(approve_and_resume())
+    [sent] = received
+    assert sent["headers"]["webhook-id"] == f"dsp_{pending['request_id']}"
+    assert verify("s3cret", sent["body"], sent["headers"]) == {"tool": "run_story", "target": "refund-all", "inputs": {}}

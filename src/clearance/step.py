@@ -20,7 +20,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from clearance.adapters.openai.dispatch import WebhookDispatcher
+from clearance.adapters.openai.dispatch import DispatchWebhook
 from clearance.adapters.openai.guard import GuardedOpenAI
 from clearance.errors import ClearanceError
 
@@ -256,7 +256,7 @@ class ChatStep:
                 secret = os.environ.get(cfg.dispatch_secret_env)
                 if not secret:
                     raise StepConfigError(f"dispatch_webhook is set but ${cfg.dispatch_secret_env} (the signing secret) is not")
-                dispatcher = WebhookDispatcher(cfg.dispatch_webhook, secret)
+                dispatcher = DispatchWebhook(cfg.dispatch_webhook, secret)
             else:
                 # As in the engram: the step's output carries the action request, and whoever runs
                 # the step acts on it.

@@ -378,8 +378,9 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port and the store.")] = 1,
     webhook_url: Annotated[Optional[list[str]], typer.Option("--webhook-url", help="POST approval events here (repeatable; "
                            "default: CLEARANCE_WEBHOOK_URLS, comma-separated).")] = None,
-    webhook_secret: Annotated[Optional[str], typer.Option("--webhook-secret", help="Shared secret that signs webhooks "
-                              "(default: CLEARANCE_WEBHOOK_SECRET, which keeps it out of the process list).")] = None,
+    webhook_secret: Annotated[Optional[str], typer.Option("--webhook-secret", help="Shared secret that signs webhooks: "
+                              "whsec_<base64> or any string (default: CLEARANCE_WEBHOOK_SECRET, which keeps it out of the "
+                              "process list).")] = None,
 ) -> None:
     """Run the control-plane server (HTTP API under /v1, OpenAPI at /v1/openapi.json) on this store."""
     try:

@@ -117,14 +117,14 @@ def create_app(
         if freeze_gc:
             gc.collect()  # what is garbage already is collected, not frozen with the rest
             gc.freeze()
-        dispatcher = app.state.webhooks
-        if dispatcher is not None:
-            await dispatcher.start()
+        sender = app.state.webhooks
+        if sender is not None:
+            await sender.start()
         try:
             yield
         finally:
-            if dispatcher is not None:
-                await dispatcher.stop()
+            if sender is not None:
+                await sender.stop()
             app.state.fast_decisions.stop()  # the group-commit writer, before the engine closes
             idempotency.close()
             if close:
@@ -148,10 +148,10 @@ def create_app(
             observe = app.state.metrics.observe_request
             app.include_router(app.state.metrics.router())
     if webhooks is not None:
-        from clearance.server.webhooks import WebhookDispatcher
+        from clearance.server.webhooks import ApprovalWebhookSender
 
         on_result = app.state.metrics.observe_webhook if app.state.metrics is not None else None
-        app.state.webhooks = WebhookDispatcher(eng.store, webhooks, on_result=on_result)
+        app.state.webhooks = ApprovalWebhookSender(eng.store, webhooks, on_result=on_result)
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router, prefix="/v1")

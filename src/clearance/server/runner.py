@@ -21,7 +21,7 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
     (and the store: idempotency keys and API keys live there, so any worker may answer a retry).
 
     Webhooks go to ``webhook_urls`` (else ``CLEARANCE_WEBHOOK_URLS``), signed with
-    ``webhook_secret`` (else ``CLEARANCE_WEBHOOK_SECRET``); every worker runs a dispatcher and
+    ``webhook_secret`` (else ``CLEARANCE_WEBHOOK_SECRET``); every worker runs a sender and
     the store makes sure each event is sent by one of them."""
     import logging
 

@@ -4,7 +4,7 @@
 Why it is driven by the audit trail rather than by the request that resolved an approval:
 approvals are created, resolved and expired by any server worker, by ``clearance`` on the
 command line and by embedded engines sharing the store; the audit trail is the one durable,
-ordered record of all of them. Each worker's dispatcher
+ordered record of all of them. Each worker's sender
 
 1. **queues**: under a lock on the endpoint's row in ``webhook_cursors`` (``BEGIN IMMEDIATE`` on
    SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL) it reads the approval events after the
@@ -16,23 +16,21 @@ ordered record of all of them. Each worker's dispatcher
    final failure, or a retry time (exponential backoff with jitter, or ``Retry-After``).
 
 A crash after queueing loses nothing (the rows are durable); a crash while sending leaves a
-lease that lapses, and the delivery is sent again with the same ``Clearance-Delivery`` id, so
-receivers that remember ids see each event once. That is the only case of a second send.
+lease that lapses, and the delivery is sent again with the same ``webhook-id``, so receivers
+that remember ids see each event once. That is the only case of a second send.
 
 A new endpoint starts at the current end of the audit trail: it is told about what happens
 from then on, not about the whole history.
 
-Each request carries ``Clearance-Event``, ``Clearance-Delivery`` and ``Clearance-Signature:
-t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" with the shared secret>``; receivers
-check it with :func:`verify_signature`.
+Each request carries ``Clearance-Event`` and is signed as Standard Webhooks, with the delivery
+id as ``webhook-id`` (:mod:`clearance.signing`); receivers check it with
+:func:`clearance.signing.verify`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -49,86 +47,18 @@ from sqlalchemy.engine import Connection
 
 from clearance._version import __version__
 from clearance.model import new_id, utcnow
+from clearance.retry_after import retry_after_seconds
+from clearance.signing import signed_headers
 from clearance.store import schema as t
 from clearance.store.sql import SqlStore
 
-__all__ = [
-    "EVENTS",
-    "SIGNATURE_HEADER",
-    "WebhookDispatcher",
-    "WebhookSettings",
-    "WebhookSignatureError",
-    "sign",
-    "signature_header",
-    "verify_signature",
-]
+__all__ = ["EVENTS", "ApprovalWebhookSender", "WebhookSettings"]
 
 log = logging.getLogger("clearance.server.webhooks")
 
 #: The audit event types that are sent.
 EVENTS = ("approval.requested", "approval.resolved", "approval.expired")
-SIGNATURE_HEADER = "Clearance-Signature"
 EVENT_HEADER = "Clearance-Event"
-DELIVERY_HEADER = "Clearance-Delivery"
-
-# -- signing ------------------------------------------------------------------------------
-
-
-class WebhookSignatureError(ValueError):
-    """The ``Clearance-Signature`` header is missing, malformed, stale, or does not match."""
-
-
-def _as_bytes(body: bytes | str) -> bytes:
-    return body.encode() if isinstance(body, str) else bytes(body)
-
-
-def sign(secret: str, body: bytes | str, timestamp: int) -> str:
-    """The hex HMAC-SHA256 of ``f"{timestamp}.{body}"`` with ``secret``."""
-    message = f"{int(timestamp)}.".encode() + _as_bytes(body)
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-
-
-def signature_header(secret: str, body: bytes | str, timestamp: int | None = None) -> str:
-    """The value of ``Clearance-Signature`` for ``body``: ``t=<unix>,v1=<hex>``."""
-    ts = int(time.time()) if timestamp is None else int(timestamp)
-    return f"t={ts},v1={sign(secret, body, ts)}"
-
-
-def verify_signature(secret: str, header: str | None, body: bytes | str, tolerance_seconds: float = 300,
-                     *, now: float | None = None) -> int:  # fmt: skip
-    """Check a webhook's ``Clearance-Signature`` header against the raw body as received.
-
-    Returns the signed timestamp; raises :class:`WebhookSignatureError` when the header is
-    missing or malformed, when the timestamp is further than ``tolerance_seconds`` from now
-    (which stops an intercepted request from being replayed later), or when no ``v1`` value
-    matches. Verify the exact bytes received, before parsing the JSON.
-    """
-    if not header:
-        raise WebhookSignatureError(f"no {SIGNATURE_HEADER} header")
-    timestamp: int | None = None
-    candidates: list[str] = []
-    for part in header.split(","):
-        key, sep, value = part.strip().partition("=")
-        if not sep:
-            continue
-        if key == "t":
-            try:
-                timestamp = int(value)
-            except ValueError:
-                raise WebhookSignatureError(f"{SIGNATURE_HEADER} has a timestamp that is not a number: {value!r}") from None
-        elif key == "v1":
-            candidates.append(value.strip())
-    if timestamp is None or not candidates:
-        raise WebhookSignatureError(f"{SIGNATURE_HEADER} must look like t=<unix seconds>,v1=<hex>, got {header!r}")
-    age = (time.time() if now is None else now) - timestamp
-    if abs(age) > tolerance_seconds:
-        raise WebhookSignatureError(f"the signature's timestamp is {age:.0f} s from now, outside the tolerance of "
-                                    f"{tolerance_seconds:g} s")  # fmt: skip
-    expected = sign(secret, body, timestamp)
-    if not any(hmac.compare_digest(expected, c) for c in candidates):
-        raise WebhookSignatureError("the signature does not match the body (wrong secret, or the body was altered)")
-    return timestamp
-
 
 # -- settings -----------------------------------------------------------------------------
 
@@ -167,6 +97,7 @@ class WebhookSettings:
                 raise ValueError(f"a webhook URL must start with http:// or https://, got {url!r}")
         if not self.secret:
             raise ValueError("webhooks need a signing secret (--webhook-secret or CLEARANCE_WEBHOOK_SECRET)")
+        signed_headers(self.secret, "check", b"")  # a malformed whsec_ secret fails at start, not at each send
         unknown = set(self.events) - set(EVENTS)
         if unknown:
             raise ValueError(f"unknown webhook events {sorted(unknown)}; known: {list(EVENTS)}")
@@ -199,7 +130,7 @@ def delivery_id(endpoint: str, seq: int) -> str:
     return f"whd_{endpoint}_{seq}"
 
 
-# -- the dispatcher -----------------------------------------------------------------------
+# -- the sender -----------------------------------------------------------------------
 
 
 @dataclass
@@ -221,7 +152,7 @@ class _Result:
 
 
 @dataclass
-class WebhookDispatcher:
+class ApprovalWebhookSender:
     """Queues, claims and sends the webhook deliveries of one server worker (see the module doc).
 
     ``on_result(event_type, outcome)`` is told of each attempt's outcome (``delivered``,
@@ -408,9 +339,8 @@ class WebhookDispatcher:
             "Content-Type": "application/json",
             "User-Agent": f"clearance-webhooks/{__version__}",
             EVENT_HEADER: c.event_type,
-            DELIVERY_HEADER: c.delivery_id,
             "Clearance-Attempt": str(c.attempts),
-            SIGNATURE_HEADER: signature_header(self.settings.secret, body),
+            **signed_headers(self.settings.secret, c.delivery_id, body),
         }
         try:
             resp = await client.post(c.url, content=body, headers=headers, timeout=self.settings.timeout_seconds)
@@ -425,7 +355,7 @@ class WebhookDispatcher:
             return _Result(c, "delivered", code)
         text = f"HTTP {code}: {resp.text[:200]}"
         if code >= 500 or code in (408, 429):
-            return self._retry_or_fail(c, code, text, _retry_after(resp.headers.get("retry-after")))
+            return self._retry_or_fail(c, code, text, retry_after_seconds(resp.headers))
         log.warning("webhook delivery %s to %s refused with %d; not retried", c.delivery_id, c.url, code)
         return _Result(c, "failed", code, text)
 
@@ -478,7 +408,7 @@ class WebhookDispatcher:
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # noqa: BLE001 - a store hiccup must not end the loop
-                    log.exception("webhook dispatcher round failed; retrying")
+                    log.exception("webhook sender round failed; retrying")
                     due_in = None
                 wait = self.settings.poll_seconds if due_in is None else min(self.settings.poll_seconds, max(due_in, 0.0))
                 try:
@@ -508,21 +438,6 @@ def _insert(conn: Connection) -> Any:
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds from now: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max((_utc(when) - utcnow()).total_seconds(), 0.0)
 
 
 def _payload(conn: Connection, did: str, event: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from clearance.adapters.openai.loop import LoopConfig, RunState, Steps, _decisio
 from clearance.adapters.openai.resilience import CircuitBreaker, ResilienceConfig
 from clearance.adapters.openai.provider import AzureSettings, make_client
 from clearance.adapters.openai.wire import API, wire_for
-from clearance.adapters.openai.dispatch import action_request
+from clearance.adapters.openai.dispatch import action_request, dispatching
 from clearance.adapters.openai.structured import ResponseFormat, text_format, typed
 from clearance.adapters.openai.tools import FunctionTool, declared_tool, function_tool, strict_schema_problems
 from clearance.engine import AsyncEngine, Engine
@@ -140,7 +140,7 @@ class _GuardBase:
         self.structured_tool_name = structured_tool_name
         self.dispatch_tools = dict(dispatch_tools or {})
         if self.dispatch_tools and dispatcher is None:
-            raise ValueError("dispatch_tools needs a dispatcher: a callable, or WebhookDispatcher(url, secret)")
+            raise ValueError("dispatch_tools needs a dispatcher: a callable, or DispatchWebhook(url, secret)")
         self.dispatcher = dispatcher
         azure = None
         if client is None and base_url is None:
@@ -530,7 +530,8 @@ class GuardedOpenAI(_GuardBase):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _run_tool(self, run: fx.ToolRun) -> fx.ToolResult:
-        with telemetry.tool_call_span(run.tool, request_id=run.request_id, call_id=run.call_id) as span:
+        with telemetry.tool_call_span(run.tool, request_id=run.request_id, call_id=run.call_id) as span, \
+                dispatching(run.request_id):
             try:
                 tool = self._tools[run.tool]
                 output = tool.invoke(run.arguments)
@@ -731,7 +732,8 @@ class AsyncGuardedOpenAI(_GuardBase):
     async def _run_tool(self, run: fx.ToolRun) -> fx.ToolResult:
         # Each call runs in its own task (gather), which copies the context: the span is this
         # call's alone, a child of the caller's span, and the parent of whatever the tool traces.
-        with telemetry.tool_call_span(run.tool, request_id=run.request_id, call_id=run.call_id) as span:
+        with telemetry.tool_call_span(run.tool, request_id=run.request_id, call_id=run.call_id) as span, \
+                dispatching(run.request_id):
             try:
                 tool = self._tools[run.tool]
                 if tool.is_async:

@@ -192,7 +192,7 @@ class FastEvaluate:
         from clearance.engine.batch import BatchWriter
 
         self.engine, self.keys, self.metrics = engine, keys, metrics
-        self.webhooks = webhooks  # a WebhookDispatcher: woken when an approval is requested
+        self.webhooks = webhooks  # an ApprovalWebhookSender: woken when an approval is requested
         # Batches are decided on the event loop's thread (on SQLite), and the fsync of one overlaps
         # the deciding of the next; each answer still waits for its own fsync.
         self.writer = BatchWriter(engine, overlap_sync=True, inline=True)
