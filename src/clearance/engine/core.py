@@ -53,7 +53,7 @@ from clearance.model import (
     new_id,
     utcnow,
 )
-from clearance.policy import RuleFile, RuleSet, Verdict, evaluate, load_rules, usage_lookups
+from clearance.policy import Rule, RuleFile, RuleSet, Verdict, evaluate, load_rules, usage_lookups
 from clearance.policy.risk import apply_risk, resolve_risk
 from clearance.store import SqlStore, open_store
 from clearance.store.sql import SqlTx
@@ -181,36 +181,76 @@ class Engine:
     def apply_rules(self, rules: RuleFile | str | Path, *, applied_by: str | None = None) -> PolicyInfo:
         """Make a rules file the policy; a new version only when something changed."""
         source = rules if isinstance(rules, RuleFile) else load_rules(rules)
-        incoming = RuleSet.compile(source, "pending")  # raises before anything is written
-        digest = incoming.digest()
+        now = self.clock()
+        with self.store.write() as tx:
+            return self._apply(tx, source, applied_by, now)
+
+    def edit_rule(self, change: Literal["add", "replace", "remove", "pause", "resume"], rule_id: str,
+                  rule: Rule | None = None, *, applied_by: str | None = None) -> PolicyInfo:  # fmt: skip
+        """Change one rule of the policy in force (the rest of the document as it is), reading and
+        writing in one transaction under the store's writer lock: edits made at the same time,
+        through any number of processes, each see the one before and none is lost."""
+        if (rule is None) != (change in ("remove", "pause", "resume")):
+            raise ValueError(f"{change!r} {'takes no' if rule is not None else 'needs a'} rule")
+        if rule is not None and rule.id != rule_id:
+            raise ValueError(f"the rule's id {rule.id!r} differs from {rule_id!r}")
         now = self.clock()
         with self.store.write() as tx:
             head = tx.policy_head()
-            prev = tx.get_policy(head) if head else None
-            if prev is not None and prev["digest"] == digest:
-                return PolicyInfo(head, digest, [], [], [], unchanged=True)
-            old_rules = {r["id"]: r for r in (prev["document"]["rules"] if prev else [])}
-            old_versions: dict[str, int] = prev["rule_versions"] if prev else {}
-            versions, added, changed = {}, [], []
-            for rule in source.rules:
-                old = old_rules.get(rule.id)
-                if old is None:
-                    versions[rule.id] = old_versions.get(rule.id, 0) + 1
-                    added.append(rule.id)
-                elif RuleFile.model_validate({"rules": [old]}).rules[0].content_digest() != rule.content_digest():
-                    versions[rule.id] = old_versions.get(rule.id, 1) + 1
-                    changed.append(rule.id)
-                else:
-                    versions[rule.id] = old_versions.get(rule.id, 1)
-            removed = sorted(set(old_rules) - {r.id for r in source.rules})
-            # Keep the versions of removed rules, so a rule that comes back continues its count.
-            all_versions = {**old_versions, **versions}
-            version = head + 1
-            tx.insert_policy({"version": version, "digest": digest, "document": source.model_dump(mode="json", exclude_none=True),
-                              "rule_versions": all_versions, "applied_at": now, "applied_by": applied_by})  # fmt: skip
-            audit.append(tx, "rules.applied", {"policy_version": str(version), "digest": digest, "added": added,
-                         "changed": changed, "removed": removed, "applied_by": applied_by}, now=now)  # fmt: skip
+            row = tx.get_policy(head) if head else None
+            source = RuleFile.model_validate(row["document"]) if row is not None else RuleFile()
+            rules = list(source.rules)
+            at = next((i for i, r in enumerate(rules) if r.id == rule_id), None)
+            if change == "add":
+                if at is not None:
+                    raise ConflictError(f"rule {rule_id!r} exists already; replace it instead")
+                rules.append(rule)  # type: ignore[arg-type]
+            elif at is None:
+                raise NotFound(f"no rule {rule_id!r} in the rules in force")
+            elif change == "replace":
+                rules[at] = rule  # type: ignore[assignment]
+            elif change == "remove":
+                del rules[at]
+            else:
+                rules[at] = rules[at].model_copy(update={"status": "paused" if change == "pause" else "active"})
+            return self._apply(tx, source.model_copy(update={"rules": rules}), applied_by, now)
+
+    def _apply(self, tx: SqlTx, source: RuleFile, applied_by: str | None, now: datetime) -> PolicyInfo:
+        digest = RuleSet.compile(source, "pending").digest()  # CEL conditions, time zones: raises before any write
+        head = tx.policy_head()
+        prev = tx.get_policy(head) if head else None
+        if prev is not None and prev["digest"] == digest:
+            return PolicyInfo(head, digest, [], [], [], unchanged=True)
+        old_rules = {r["id"]: r for r in (prev["document"]["rules"] if prev else [])}
+        old_versions: dict[str, int] = prev["rule_versions"] if prev else {}
+        versions, added, changed = {}, [], []
+        for rule in source.rules:
+            old = old_rules.get(rule.id)
+            if old is None:
+                versions[rule.id] = old_versions.get(rule.id, 0) + 1
+                added.append(rule.id)
+            elif RuleFile.model_validate({"rules": [old]}).rules[0].content_digest() != rule.content_digest():
+                versions[rule.id] = old_versions.get(rule.id, 1) + 1
+                changed.append(rule.id)
+            else:
+                versions[rule.id] = old_versions.get(rule.id, 1)
+        removed = sorted(set(old_rules) - {r.id for r in source.rules})
+        # Keep the versions of removed rules, so a rule that comes back continues its count.
+        all_versions = {**old_versions, **versions}
+        version = head + 1
+        tx.insert_policy({"version": version, "digest": digest, "document": source.model_dump(mode="json", exclude_none=True),
+                          "rule_versions": all_versions, "applied_at": now, "applied_by": applied_by})  # fmt: skip
+        audit.append(tx, "rules.applied", {"policy_version": str(version), "digest": digest, "added": added,
+                     "changed": changed, "removed": removed, "applied_by": applied_by}, now=now)  # fmt: skip
         return PolicyInfo(version, digest, added, changed, removed)
+
+    def rules_at(self, version: int) -> RuleSet:
+        """The rules of one applied policy version."""
+        with self.store.read() as tx:
+            row = tx.get_policy(version) if version >= 1 else None
+        if row is None:
+            raise NotFound(f"no policy version {version}")
+        return RuleSet.compile(RuleFile.model_validate(row["document"]), str(version), row["rule_versions"])
 
     def policy_versions(self) -> list[dict[str, Any]]:
         with self.store.read() as tx:
@@ -241,24 +281,7 @@ class Engine:
         with self.store.write() as tx:
             known = _UsageAt.answers(lookups, tx.usage_lookups(lookups, now))
             rules = self._rules(tx)
-            switch = self._kill_switch_for(tx, action)
-            if switch is not None:
-                verdict = Verdict(DecisionResult.blocked, _kill_reason(switch))
-            else:
-                verdict = evaluate(rules, action, now, _UsageAt(tx, now, known))
-            rules_result = verdict.result
-            estimate = _NO_ESTIMATE
-            if learns:
-                # Inside the writer lock: memory has seen every event before this decision, in
-                # every process, and a rebuild from the log will compute the same estimate.
-                while not self._catch_up(tx):
-                    pass
-                policy = resolve_risk(rules, action)
-                estimate = self.memory.assess(action, now, half_life_days=policy.half_life_days, prior=policy.prior,
-                                              prior_strength=policy.prior_strength,
-                                              outcome_error_rate=policy.outcome_error_rate)  # fmt: skip
-                if switch is None:
-                    verdict = apply_risk(verdict, estimate, policy)
+            verdict, rules_result, estimate = self._judge(tx, rules, action, now, known)
             approval_id = expires = None
             if verdict.result is DecisionResult.requires_approval:
                 approval_id = new_id("apr")
@@ -322,6 +345,42 @@ class Engine:
                                                                     "decided_at": now}}  # fmt: skip
             self.memory.ingest(written)
         return decision, decision_json
+
+    def _judge(self, tx: SqlTx, rules: RuleSet, action: Action, now: datetime,
+               known: Mapping[tuple[Any, ...], Any] | None = None) -> tuple[Verdict, DecisionResult, RiskEstimate]:
+        """The verdict on one call (kill switch, rules, then memory's risk), the rules' verdict
+        alone, and memory's estimate. Reads only: ``evaluate`` and ``dry_run`` share it."""
+        switch = self._kill_switch_for(tx, action)
+        if switch is not None:
+            verdict = Verdict(DecisionResult.blocked, _kill_reason(switch))
+        else:
+            verdict = evaluate(rules, action, now, _UsageAt(tx, now, known))
+        rules_result = verdict.result
+        estimate = _NO_ESTIMATE
+        if self.memory.learns:
+            # Inside the caller's transaction: memory has seen every event before this decision,
+            # in every process, and a rebuild from the log will compute the same estimate.
+            while not self._catch_up(tx):
+                pass
+            policy = resolve_risk(rules, action)
+            estimate = self.memory.assess(action, now, half_life_days=policy.half_life_days, prior=policy.prior,
+                                          prior_strength=policy.prior_strength,
+                                          outcome_error_rate=policy.outcome_error_rate)  # fmt: skip
+            if switch is None:
+                verdict = apply_risk(verdict, estimate, policy)
+        return verdict, rules_result, estimate
+
+    def dry_run(self, actions: Sequence[Action | Mapping[str, Any]], *, rules: RuleFile | None = None) -> tuple[str, list[Verdict]]:
+        """What ``evaluate`` would decide for each action now, under the rules in force or
+        ``rules``, with nothing written: the policy version and one verdict per action."""
+        parsed = [a if isinstance(a, Action) else Action.model_validate(a) for a in actions]
+        now = self.clock()
+        if self.memory.learns and not self._memory_warm:
+            self.warm_memory()
+        # The writer lock, though nothing is written: memory catches up only under it.
+        with self.store.write(sync=False) as tx:
+            ruleset = RuleSet.compile(rules, "dry-run") if rules is not None else self._rules(tx)
+            return ruleset.policy_version, [self._judge(tx, ruleset, a, now)[0] for a in parsed]
 
     def evaluate_batch(self, actions: Sequence[Action | Mapping[str, Any]]) -> list[Decision]:
         """Decide several calls, in order (each durable before the next is decided)."""
