@@ -323,7 +323,8 @@ def test_validation_errors_name_the_field(live: Live) -> None:
     bad_json = c.post("/v1/decisions", content=b'{"tool": ', headers={"content-type": "application/json"})
     assert assert_envelope(bad_json, 422, "validation_error")["field"] == "body"
     deep = c.post("/v1/decisions", content=b"[" * 50_000 + b"]" * 50_000, headers={"content-type": "application/json"})
-    assert_envelope(deep, 400, "bad_request")  # nested past what the parser takes: refused, not a 500
+    # Nested past what the parser takes: refused like any malformed body, not a 500.
+    assert "recursion limit" in assert_envelope(deep, 422, "validation_error")["message"]
     assert assert_envelope(c.get("/v1/approvals", params={"limit": 0}), 403)  # agents may not list approvals
     assert assert_envelope(live.client("approver").get("/v1/approvals", params={"limit": 0}), 422)["field"] == "query.limit"
 

@@ -827,6 +827,12 @@ class Engine:
             rows = tx.query_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq, limit=limit)
         return [audit.to_event(r) for r in rows]
 
+    def record_refusal(self, details: Mapping[str, Any]) -> None:
+        """Put a refused request (who, what, why: the server's 401s and 403s) in the audit trail."""
+        now = self.clock()
+        with self.store.write() as tx:
+            audit.append(tx, "auth.refused", dict(details), now=now)
+
     def verify_audit(self) -> AuditReport:
         with self.store.read() as tx:
             return audit.verify(tx)

@@ -125,7 +125,7 @@ def create_app(
         finally:
             if sender is not None:
                 await sender.stop()
-            app.state.fast_decisions.stop()  # the group-commit writer, before the engine closes
+            app.state.decisions.stop()  # the group-commit writer, before the engine closes
             idempotency.close()
             if close:
                 eng.close()
@@ -156,12 +156,12 @@ def create_app(
     for module in ROUTERS:
         app.include_router(module.router, prefix="/v1")
     app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, store=idempotency)
-    app.state.fast_decisions = decisions.FastEvaluate(eng, app.state.keys, app.state.metrics, app.state.webhooks)
+    app.state.decisions = decisions.DecisionEndpoint(eng, app.state.keys, app.state.metrics, app.state.webhooks)
     app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe)
     # POST /v1/decisions meets the hot path before FastAPI's middleware stack, and takes the
     # whole stack (with this same context) only when the hot path gives it back.
     app.front = RequestContext(functools.partial(FastAPI.__call__, app), max_body_bytes=max_body_bytes, observe=observe,
-                               fast=app.state.fast_decisions)  # fmt: skip
+                               fast=app.state.decisions)  # fmt: skip
     return app
 
 
@@ -177,12 +177,13 @@ class _App(FastAPI):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         front = self.front
         if front is not None and scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == _FAST_PATH:
+            scope["app"] = self  # as Starlette sets it for what it routes (refusals read the engine from it)
             await front(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
 
-_FAST_PATH = decisions.FastEvaluate.path
+_FAST_PATH = decisions.DecisionEndpoint.path
 
 
 def from_env() -> FastAPI:

@@ -23,11 +23,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from clearance.engine import audit
-from clearance.model import utcnow
 from clearance.server.errors import ApiError
 from clearance.server.keystore import ROLES, ApiKey, KeyStore, Principal, Role
-from clearance.store import SqlStore
 
 __all__ = ["ROLES", "ApiKey", "KeyStore", "Principal", "Role", "refuse", "require"]
 
@@ -47,9 +44,7 @@ def refuse(request: Request, status: int, message: str, principal: Principal | N
                "client": request.client.host if request.client else None,
                "correlation_id": getattr(request.state, "correlation_id", None)}  # fmt: skip
     try:
-        store: SqlStore = request.app.state.engine.store
-        with store.write() as tx:
-            audit.append(tx, "auth.refused", payload, now=utcnow())
+        request.app.state.engine.record_refusal(payload)
     except Exception:  # noqa: BLE001 - the refusal stands even if it cannot be recorded
         log.exception("could not audit a refused request")
     return ApiError(status, kind, message, field)

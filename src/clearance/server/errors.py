@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clearance import errors as E
 
-__all__ = ["ERROR_TYPES", "ApiError", "ErrorBody", "ErrorEnvelope", "envelope", "error_type", "install"]
+__all__ = ["ERROR_TYPES", "ApiError", "ErrorBody", "ErrorEnvelope", "envelope", "error_type", "install", "validation_message"]
 
 log = logging.getLogger("clearance.server")
 
@@ -95,7 +95,7 @@ def _loc(loc: Any) -> str:
     return ".".join(str(p) for p in loc) if loc else "body"
 
 
-def _validation_message(errors: list[Any]) -> tuple[str, str | None]:
+def validation_message(errors: list[Any]) -> tuple[str, str | None]:
     if not errors:
         return "the request is not valid", None
     parts = []
@@ -132,12 +132,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, field = _validation_message(list(exc.errors()))
+        message, field = validation_message(list(exc.errors()))
         return envelope(422, "validation_error", message, field=field, correlation_id=_correlation(request))
 
     @app.exception_handler(ValidationError)
     async def _model_validation(request: Request, exc: ValidationError) -> JSONResponse:
-        message, field = _validation_message(list(exc.errors()))
+        message, field = validation_message(list(exc.errors()))
         return envelope(422, "validation_error", message, field=field and f"body.{field}", correlation_id=_correlation(request))
 
     @app.exception_handler(ValueError)

@@ -36,8 +36,8 @@ class RequestContext:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.observe = observe
-        # The hot path (clearance.server.routes.decisions.FastEvaluate): requests it can answer
-        # are answered here; the others go on to the app with their body.
+        # The one path that answers POST /v1/decisions (clearance.server.routes.decisions.DecisionEndpoint),
+        # in front of the app.
         self.fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,7 +86,6 @@ class RequestContext:
                 if too_big:
                     await respond(413, "payload_too_large", f"the body is larger than {self.max_body_bytes} bytes")
                     return
-            source = receive
             fast = self.fast
             if fast is not None and scope["method"] == "POST" and scope["path"] == fast.path:
                 chunks, size = [], 0
@@ -104,27 +103,19 @@ class RequestContext:
                         break
                 body = b"".join(chunks)
                 try:
-                    answer = await fast.handle(scope, headers, body)
+                    code, response_headers, payload = await fast.handle(scope, headers, body)
                 except Exception:  # as the app's handler for unexpected errors answers them
                     log.exception("internal error (correlation id %s)", correlation)
                     await respond(500, "internal_error", "internal error; the server log has the details")
                     return
-                if answer is not None:
-                    code, response_headers, payload = answer
-                    fast_route = fast.route
-                    await send_wrapper({"type": "http.response.start", "status": code, "headers": response_headers})
-                    await send_wrapper({"type": "http.response.body", "body": payload})
-                    return
-                replay = [{"type": "http.request", "body": body, "more_body": False}]
-
-                async def replayed() -> Message:
-                    return replay.pop() if replay else await receive()
-
-                source = replayed
+                fast_route = fast.route
+                await send_wrapper({"type": "http.response.start", "status": code, "headers": response_headers})
+                await send_wrapper({"type": "http.response.body", "body": payload})
+                return
             received = [0]
 
             async def receive_limited() -> Message:
-                message = await source()
+                message = await receive()
                 if message["type"] == "http.request":
                     received[0] += len(message.get("body", b""))
                     if received[0] > self.max_body_bytes:

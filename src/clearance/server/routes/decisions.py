@@ -8,7 +8,10 @@ import time
 from datetime import timedelta
 from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
 
 from clearance.engine import Engine
 from clearance.engine.batch import NotDurable
@@ -17,7 +20,8 @@ from clearance.model import Action, Decision, Execution, Outcome, utcnow
 from clearance.server import schemas as S
 from clearance.server.auth import KeyStore, Principal, require
 from clearance.server.deps import check_actor, engine_of
-from clearance.server.errors import ErrorBody, error_type
+from clearance.server.errors import ApiError, ErrorBody, ErrorEnvelope, error_type, validation_message
+from clearance.server.auth import refuse
 from clearance.store.sql import SqlTx
 from clearance.telemetry import evaluate_span
 
@@ -31,11 +35,21 @@ Reader = Annotated[Principal, Depends(require("agent", "approver"))]
 RequestId = Annotated[str, Path(min_length=1, max_length=64, description="The decision's request id.")]
 
 
-def _bind_actor(request: Request, principal: Principal, action: Action) -> Action:
-    if principal.role == "agent" and "actor" not in action.model_fields_set:
+def _bound(principal: Principal, action: Action) -> Action | None:
+    """The action as this key may send it (an agent key's identity fills in a missing actor),
+    or None when an agent key names another actor."""
+    if principal.role != "agent":
+        return action
+    if "actor" not in action.model_fields_set:
         return action.model_copy(update={"actor": principal.identity})
-    check_actor(request, principal, action.actor, "calls")
-    return action
+    return action if action.actor == principal.identity else None
+
+
+def _bind_actor(request: Request, principal: Principal, action: Action) -> Action:
+    bound = _bound(principal, action)
+    if bound is None:
+        check_actor(request, principal, action.actor, "calls")  # refuses, audited
+    return bound  # type: ignore[return-value]
 
 
 def _own_decision(request: Request, principal: Principal, request_id: str) -> Decision | None:
@@ -62,11 +76,12 @@ def _decide(request: Request, action: Action) -> Decision:
     return decision
 
 
-@router.post("/decisions", response_model=Decision, summary="Decide one tool call (durable before it returns)")
-def evaluate(action: Action, request: Request, principal: Agent) -> Response:
-    # The hot path: the engine's Decision is serialised once, not validated again on the way out.
-    decision = _decide(request, _bind_actor(request, principal, action))
-    return Response(decision.model_dump_json(), media_type="application/json")
+@router.post("/decisions", response_model=Decision, summary="Decide one tool call (durable before it returns)",
+             responses={409: {"model": ErrorEnvelope, "description": "An Idempotency-Key still in use"}})  # fmt: skip
+def evaluate(action: Action, principal: Agent) -> Decision:
+    """Declared for the OpenAPI document; :class:`DecisionEndpoint` answers every such request
+    before the framework routes it (see ``create_app``)."""
+    raise RuntimeError("POST /v1/decisions is answered by DecisionEndpoint")
 
 
 @router.post("/decisions/batch", response_model=S.EvaluateBatchResponse, summary="Decide several tool calls, in order")
@@ -168,20 +183,17 @@ def report_outcomes(body: S.ReportOutcomesRequest, request: Request, principal: 
     return S.ReportOutcomesResponse(results=results)
 
 
-# -- the hot path, without the framework ---------------------------------------------------------
-class FastEvaluate:
-    """``POST /v1/decisions`` for the common case, answered by :class:`RequestContext` before
-    FastAPI's routing, dependency injection and thread hop, with group commit.
+# -- POST /v1/decisions: one implementation, in front of the framework ---------------------------
+class DecisionEndpoint:
+    """``POST /v1/decisions``, answered in full by :class:`RequestContext` before FastAPI's
+    routing, dependency injection and thread hop, with group commit. It is the only code that
+    answers this path (the route above only declares it for the OpenAPI document).
 
-    It handles a request only when everything is in order: a valid key of role ``agent`` or
-    ``admin`` in ``Authorization: Bearer``, a JSON body that is a valid :class:`Action`, an
-    actor the key may act for. The decision is made by a :class:`BatchWriter`, together with the
-    decisions of concurrent requests, in one transaction and one fsync; an ``Idempotency-Key``
-    is looked up and its answer kept in that same transaction (so the key, the decision and the
-    answer become durable together, or none of them). Anything else (no or a bad key, another
-    role, an invalid body, another actor, a key seen before and not finished, any error while
-    deciding) is given back (``None``) and the request takes the regular route, which answers it
-    exactly as before: envelopes, audited refusals, idempotency waiting.
+    Auth, the role check, actor binding and ``Idempotency-Key`` are done here, each once: a
+    refusal is audited and answered with the envelope as any route's is. The decision is made
+    by a :class:`BatchWriter` together with those of concurrent requests, in one transaction
+    and one fsync; the key's answer is looked up and kept in that same transaction, so the key,
+    the decision and the answer become durable together, or none of them.
     """
 
     path = "/v1/decisions"
@@ -201,34 +213,12 @@ class FastEvaluate:
     def stop(self) -> None:
         self.writer.stop()
 
-    async def handle(self, scope: Any, headers: dict[bytes, bytes], body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        """The response (status, headers, body), or None to leave the request to the route."""
-        auth = headers.get(b"authorization")
-        ctype = headers.get(b"content-type")
-        if auth is None or ctype is None or not ctype.startswith(b"application/json") or auth[:7].lower() != b"bearer ":
-            return None
-        token = auth[7:].decode("latin-1")
-        if not token or " " in token:
-            return None
-        principal = self.keys.authenticate(token)  # cached: reads the store about once a second per key
-        if principal is None or principal.role not in ("agent", "admin"):
-            return None
+    async def handle(self, scope: Any, headers: dict[bytes, bytes], body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The response: status, headers and body."""
         try:
-            action = Action.model_validate_json(body)
-        except Exception:  # noqa: BLE001 - whatever it is, the route answers it as it always has
-            return None
-        if principal.role == "agent":
-            if "actor" not in action.model_fields_set:
-                action = action.model_copy(update={"actor": principal.identity})
-            elif action.actor != principal.identity:
-                return None
-        raw_key = headers.get(b"idempotency-key")
-        idem: tuple[str, str, str] | None = None
-        if raw_key is not None:
-            idem_key = raw_key.decode("latin-1")
-            if not 1 <= len(idem_key) <= 255 or not idem_key.isprintable():
-                return None
-            idem = (principal.key_id, idem_key, fingerprint(scope, body))
+            principal, action, idem = await self._admit(scope, headers, body)
+        except ApiError as exc:
+            return _envelope(scope, exc.status, exc.type, exc.message, exc.field)
         scope.setdefault("state", {})["principal"] = principal
         self._since_prune += 1
         prune = self._since_prune >= self.prune_every
@@ -256,16 +246,23 @@ class FastEvaluate:
         with evaluate_span(action, server=True, headers=trace_headers) as span:  # a shared no-op unless tracing is on
             try:
                 result = await self.writer.submit(decide)
-            except NotDurable as exc:  # committed, so it must not be decided again: a 500
-                return _not_durable(scope, str(exc))
-            except Exception:  # noqa: BLE001 - nothing was kept: the route decides (or refuses) it
-                return None
+            except NotDurable as exc:  # committed, so it must not be decided again
+                return _envelope(scope, 500, "internal_error", str(exc))
+            except ClearanceError as exc:
+                status, name = error_type(exc)
+                return _envelope(scope, status, name, str(exc))
+            except OperationalError:
+                return _envelope(scope, 503, "unavailable", "the store is unavailable; retry later", retry_after="1")
             if result[0] == "decided":
                 span.decision(result[1])
         if result[0] == "seen":
             fp, state, status, stored = result[1]
-            if idem is None or fp != idem[2] or state != "done" or status is None or stored is None:
-                return None  # a different request under this key, or one not finished: the route answers
+            if fp != idem[2]:  # type: ignore[index]
+                return _envelope(scope, 422, "idempotency_key_reused", "this Idempotency-Key was used for a different request",
+                                 "header.idempotency-key")  # fmt: skip
+            if state != "done" or status is None or stored is None:  # reserved by a request that never finished
+                return _envelope(scope, 409, "idempotency_in_progress", "a request with this Idempotency-Key has not "
+                                 "finished; retry later or use a new key")  # fmt: skip
             payload = stored.encode()
             return status, [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
                             (b"idempotent-replayed", b"true")], payload  # fmt: skip
@@ -277,12 +274,44 @@ class FastEvaluate:
         payload = out.encode()
         return 200, [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")], payload
 
+    async def _admit(self, scope: Any, headers: dict[bytes, bytes], body: bytes) -> tuple[Principal, Any, tuple[str, str, str] | None]:
+        """Who calls, what they ask for, under which key: or the :class:`ApiError` to answer."""
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        principal = self.keys.authenticate(token) if token else None  # cached: reads the store about once a second per key
+        if principal is None:
+            message = "the API key is not valid or was revoked" if token else "an API key is required: send Authorization: Bearer <key>"
+            raise await run_in_threadpool(refuse, Request(scope), 401, message)
+        if principal.role not in ("agent", "admin"):
+            raise await run_in_threadpool(refuse, Request(scope), 403, f"the {principal.role} role may not POST {self.path} "
+                                          "(needs admin or agent)", principal)  # fmt: skip
+        raw_key = headers.get(b"idempotency-key")
+        idem_key = raw_key.decode("latin-1") if raw_key is not None else None
+        if idem_key is not None and (not 1 <= len(idem_key) <= 255 or not idem_key.isprintable()):
+            raise ApiError(422, "validation_error", "Idempotency-Key must be 1 to 255 printable characters",
+                           field="header.idempotency-key")  # fmt: skip
+        try:
+            action = Action.model_validate_json(body)
+        except ValidationError as exc:
+            message, field = validation_message(list(exc.errors()))
+            raise ApiError(422, "validation_error", message, field if field == "body" else f"body.{field}") from None
+        bound = _bound(principal, action)
+        if bound is None:
+            await run_in_threadpool(_bind_actor, Request(scope), principal, action)  # raises the audited refusal
+        return principal, bound, (principal.key_id, idem_key, fingerprint(scope, body)) if idem_key is not None else None
 
-def _not_durable(scope: Any, message: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+
+def _envelope(scope: Any, status: int, type: str, message: str, field: str | None = None,
+              retry_after: str | None = None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:  # fmt: skip
     correlation = scope.get("state", {}).get("correlation_id")
-    body = ErrorBody(type="internal_error", message=message, status=500, correlation_id=correlation)
+    body = ErrorBody(type=type, message=message, status=status, field=field, correlation_id=correlation)
     payload = json.dumps({"error": body.model_dump()}).encode()
-    return 500, [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")], payload
+    headers = [(b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json")]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if retry_after is not None:
+        headers.append((b"retry-after", retry_after.encode()))
+    return status, headers, payload
 
 
 def fingerprint(scope: Any, body: bytes) -> str:
