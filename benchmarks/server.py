@@ -212,13 +212,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from clearance import Engine, parse_rules
-    from clearance.server.keystore import KeyStore
-
     tmp = tempfile.TemporaryDirectory(prefix="clearance-bench-")
     db = args.db or Path(tmp.name) / "bench.db"
     with Engine(db) as engine:
         engine.apply_rules(parse_rules(RULES))
-        _, token = KeyStore(engine.store).create("bench", "agent", identity="agent-bench")
+        _, token = engine.keys.create("bench", "agent", identity="agent-bench")
     port = free_port()
     server = start_server(db, port, args.workers)
     try:

@@ -178,14 +178,11 @@ class _RemotePool:
 
     def _prepare(self) -> _Served:
         import tempfile
-
-        from clearance.server.keystore import KeyStore
-
         db = Path(tempfile.mkdtemp(dir=self.root)) / "clearance.db"
         eng = Engine(db)
         try:
             eng.apply_rules(parse_rules(RULES))
-            _, token = KeyStore(eng.store).create("adapter-tests", "admin")
+            _, token = eng.keys.create("adapter-tests", "admin")
             store_url = eng.store.url
         finally:
             eng.close()  # the server process owns the engine: nothing of it stays open here

@@ -74,10 +74,7 @@ class Live:
 
 
 def make_keys(engine: Engine) -> dict[str, str]:
-    from clearance.server.keystore import KeyStore
-
-    store = KeyStore(engine.store)
-    return {name: store.create(name, role, identity=identity)[1] for name, (role, identity) in KEYS.items()}
+    return {name: engine.keys.create(name, role, identity=identity)[1] for name, (role, identity) in KEYS.items()}
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ from server_support import start_process, stop_process
 
 from clearance import Engine, parse_rules
 from clearance.errors import ConflictError, NotFound
-from clearance.server.keystore import KeyStore
-
 EDITS = 40  # per process
 
 
@@ -24,7 +22,7 @@ def test_concurrent_edits_through_two_server_processes_are_all_kept(tmp_path: Pa
     db = tmp_path / "shared.db"
     engine = Engine(db)
     engine.apply_rules(parse_rules("rules:\n  - id: base\n    tool: t\n    max_value: 10\n"))
-    _, token = KeyStore(engine.store).create("ops", "admin")
+    _, token = engine.keys.create("ops", "admin")
     engine.close()
     servers = [start_process(db) for _ in range(2)]
     try:

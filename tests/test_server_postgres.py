@@ -50,11 +50,11 @@ def pg_url() -> Iterator[str]:
 
 
 def test_the_server_on_postgresql(pg_url: str) -> None:
-    from clearance.server import KeyStore, ServerThread
+    from clearance.server import ServerThread
 
     engine = Engine(pg_url)
     engine.apply_rules(parse_rules(RULES))
-    keys = KeyStore(engine.store)
+    keys = engine.keys
     tokens = {name: keys.create(name, role, identity=name)[1]
               for name, role in (("agent-7", "agent"), ("alice", "approver"), ("bob", "approver"))}  # fmt: skip
     with ServerThread(engine) as server, RemoteEngine(server.url, tokens["agent-7"]) as agent, \

@@ -397,12 +397,6 @@ def serve(
                workers=workers, webhook_urls=webhook_url or (), webhook_secret=webhook_secret)
 
 
-def _keystore() -> Any:
-    from clearance.server.keystore import KeyStore
-
-    return KeyStore(_engine().store)
-
-
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="A name for the key, e.g. the service that uses it.")],
@@ -412,11 +406,8 @@ def keys_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create an API key; its token is printed once and never stored."""
-    keys = _keystore()
-    try:
-        key, token = keys.create(name, role, identity=identity, created_by=_who(by))
-    finally:
-        keys.store.close()
+    with _engine() as engine:
+        key, token = engine.keys.create(name, role, identity=identity, created_by=_who(by))
     if as_json:
         render.emit_json({**key.as_dict(), "token": token})
     else:
@@ -430,11 +421,8 @@ def keys_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List API keys (never their secrets)."""
-    keys = _keystore()
-    try:
-        items = keys.list(include_revoked=all_)
-    finally:
-        keys.store.close()
+    with _engine() as engine:
+        items = engine.keys.list(include_revoked=all_)
     if as_json:
         render.emit_json([k.as_dict() for k in items])
         return
@@ -448,12 +436,9 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, by: ByOption = None, as_json: JsonFlag = False) -> None:
     """Revoke an API key (servers refuse it within a second)."""
-    keys = _keystore()
-    try:
-        done = keys.revoke(key_id, by=_who(by))
-        known = keys.get(key_id) is not None
-    finally:
-        keys.store.close()
+    with _engine() as engine:
+        done = engine.keys.revoke(key_id, by=_who(by))
+        known = engine.keys.get(key_id) is not None
     if not known:
         from clearance.errors import NotFound
 

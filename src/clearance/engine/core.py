@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from clearance.engine import audit
 from clearance.engine.audit import AuditReport
+from clearance.engine.keys import Keys
 from clearance.errors import (
     AlreadyClaimed,
     ClearanceError,
@@ -145,6 +146,8 @@ class Engine:
             self._pinned = RuleSet.compile(source, f"file:{probe.digest()[:12]}")
         self._cached: tuple[int, RuleSet] | None = None
         self._cache_lock = threading.Lock()
+        #: The API keys the server authenticates with (:class:`clearance.engine.keys.Keys`).
+        self.keys = Keys(self.store)
 
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:

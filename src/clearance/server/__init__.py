@@ -2,15 +2,15 @@
 
 ``create_app(engine)`` builds the ASGI app; ``clearance serve`` runs it with uvicorn;
 :class:`ServerThread` runs it on loopback inside a process (tests, examples, notebooks).
-Needs the ``server`` extra (``pip install "clearance[server]"``); :mod:`clearance.server.keystore`
-alone does not.
+Needs the ``server`` extra (``pip install "clearance[server]"``); API keys are the engine's
+(``engine.keys``), so ``clearance keys`` does not.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["KeyStore", "Principal", "ServerThread", "create_app"]
+__all__ = ["ServerThread", "create_app"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,8 +22,4 @@ def __getattr__(name: str) -> Any:
         from clearance.server.runner import ServerThread
 
         return ServerThread
-    if name in ("KeyStore", "Principal"):
-        from clearance.server import keystore
-
-        return getattr(keystore, name)
     raise AttributeError(f"module 'clearance.server' has no attribute {name!r}")

@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from clearance import __version__
 from clearance.engine import Engine
 from clearance.server import errors
-from clearance.server.auth import KeyStore
 from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware, IdempotencyStore
 from clearance.server.middleware import RequestContext
@@ -133,7 +132,7 @@ def create_app(
     app = _App(title="clearance", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                responses=_ERRORS, docs_url="/docs", redoc_url=None, openapi_url="/v1/openapi.json")  # fmt: skip
     app.state.engine = eng
-    app.state.keys = KeyStore(eng.store)
+    app.state.keys = eng.keys
     app.state.approval_waiters = {}
     app.state.metrics = None
     app.state.webhooks = None

@@ -1,4 +1,4 @@
-"""Roles on top of API keys (:mod:`clearance.server.keystore`).
+"""Roles on top of API keys (the engine's :mod:`~clearance.engine.keys`).
 
 Each key has a role and an identity (the actor or person it speaks for):
 
@@ -24,9 +24,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from clearance.server.errors import ApiError
-from clearance.server.keystore import ROLES, ApiKey, KeyStore, Principal, Role
+from clearance.engine.keys import ROLES, ApiKey, Keys, Principal, Role
 
-__all__ = ["ROLES", "ApiKey", "KeyStore", "Principal", "Role", "refuse", "require"]
+__all__ = ["ROLES", "ApiKey", "Keys", "Principal", "Role", "refuse", "require"]
 
 log = logging.getLogger("clearance.server")
 
@@ -56,7 +56,7 @@ async def principal_of(request: Request, credentials: HTTPAuthorizationCredentia
         return cached  # type: ignore[no-any-return]
     if credentials is None:
         raise await run_in_threadpool(refuse, request, 401, "an API key is required: send Authorization: Bearer <key>")
-    keys: KeyStore = request.app.state.keys
+    keys: Keys = request.app.state.keys
     # A verified key is cached for a second, so this reads the store about once a second per key.
     principal = keys.authenticate(credentials.credentials)
     if principal is None:

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clearance.model import utcnow
-from clearance.server.auth import KeyStore
+from clearance.server.auth import Keys
 from clearance.server.errors import envelope
 from clearance.store import SqlStore
 from clearance.store.sql import WAL_AUTOCHECKPOINT_PAGES
@@ -164,7 +164,7 @@ def _sqlite_time(value: datetime) -> str:
 
 
 class IdempotencyMiddleware:
-    def __init__(self, app: ASGIApp, *, keys: KeyStore, store: IdempotencyStore) -> None:
+    def __init__(self, app: ASGIApp, *, keys: Keys, store: IdempotencyStore) -> None:
         self.app, self.keys, self.store = app, keys, store
 
     async def _run(self, fn: Any, *args: Any) -> Any:

@@ -18,7 +18,7 @@ from clearance.engine.batch import NotDurable
 from clearance.errors import ClearanceError
 from clearance.model import Action, Decision, Execution, Outcome, utcnow
 from clearance.server import schemas as S
-from clearance.server.auth import KeyStore, Principal, require
+from clearance.server.auth import Keys, Principal, require
 from clearance.server.deps import check_actor, engine_of
 from clearance.server.errors import ApiError, ErrorBody, ErrorEnvelope, error_type, validation_message
 from clearance.server.auth import refuse
@@ -200,7 +200,7 @@ class DecisionEndpoint:
     route = "/v1/decisions"
     prune_every = 1000
 
-    def __init__(self, engine: Engine, keys: KeyStore, metrics: Any = None, webhooks: Any = None) -> None:
+    def __init__(self, engine: Engine, keys: Keys, metrics: Any = None, webhooks: Any = None) -> None:
         from clearance.engine.batch import BatchWriter
 
         self.engine, self.keys, self.metrics = engine, keys, metrics

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from clearance.errors import NotFound
 from clearance.server import schemas as S
-from clearance.server.auth import KeyStore, Principal, require
+from clearance.server.auth import Keys, Principal, require
 
 router = APIRouter(tags=["keys"])
 
@@ -17,7 +17,7 @@ Anyone = Annotated[Principal, Depends(require("agent", "approver"))]
 KeyId = Annotated[str, Path(min_length=1, max_length=32)]
 
 
-def _keys(request: Request) -> KeyStore:
+def _keys(request: Request) -> Keys:
     return request.app.state.keys  # type: ignore[no-any-return]
 
 

@@ -1,8 +1,9 @@
-"""API keys in the store: created, listed, revoked, verified. No web framework here, so the
-CLI (``clearance keys``) loads only this.
+"""API keys, an engine operation set (``engine.keys``): created, listed, revoked, verified.
 
-A key is ``clr_<key id>_<secret>``: the id finds the row, the secret is checked against its
-SHA-256 with :func:`hmac.compare_digest`; only the hash is stored.
+The server authenticates every request with them and ``clearance keys`` manages them; both go
+through the engine, which alone touches the store. A key is ``clr_<key id>_<secret>``: the id
+finds the row, the secret is checked against its SHA-256 with :func:`hmac.compare_digest`; only
+the hash is stored.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import insert, select, update
-
 from clearance.engine import audit
 from clearance.model import utcnow
 from clearance.store import SqlStore
-from clearance.store.schema import api_keys
+from clearance.store import keys as rows
 
-__all__ = ["ROLES", "ApiKey", "KeyStore", "Principal", "Role", "parse_token"]
+__all__ = ["ROLES", "ApiKey", "Keys", "Principal", "Role", "parse_token"]
 
 Role = Literal["agent", "approver", "admin"]
 ROLES: tuple[Role, ...] = ("agent", "approver", "admin")
@@ -73,8 +72,8 @@ def parse_token(token: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
-class KeyStore:
-    """Keys in the ``api_keys`` table of the engine's store (SQLAlchemy Core)."""
+class Keys:
+    """The API keys of one engine's store (``engine.keys``), with a short cache for verifying."""
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
@@ -95,30 +94,25 @@ class KeyStore:
         row = {"key_id": key_id, "secret_hash": _hash(secret), "name": name, "role": role, "identity": identity,
                "created_at": now, "created_by": created_by, "revoked_at": None, "revoked_by": None}  # fmt: skip
         with self.store.write() as tx:
-            tx.conn.execute(insert(api_keys), row)
+            rows.insert_key(tx, row)
             audit.append(tx, "api_key.created", {"key_id": key_id, "name": name, "role": role, "identity": identity,
                          "created_by": created_by}, now=now)  # fmt: skip
         return self._key(row), f"{PREFIX}{key_id}_{secret}"
 
     def list(self, *, include_revoked: bool = False) -> list[ApiKey]:
-        q = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
-        if not include_revoked:
-            q = q.where(api_keys.c.revoked_at.is_(None))
         with self.store.read() as tx:
-            return [self._key(dict(r)) for r in tx.conn.execute(q).mappings()]
+            return [self._key(r) for r in rows.list_keys(tx, include_revoked=include_revoked)]
 
     def get(self, key_id: str) -> ApiKey | None:
         with self.store.read() as tx:
-            r = tx.conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
-        return self._key(dict(r)) if r else None
+            r = rows.get_key(tx, key_id)
+        return self._key(r) if r else None
 
     def revoke(self, key_id: str, *, by: str | None = None) -> bool:
         """Revoke a key; False when it does not exist or was revoked already."""
         now = utcnow()
         with self.store.write() as tx:
-            k = api_keys.c
-            done = tx.conn.execute(update(api_keys).where(k.key_id == key_id, k.revoked_at.is_(None))
-                                   .values(revoked_at=now, revoked_by=by)).rowcount == 1  # fmt: skip
+            done = rows.revoke_key(tx, key_id, now, by)
             if done:
                 audit.append(tx, "api_key.revoked", {"key_id": key_id, "revoked_by": by}, now=now)
         with self._lock:
@@ -136,7 +130,7 @@ class KeyStore:
             cached = self._cache.get(key_id)
         if cached is None or cached[0] < now:
             with self.store.read() as tx:
-                r = tx.conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).mappings().first()
+                r = rows.get_key(tx, key_id)
             if r is None or r["revoked_at"] is not None:
                 stored, principal = "", None
             else:
