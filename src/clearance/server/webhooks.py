@@ -50,7 +50,7 @@ from sqlalchemy.engine import Connection
 from clearance._version import __version__
 from clearance.model import new_id, utcnow
 from clearance.store import schema as t
-from clearance.store.sql import SqlStore
+from clearance.store import SqlStore
 
 __all__ = [
     "EVENTS",

@@ -18,7 +18,7 @@ from clearance.server import schemas as S
 from clearance.server.auth import KeyStore, Principal, require
 from clearance.server.deps import check_actor, engine_of
 from clearance.server.errors import ErrorBody, error_type
-from clearance.store.sql import SqlTx
+from clearance.store import SqlTx
 from clearance.telemetry import evaluate_span
 
 #: How long an Idempotency-Key's answer is kept (as clearance.server.idempotency.KEEP).
