@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 
@@ -17,9 +16,17 @@ class WriterQueue:
     handler sleeps in growing steps, so a waiting writer can sleep long after the lock was
     freed; here it wakes as soon as the previous writer is done. The SQLite lock still decides,
     so writers that do not queue here are excluded as before. A nested write does not queue.
+
+    Where there is no ``fcntl`` (Windows) only threads queue here; processes are ordered by
+    SQLite's own lock, ``BEGIN IMMEDIATE`` waiting in its busy handler up to the busy timeout.
     """
 
     def __init__(self, path: str) -> None:
+        try:  # imported here, not at module import, so that the package imports without it
+            import fcntl
+        except ImportError:
+            fcntl = None  # type: ignore[assignment]
+        self._fcntl = fcntl
         self.path = f"{path}-writer"
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -33,18 +40,19 @@ class WriterQueue:
             return False
         if not self._lock.acquire(blocking):
             raise WouldBlock("another writer of this process holds the store")
-        try:
-            fd = self._fd
-            if fd is None or self._pid != os.getpid():  # first use, or a forked child: its own descriptor
-                fd = self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                self._pid = os.getpid()
-            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.release()
-            raise WouldBlock("another process is writing to the store") from None
-        except OSError:  # e.g. a read-only directory: SQLite's busy handler orders the writers
-            self._lock.release()
-            return False
+        if (fcntl := self._fcntl) is not None:
+            try:
+                fd = self._fd
+                if fd is None or self._pid != os.getpid():  # first use, or a forked child: its own descriptor
+                    fd = self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                    self._pid = os.getpid()
+                fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.release()
+                raise WouldBlock("another process is writing to the store") from None
+            except OSError:  # e.g. a read-only directory: SQLite's busy handler orders the writers
+                self._lock.release()
+                return False
         self._local.held = True
         return True
 
@@ -52,7 +60,7 @@ class WriterQueue:
         self._local.held = False
         try:
             if self._fd is not None:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                self._fcntl.flock(self._fd, self._fcntl.LOCK_UN)
         finally:
             self._lock.release()
 
