@@ -15,10 +15,9 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
-from clearance.store import postgres
+from clearance.store import postgres, sqlite
 from clearance.store import schema as t
 from clearance.store.migrate import upgrade
-from clearance.store import sqlite
 from clearance.store.sqlite.checkpointer import Checkpointer
 from clearance.store.sqlite.counts import UsageCounts
 from clearance.store.sqlite.deferred import DeferredCommits

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from clearance.store import schema as t
-from clearance.store import statements as st
 from clearance.store import sqlite
+from clearance.store import statements as st
 from clearance.store.sqlite.counts import UsageCounts
 
 
