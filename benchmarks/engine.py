@@ -18,7 +18,7 @@ usage slots and audit event, their indexes, the chain head and the file header),
 about 4. Each commit appends its pages to the WAL, and the commit that takes the WAL past
 the automatic checkpoint threshold also copies it back into the database file, with two more
 fsyncs: the floor keeps SQLite's default of 1000 pages (one commit in about 250). The store
-copies the WAL back from a background thread (``clearance.store.sql.Checkpointer``), so the
+copies the WAL back from a background thread (``clearance.store.sqlite.checkpointer.Checkpointer``), so the
 commit that reaches its threshold of 4000 pages (one decision in about 300) only copies the
 last few dozen commits' pages before the WAL starts again. The summary counts those calls and
 their latency, so that a p99 set by them would be visible, and what the checkpointer did.

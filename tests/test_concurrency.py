@@ -154,7 +154,7 @@ def test_first_open_of_a_fresh_file_from_many_threads(tmp_path: Path) -> None:
 
 def test_verify_reads_one_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An event committed by another engine while verify runs is not taken for tampering."""
-    from clearance.store.sql import SqlTx
+    from clearance.store import SqlTx
 
     db = tmp_path / "clearance.db"
     original = SqlTx.iter_events

@@ -128,7 +128,7 @@ def test_with_overlap_sync_nobody_hears_of_a_batch_before_its_fsync(tmp_path: Pa
     try:
         decisions = asyncio.run(main())
         assert [d.tool for d in decisions] == ["t0", "t1", "t2"] and calls
-        assert store._synced == store._unsynced > 0  # every deferred commit is known durable
+        assert store._deferred.synced == store._deferred.unsynced > 0  # every deferred commit is known durable
         assert engine.verify_audit().ok
     finally:
         writer.stop()
@@ -169,14 +169,14 @@ def test_a_deferred_commit_is_synced_before_a_read_and_at_close(tmp_path: Path) 
     try:
         with store.batch(sync=False):
             engine.evaluate({"tool": "t"})
-        assert store._unsynced == 1 and store._synced == 0
+        assert store._deferred.unsynced == 1 and store._deferred.synced == 0
         assert len(engine.audit_events(type="decision.made")) == 1  # read() synced first
-        assert store._synced == 1
+        assert store._deferred.synced == 1
         with store.batch(sync=False):
             engine.evaluate({"tool": "u"})
     finally:
         engine.close()
-    assert store._synced == store._unsynced == 2
+    assert store._deferred.synced == store._deferred.unsynced == 2
 
 
 def test_only_deferred_batches_commit_without_waiting_for_the_disk(tmp_path: Path) -> None:
@@ -193,16 +193,16 @@ def test_only_deferred_batches_commit_without_waiting_for_the_disk(tmp_path: Pat
             with store.batch(sync=False) as tx:
                 assert synchronous(tx) == 1  # NORMAL: the commit is written to the WAL, fsynced by sync()
                 engine.evaluate({"tool": "t", "arguments": {"i": i}})
-        assert store._unsynced == 3
+        assert store._deferred.unsynced == 3
         with store.write() as tx:
             assert synchronous(tx) == 2  # FULL
         with store.batch() as tx:
             assert synchronous(tx) == 2
-        kept = store._kept
+        kept = store._deferred.kept
         assert kept is not None
     finally:
         engine.close()
-    assert store._synced == store._unsynced == 3 and kept.closed
+    assert store._deferred.synced == store._deferred.unsynced == 3 and kept.closed
     reopened = open_store(tmp_path / "s.db")
     try:  # whatever the pool kept is set as it was, and the deferred decisions are there
         with reopened.write() as tx:
@@ -218,13 +218,13 @@ def test_a_broken_kept_connection_is_replaced(tmp_path: Path) -> None:
     try:
         with store.batch(sync=False):
             engine.evaluate({"tool": "t"})
-        first = store._kept
+        first = store._deferred.kept
         assert first is not None
         first.invalidate()  # as after a disconnect: the pool discards it
         with store.batch(sync=False) as tx:
             assert int(tx.conn.exec_driver_sql("PRAGMA synchronous").scalar()) == 1
             engine.evaluate({"tool": "u"})
-        assert store._kept is not first and store._unsynced == 2
+        assert store._deferred.kept is not first and store._deferred.unsynced == 2
     finally:
         engine.close()
     with Engine(tmp_path / "s.db") as reopened:

@@ -15,9 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from clearance import Engine
-from clearance.store import migrate, open_store
+from clearance.store import GENESIS, migrate, open_store
 from clearance.store.schema import metadata
-from clearance.store.sql import GENESIS
 
 
 def schema_diffs(store_engine) -> list:  # type: ignore[no-untyped-def]

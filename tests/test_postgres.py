@@ -195,7 +195,7 @@ def test_audit_verifies_and_detects_tampering(engine: Engine, pg_url: str) -> No
 def test_verify_reads_one_snapshot(engine: Engine, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """An event committed by someone else while verify runs is not taken for tampering: verify
     reads the events and the chain head from one snapshot (READ COMMITTED would not)."""
-    from clearance.store.sql import SqlTx
+    from clearance.store import SqlTx
 
     original = SqlTx.iter_events
     with Engine(pg_url) as other:

@@ -16,7 +16,7 @@ from typing import Any
 
 from clearance._version import __version__
 from clearance.model import Event, RawJSON, canonical_json, new_id
-from clearance.store.sql import GENESIS, SqlTx
+from clearance.store import GENESIS, SqlTx
 
 SCHEMA_VERSION = 1
 SOURCE_VERSION = f"clearance@{__version__}"

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from clearance.engine.core import Engine
-from clearance.store.sql import SqlTx, WouldBlock
+from clearance.store import SqlTx, WouldBlock
 
 __all__ = ["BatchWriter", "NotDurable"]
 

@@ -56,8 +56,7 @@ from clearance.model import (
 )
 from clearance.policy import Rule, RuleFile, RuleSet, Verdict, evaluate, load_rules, usage_lookups
 from clearance.policy.risk import apply_risk, resolve_risk
-from clearance.store import SqlStore, open_store
-from clearance.store.sql import SqlTx
+from clearance.store import SqlStore, SqlTx, open_store
 
 if TYPE_CHECKING:
     from clearance.memory.report import LearningReport

@@ -21,7 +21,7 @@ from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware, IdempotencyStore
 from clearance.server.middleware import RequestContext
 from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, rules, runs
-from clearance.store.sql import WouldBlock
+from clearance.store import WouldBlock
 
 if TYPE_CHECKING:
     from clearance.server.webhooks import WebhookSettings

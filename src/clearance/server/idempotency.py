@@ -32,8 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clearance.model import utcnow
 from clearance.server.auth import Keys
 from clearance.server.errors import envelope
-from clearance.store import SqlStore
-from clearance.store.sql import WAL_AUTOCHECKPOINT_PAGES
+from clearance.store import WAL_AUTOCHECKPOINT_PAGES, SqlStore
 from clearance.store.schema import idempotency_keys as T
 
 __all__ = ["IdempotencyMiddleware", "IdempotencyStore"]

@@ -50,7 +50,7 @@ from clearance.model import new_id, utcnow
 from clearance.retry_after import retry_after_seconds
 from clearance.signing import signed_headers
 from clearance.store import schema as t
-from clearance.store.sql import SqlStore
+from clearance.store import SqlStore
 
 __all__ = ["EVENTS", "ApprovalWebhookSender", "WebhookSettings"]
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from clearance.store.sql import SqlStore, SqlTx
+from clearance.store.sqlite import WAL_AUTOCHECKPOINT_PAGES
+from clearance.store.sqlite.writers import WouldBlock
+from clearance.store.sqlstore import SqlStore
+from clearance.store.statements import GENESIS
+from clearance.store.transaction import SqlTx
 
-__all__ = ["DEFAULT_DB", "SqlStore", "SqlTx", "open_store", "resolve_location"]
+__all__ = ["DEFAULT_DB", "GENESIS", "WAL_AUTOCHECKPOINT_PAGES", "SqlStore", "SqlTx", "WouldBlock", "open_store", "resolve_location"]
 
 DEFAULT_DB = "clearance.db"
 

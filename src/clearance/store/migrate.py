@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
+from clearance.store.sqlite import begin as begin_sqlite
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -63,11 +65,9 @@ def upgrade(engine: Engine) -> None:
         return
     from alembic import command
 
-    from clearance.store.sql import begin_sqlite
-
     with _MIGRATING, engine.connect() as conn:
-        # The store's connections sort in memory (see ``_sqlite_connect``); an index built on a
-        # large table is sorted on disk instead, and the connection set back before it is reused.
+        # The store's connections sort in memory (see ``clearance.store.sqlite``); an index built
+        # on a large table is sorted on disk instead, and the connection set back before reuse.
         raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
         if raw is not None:
             raw.execute("PRAGMA temp_store=FILE")

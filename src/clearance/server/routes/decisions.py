@@ -20,9 +20,9 @@ from clearance.model import Action, Decision, Execution, Outcome, utcnow
 from clearance.server import schemas as S
 from clearance.server.auth import Keys, Principal, require
 from clearance.server.deps import check_actor, engine_of
-from clearance.server.errors import ApiError, ErrorBody, ErrorEnvelope, error_type, validation_message
 from clearance.server.auth import refuse
-from clearance.store.sql import SqlTx
+from clearance.server.errors import ApiError, ErrorBody, ErrorEnvelope, error_type, validation_message
+from clearance.store import SqlTx
 from clearance.telemetry import evaluate_span
 
 #: How long an Idempotency-Key's answer is kept (as clearance.server.idempotency.KEEP).

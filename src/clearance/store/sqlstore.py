@@ -1,0 +1,181 @@
+"""The store on SQLAlchemy Core: SQLite (embedded default) or PostgreSQL, same code.
+
+Writes are serialised (SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's lock of the audit chain's
+head row): that makes rate-limit counts, approval resolution and execution claims exact without
+retries, and keeps the audit chain linear.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import make_url
+
+from clearance.store import postgres, sqlite
+from clearance.store import schema as t
+from clearance.store.migrate import upgrade
+from clearance.store.sqlite.checkpointer import Checkpointer
+from clearance.store.sqlite.counts import UsageCounts
+from clearance.store.sqlite.deferred import DeferredCommits
+from clearance.store.sqlite.writers import WriterQueue
+from clearance.store.statements import Prepared, bind_processor
+from clearance.store.transaction import SqlTx
+
+
+def _savepoint_sql(depth: int) -> tuple[str, str, str]:
+    name = f"clearance_{depth}"
+    return f"SAVEPOINT {name}", f"ROLLBACK TO SAVEPOINT {name}", f"RELEASE SAVEPOINT {name}"
+
+
+_SAVEPOINTS = tuple(_savepoint_sql(depth) for depth in range(8))
+
+
+class SqlStore:
+    """Owns the database connection pool and hands out transactions."""
+
+    def __init__(self, url: str, *, migrate: bool = True, echo: bool = False) -> None:
+        self.url = url
+        self._prepared: dict[Any, Prepared] = {}  # hot statements compiled for this store's dialect
+        self._batch = threading.local()  # .conn: the connection of this thread's open batch
+        sa_url = make_url(url)
+        self.dialect = sa_url.get_backend_name()
+        on_sqlite = self.dialect == "sqlite"
+        self.engine = sqlite.engine(sa_url, echo=echo) if on_sqlite else postgres.engine(sa_url, echo=echo)
+        # SQLite only: in-memory rate-limit counts and, on a file, its writer queue, its WAL
+        # checkpointer and the commits of batch(sync=False) (see sync()).
+        self._counts = UsageCounts(bind_processor(t.UTCDateTime(), self.engine.dialect)) if on_sqlite else None
+        path = sqlite.file_path(sa_url) if on_sqlite else None
+        self._checkpointer = Checkpointer(path) if path else None
+        self._writers = WriterQueue(path) if path else None
+        self._deferred = DeferredCommits(self.engine, path) if path else None
+        if migrate:
+            upgrade(self.engine)
+
+    @contextmanager
+    def read(self) -> Iterator[SqlTx]:
+        """A read transaction over one consistent snapshot (see :func:`postgres.snapshot`)."""
+        deferred = self._deferred
+        if deferred is not None and deferred.synced < deferred.unsynced:
+            self.sync()  # never show this process's readers a commit that is not durable yet
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn = postgres.snapshot(conn)
+            with conn.begin():
+                if self.dialect == "sqlite":
+                    sqlite.begin(conn, immediate=False)
+                yield SqlTx(conn, self._prepared)
+
+    @contextmanager
+    def write(self, *, sync: bool = True, blocking: bool = True) -> Iterator[SqlTx]:
+        """A write transaction that holds the store's single writer lock until it ends. Inside
+        :meth:`batch`, on the batch's thread, it is a savepoint of the batch's transaction: its
+        writes are kept or undone on their own and become durable with the batch's commit.
+
+        ``sync=False`` is for :meth:`batch` only (see there). ``blocking=False`` raises
+        :class:`WouldBlock`, before anything is done, when another writer queued on this store
+        holds it (an event loop must not wait for a lock)."""
+        joined = self._batch.__dict__.get("conn")
+        if joined is not None:
+            with self._savepoint(joined):
+                yield SqlTx(joined, self._prepared, self._counts)
+            return
+        deferred = None if sync else self._deferred
+        queue = self._writers
+        queued = queue is not None and queue.enter(blocking)
+        try:
+            # Commits that do not wait for the disk run on a connection kept for them, used only
+            # while this process's writer queue is held (so by one thread at a time); without
+            # the queue (it could not be opened) they wait for the disk like any other.
+            kept = deferred.connection() if deferred is not None and queued else None
+            with nullcontext(kept) if kept is not None else self.engine.connect() as conn:
+                try:
+                    with conn.begin():
+                        if self.dialect == "sqlite":
+                            sqlite.begin(conn, immediate=True)
+                        else:
+                            postgres.lock_writers(conn)
+                        yield SqlTx(conn, self._prepared, self._counts)
+                    if kept is not None:
+                        deferred.unsynced += 1  # type: ignore[union-attr]  # under the writer lock: counted in order
+                except BaseException:
+                    if self._counts is not None:  # rolled back (or not known to be committed)
+                        self._counts.reset()
+                    raise
+        finally:
+            if queued:
+                queue.exit()  # type: ignore[union-attr]
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+
+    @property
+    def defers_sync(self) -> bool:
+        """Whether ``batch(sync=False)`` commits without waiting for the disk (a SQLite file)."""
+        return self._deferred is not None and self._deferred.wal_mode is not False
+
+    @contextmanager
+    def batch(self, *, sync: bool = True, blocking: bool = True) -> Iterator[SqlTx]:
+        """One write transaction that the :meth:`write` calls of this thread join, each as a
+        savepoint, until it commits: group commit. Each operation sees the writes of the ones
+        before it, one that raises undoes only its own writes, and all become durable with one
+        commit when the block ends. Nobody may be told an outcome before that commit.
+
+        With ``sync=False`` (on a SQLite file; elsewhere it changes nothing) the commit does not
+        wait for the disk, so the next batch can be decided meanwhile: whoever runs the batch
+        must then call :meth:`sync` and tell nobody any outcome before it returns (this
+        process's readers wait for it too). ``blocking`` as for :meth:`write`."""
+        if self._batch.__dict__.get("conn") is not None:
+            raise RuntimeError("batches do not nest")
+        # The instance's write: a server may wrap it in its own lock.
+        with self.write() if sync and blocking else self.write(sync=sync, blocking=blocking) as tx:
+            self._batch.conn = tx.conn
+            try:
+                yield tx
+            finally:
+                self._batch.conn = None
+
+    def sync(self) -> None:
+        """Make every commit of ``batch(sync=False)`` so far durable (:meth:`DeferredCommits.sync`)."""
+        if self._deferred is not None:
+            self._deferred.sync()
+
+    @contextmanager
+    def _savepoint(self, conn: Connection) -> Iterator[None]:
+        # Named by nesting depth, not numbered: the same few statements every time, so the
+        # driver's statement cache prepares each once. A name used again inside itself is fine:
+        # SQLite and PostgreSQL both refer to the innermost savepoint of that name.
+        local = self._batch
+        depth = local.__dict__.get("depth", 0) + 1
+        local.depth = depth
+        begin, rollback, release = _SAVEPOINTS[depth] if depth < len(_SAVEPOINTS) else _savepoint_sql(depth)
+        run = conn.connection.dbapi_connection.execute if self.dialect == "sqlite" else conn.exec_driver_sql  # type: ignore[union-attr]
+        try:
+            run(begin)
+            try:
+                yield
+            except BaseException:
+                if self._counts is not None:  # what it learnt inside is undone
+                    self._counts.reset()
+                run(rollback)
+                run(release)
+                raise
+            run(release)
+        finally:
+            local.depth = depth - 1
+
+    def note_commit(self) -> None:
+        """Tell the WAL checkpointer about a commit made outside :meth:`write` (on SQLite)."""
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+
+    def close(self) -> None:
+        if self._deferred is not None:
+            self._deferred.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        self.engine.dispose()
+        if self._writers is not None:
+            self._writers.close()

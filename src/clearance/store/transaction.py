@@ -1,0 +1,334 @@
+"""One transaction: the storage vocabulary the engine composes, over either database."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from clearance.store import schema as t
+from clearance.store import sqlite
+from clearance.store import statements as st
+from clearance.store.sqlite.counts import UsageCounts
+
+
+class SqlTx:
+    """One transaction. Methods are the storage vocabulary the engine composes."""
+
+    def __init__(self, conn: Connection, prepared: dict[Any, st.Prepared] | None = None,
+                 counts: UsageCounts | None = None) -> None:  # fmt: skip
+        self.conn = conn
+        self._prepared = prepared if prepared is not None else {}
+        self._counts = counts  # a write transaction's view of the store's UsageCounts (SQLite)
+        #: The sqlite3 connection under ``conn`` (hot statements run on it directly), else None.
+        self._sqlite: sqlite3.Connection | None = None
+        if conn.dialect.name == "sqlite":
+            raw = conn.connection.dbapi_connection
+            if isinstance(raw, sqlite3.Connection):
+                self._sqlite = raw
+        if self._sqlite is None:
+            self._counts = None
+        # Read once per transaction and kept current by this transaction's own writes: the
+        # policy head, the number of kill switches, the chain tip. Safe because writers are
+        # serialised, so nothing else moves them while a write transaction is open.
+        self._policy_head: int | None = None
+        self._kill_count: int | None = None
+        self._chain: tuple[int, str] | None = None
+
+    def _run(self, stmt: Any, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> Any:
+        """Execute a hot-path statement (see :class:`st.Prepared`); ``stmt`` is one of ``st.HOT``
+        or a usage lookup statement. Read rows with ``fetchone()``: the raw path gives a cursor."""
+        prepared = self._prepared.get(stmt)
+        if prepared is None:
+            prepared = st.Prepared(stmt, self.conn.dialect, st.HOT.get(stmt))
+            if len(self._prepared) < 1024:  # lookup shapes are few; never grow without bound
+                self._prepared[stmt] = prepared
+        if self._sqlite is not None:
+            return sqlite.run(prepared, self._sqlite, params)
+        return prepared.execute(self.conn, params)
+
+    def _one(self, q: Any, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        r = self.conn.execute(q, params).mappings().first()
+        return dict(r) if r else None
+
+    def _all(self, q: Any) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(q).mappings()]
+
+    def _prelude(self, lookups: Sequence[tuple[Any, ...]] = (), now: datetime | None = None) -> list[Any]:
+        """Read the policy head, kill switch count and chain tip, plus any usage lookups, in
+        one statement; returns the lookups' raw values."""
+        if lookups:
+            r = self._run(st.lookup_statement(True, tuple(x[0] for x in lookups)), st.lookup_params(lookups, now)).fetchone()  # type: ignore[arg-type]
+        else:
+            r = self._run(st.PRELUDE).fetchone()
+        if r is None:  # no chain_head row (never after migration): ask each separately
+            self._policy_head = int(self.conn.execute(st.POLICY_HEAD).scalar_one())
+            self._kill_count = None
+            self._chain = (0, st.GENESIS)
+            if lookups:
+                return list(self._run(st.lookup_statement(False, tuple(x[0] for x in lookups)), st.lookup_params(lookups, now)).fetchone())  # type: ignore[arg-type]
+            return []
+        self._policy_head, self._kill_count, self._chain = int(r[0]), int(r[1]), (int(r[2]), str(r[3]))
+        return list(r[4:])
+
+    def usage_lookups(self, lookups: Sequence[tuple[Any, ...]], now: datetime) -> list[Any]:
+        """Answer several usage questions (see :func:`clearance.policy.usage_lookups`) in one
+        round trip, folded into the transaction's first read when it has not happened yet."""
+        if not lookups:
+            if self._policy_head is None:
+                self._prelude()
+            return []
+        counts = self._counts
+        if counts is not None and self._policy_head is None and any(lk[0] == "count" for lk in lookups):
+            return self._lookups_with_counts(counts, lookups, now)
+        if self._policy_head is None:
+            values = self._prelude(lookups, now)
+        else:
+            values = list(self._run(st.lookup_statement(False, tuple(x[0] for x in lookups)), st.lookup_params(lookups, now)).fetchone())
+        dialect = self.conn.dialect
+        return [st.usage_value(key[0], value, dialect) for key, value in zip(lookups, values)]
+
+    def _lookups_with_counts(self, counts: UsageCounts, lookups: Sequence[tuple[Any, ...]], now: datetime) -> list[Any]:
+        """As :meth:`usage_lookups`, with the counts from :class:`UsageCounts` when it holds
+        the state this transaction sees (the chain tip the prelude reads), else from SQL."""
+        others = [lk for lk in lookups if lk[0] != "count"]
+        dialect = self.conn.dialect
+        answers = {id(lk): st.usage_value(lk[0], v, dialect) for lk, v in zip(others, self._prelude(others, now))}
+        wanted = [lk for lk in lookups if lk[0] == "count"]
+        if counts.tip is not None and counts.tip == self._chain:
+            raw = self._sqlite
+            assert raw is not None
+            for lk in wanted:
+                answers[id(lk)] = counts.count(raw, lk[1], lk[2], lk[3], now, lk[4])
+        else:  # someone else wrote since (or nothing is known): count in SQL, keep counts from here on
+            values = self._run(st.lookup_statement(False, tuple(lk[0] for lk in wanted)), st.lookup_params(wanted, now)).fetchone()
+            for lk, v in zip(wanted, values):
+                answers[id(lk)] = st.usage_value("count", v, dialect)
+            counts.reset(self._chain)
+        return [answers[id(lk)] for lk in lookups]
+
+    # -- decisions ------------------------------------------------------------------------
+    def insert_decision(self, row: dict[str, Any]) -> None:
+        self._run(st.INSERT_DECISION, row)
+
+    def get_decision(self, request_id: str) -> dict[str, Any] | None:
+        return self._one(st.GET_DECISION, {"request_id": request_id})
+
+    # -- usage (rate limits, budgets, cooldowns) ------------------------------------------
+    def add_usage(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            self._run(st.INSERT_USAGE, [{"expires_at": None, **r, "active": True} for r in rows])
+            counts = self._counts
+            if counts is not None and counts.tip is not None:
+                if counts.tip == self.chain_head():
+                    counts.added(rows)
+                else:
+                    counts.reset()
+
+    def keep_usage(self, request_id: str) -> None:
+        """An approved call keeps its reserved slots for good."""
+        self._drop_counts()
+        self.conn.execute(update(t.usage).where(t.usage.c.request_id == request_id).values(expires_at=None))
+
+    def release_usage(self, request_id: str) -> None:
+        self._drop_counts()
+        self.conn.execute(update(t.usage).where(t.usage.c.request_id == request_id).values(active=False))
+
+    def _drop_counts(self) -> None:
+        if self._counts is not None:
+            self._counts.reset()
+
+    def count(self, rule_id: str, actor: str, since: datetime, now: datetime, cap: int | None = None) -> int:
+        """Calls holding a slot since ``since``; with ``cap``, counting stops there (a limit
+        only needs to know whether it is reached, and this keeps busy actors cheap)."""
+        params = {"rule_id": rule_id, "actor": actor, "since": since, "now": now, "cap": cap}
+        return int(self.conn.execute(st.COUNT if cap is None else st.COUNT_CAPPED, params).scalar_one())
+
+    def total_value(self, rule_id: str, actor: str, since: datetime, now: datetime) -> float:
+        params = {"rule_id": rule_id, "actor": actor, "since": since, "now": now}
+        return float(self.conn.execute(st.TOTAL, params).scalar_one())
+
+    def last_at(self, rule_id: str, actor: str, target: str | None, now: datetime) -> datetime | None:
+        params = {"rule_id": rule_id, "actor": actor, "target": target or "", "now": now}
+        return st.usage_value("last", self.conn.execute(st.LAST, params).scalar_one(), self.conn.dialect)  # type: ignore[no-any-return]
+
+    # -- approvals --------------------------------------------------------------------------
+    def insert_approval(self, row: dict[str, Any]) -> None:
+        self.conn.execute(st.INSERT_APPROVAL, row)
+
+    def get_approval(self, approval_id: str) -> dict[str, Any] | None:
+        return self._one(select(t.approvals).where(t.approvals.c.approval_id == approval_id))
+
+    def approval_for_request(self, request_id: str) -> dict[str, Any] | None:
+        return self._one(select(t.approvals).where(t.approvals.c.request_id == request_id))
+
+    def list_approvals(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        q = select(t.approvals).order_by(t.approvals.c.created_at, t.approvals.c.approval_id).limit(limit)
+        if status is not None:
+            q = q.where(t.approvals.c.status == status)
+        return self._all(q)
+
+    def pending_expired(self, now: datetime) -> list[dict[str, Any]]:
+        return self._all(select(t.approvals).where(t.approvals.c.status == "pending", t.approvals.c.expires_at <= now))
+
+    def set_approval_status(self, approval_id: str, expected: str, values: dict[str, Any]) -> bool:
+        """Compare-and-set, so that of two resolutions only one can move a pending approval."""
+        a = t.approvals.c
+        still = update(t.approvals).where(a.approval_id == approval_id, a.status == expected)
+        return self.conn.execute(still.values(**values)).rowcount == 1
+
+    def add_vote(self, row: dict[str, Any]) -> None:
+        self.conn.execute(insert(t.approval_votes), row)
+
+    def votes(self, approval_id: str) -> list[dict[str, Any]]:
+        v = t.approval_votes.c
+        return self._all(select(t.approval_votes).where(v.approval_id == approval_id).order_by(v.at))
+
+    # -- executions -------------------------------------------------------------------------
+    def get_execution(self, request_id: str) -> dict[str, Any] | None:
+        return self._one(select(t.executions).where(t.executions.c.request_id == request_id))
+
+    def put_execution(self, row: dict[str, Any]) -> None:
+        row = dict(row, result_summary=row.get("result_summary"))
+        if self.get_execution(row["request_id"]) is None:
+            self.conn.execute(insert(t.executions), row)
+        else:
+            self.conn.execute(update(t.executions).where(t.executions.c.request_id == row["request_id"]).values(**row))
+
+    # -- outcomes ---------------------------------------------------------------------------
+    def get_outcome(self, event_id: str) -> dict[str, Any] | None:
+        return self._one(select(t.outcomes).where(t.outcomes.c.event_id == event_id))
+
+    def insert_outcome(self, row: dict[str, Any]) -> None:
+        self.conn.execute(insert(t.outcomes), row)
+
+    def outcomes_for(self, request_id: str) -> list[dict[str, Any]]:
+        o = t.outcomes.c
+        return self._all(select(t.outcomes).where(o.request_id == request_id).order_by(o.recorded_at))
+
+    # -- policy -----------------------------------------------------------------------------
+    def policy_head(self) -> int:
+        if self._policy_head is None:
+            self._prelude()
+        assert self._policy_head is not None
+        return self._policy_head
+
+    def get_policy(self, version: int) -> dict[str, Any] | None:
+        return self._one(select(t.policies).where(t.policies.c.version == version))
+
+    def insert_policy(self, row: dict[str, Any]) -> None:
+        self.conn.execute(insert(t.policies), row)
+        self._policy_head = None
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        q = select(t.policies.c.version, t.policies.c.digest, t.policies.c.applied_at, t.policies.c.applied_by)
+        return self._all(q.order_by(t.policies.c.version))
+
+    # -- kill switches ----------------------------------------------------------------------
+    def kill_switches(self) -> list[dict[str, Any]]:
+        if self._policy_head is None:
+            self._prelude()
+        if self._kill_count == 0:  # the common case: no switch is on, no query needed
+            return []
+        return self._all(st.KILL_SWITCHES)
+
+    def set_kill_switch(self, row: dict[str, Any]) -> None:
+        self.clear_kill_switch(row["scope"], row["value"])
+        self.conn.execute(insert(t.kill_switches), row)
+        self._kill_count = None
+
+    def clear_kill_switch(self, scope: str, value: str) -> bool:
+        k = t.kill_switches.c
+        self._kill_count = None
+        return self.conn.execute(delete(t.kill_switches).where(k.scope == scope, k.value == value)).rowcount > 0
+
+    # -- suspended runs ---------------------------------------------------------------------
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        return self._one(select(t.runs).where(t.runs.c.run_id == run_id))
+
+    def put_run(self, row: dict[str, Any]) -> None:
+        row = dict(row)
+        if self.get_run(row["run_id"]) is None:
+            self.conn.execute(insert(t.runs), row)
+        else:
+            values = {k: v for k, v in row.items() if k not in ("run_id", "created_at")}
+            self.conn.execute(update(t.runs).where(t.runs.c.run_id == row["run_id"]).values(**values))
+
+    def set_run_lease(self, run_id: str, leased_by: str | None, leased_until: datetime | None) -> None:
+        self.conn.execute(update(t.runs).where(t.runs.c.run_id == run_id).values(leased_by=leased_by, leased_until=leased_until))
+
+    def run_approval(self, approval_id: str) -> dict[str, Any] | None:
+        return self._one(select(t.run_approvals).where(t.run_approvals.c.approval_id == approval_id))
+
+    def add_run_approval(self, approval_id: str, run_id: str) -> None:
+        if self.run_approval(approval_id) is None:
+            self.conn.execute(insert(t.run_approvals), {"approval_id": approval_id, "run_id": run_id, "consumed_at": None})
+
+    def consume_run_approval(self, approval_id: str, now: datetime) -> bool:
+        ra = t.run_approvals.c
+        still = update(t.run_approvals).where(ra.approval_id == approval_id, ra.consumed_at.is_(None))
+        return self.conn.execute(still.values(consumed_at=now)).rowcount == 1
+
+    def event_after(self, seq: int) -> dict[str, Any] | None:
+        return self._one(select(t.events).where(t.events.c.seq == seq + 1))
+
+    # -- idempotency keys of the server ------------------------------------------------------
+    def idempotent_answer(self, key_id: str, idem_key: str) -> tuple[str, str, int | None, str | None] | None:
+        """``(fingerprint, state, status_code, body)`` kept for an ``Idempotency-Key``, or None."""
+        r = self._run(st.GET_IDEMPOTENT, {"key_id": key_id, "idem_key": idem_key}).fetchone()
+        return None if r is None else (r[0], r[1], r[2], r[3])
+
+    def keep_idempotent_answer(self, key_id: str, idem_key: str, fingerprint: str, status: int, body: str,
+                               now: datetime) -> None:  # fmt: skip
+        self._run(st.INSERT_IDEMPOTENT, {"key_id": key_id, "idem_key": idem_key, "fingerprint": fingerprint,
+                                       "state": "done", "status_code": status, "body": body, "created_at": now})  # fmt: skip
+
+    def prune_idempotent_answers(self, before: datetime) -> None:
+        self.conn.execute(delete(t.idempotency_keys).where(t.idempotency_keys.c.created_at < before))
+
+    # -- audit chain ------------------------------------------------------------------------
+    def chain_head(self) -> tuple[int, str]:
+        if self._chain is None:
+            self._prelude()
+        assert self._chain is not None
+        return self._chain
+
+    def append_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Store consecutive events and move the chain head to the last of them."""
+        if not rows:
+            return
+        self._run(st.INSERT_EVENT, rows[0] if len(rows) == 1 else list(rows))
+        last = rows[-1]
+        self._run(st.MOVE_HEAD, {"seq": last["seq"], "hash": last["hash"]})
+        counts = self._counts
+        if counts is not None and counts.tip is not None:
+            if counts.tip == self.chain_head():
+                counts.tip = (last["seq"], last["hash"])  # what it knows is still the whole truth
+            else:
+                counts.reset()
+        self._chain = (last["seq"], last["hash"])
+
+    def iter_events(self, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        last = 0
+        while True:
+            q = select(t.events).where(t.events.c.seq > last).order_by(t.events.c.seq).limit(batch)
+            rows = [dict(r) for r in self.conn.execute(q).mappings()]
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1]["seq"]
+
+    def query_events(self, *, request_id: str | None = None, trace_id: str | None = None, type: str | None = None,
+                     after_seq: int = 0, limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+        e = t.events.c
+        q = select(t.events).where(e.seq > after_seq).order_by(e.seq).limit(limit)
+        if request_id is not None:
+            q = q.where(e.request_id == request_id)
+        if trace_id is not None:
+            q = q.where(e.trace_id == trace_id)
+        if type is not None:
+            q = q.where(e.type == type)
+        return self._all(q)
