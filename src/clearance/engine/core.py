@@ -6,6 +6,7 @@ and a decision never exists without its trail. Nothing here knows which database
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -57,6 +58,8 @@ from clearance.model import (
 from clearance.policy import Rule, RuleFile, RuleSet, Verdict, evaluate, load_rules, usage_lookups
 from clearance.policy.risk import apply_risk, resolve_risk
 from clearance.store import SqlStore, SqlTx, open_store
+from clearance.store.idempotency import KEEP as IDEMPOTENCY_KEEP
+from clearance.store.idempotency import IdempotencyKeys, KeptAnswer
 
 if TYPE_CHECKING:
     from clearance.memory.report import LearningReport
@@ -145,11 +148,20 @@ class Engine:
             self._pinned = RuleSet.compile(source, f"file:{probe.digest()[:12]}")
         self._cached: tuple[int, RuleSet] | None = None
         self._cache_lock = threading.Lock()
+        self._keyed = 0  # decisions made under an Idempotency-Key, modulo _PRUNE_EVERY
         #: The API keys the server authenticates with (:class:`clearance.engine.keys.Keys`).
         self.keys = Keys(self.store)
 
+    @functools.cached_property
+    def idempotency(self) -> IdempotencyKeys:
+        """Idempotency keys of requests made outside a decision's transaction (the server's
+        ``Idempotency-Key`` on every route but ``POST /v1/decisions``)."""
+        return IdempotencyKeys(self.store)
+
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
+        if "idempotency" in self.__dict__:
+            self.idempotency.close()
         self.store.close()
 
     def __enter__(self) -> Engine:
@@ -263,10 +275,16 @@ class Engine:
         """Decide one call. The decision and its audit event are committed before this returns."""
         return self.evaluate_serialised(action)[0]
 
-    def evaluate_serialised(self, action: Action | Mapping[str, Any]) -> tuple[Decision, str]:
+    def evaluate_serialised(self, action: Action | Mapping[str, Any], *,
+                            key: tuple[str, str, str] | None = None) -> tuple[Decision, str] | KeptAnswer:  # fmt: skip
         """:meth:`evaluate`, and the decision as the canonical JSON the store keeps of it (keys
         sorted; the same fields as ``model_dump_json``), for callers that send it on: the
-        server answers with it rather than serialising the decision a second time."""
+        server answers with it rather than serialising the decision a second time.
+
+        ``key`` is an ``Idempotency-Key`` (API key id, the key, the request's fingerprint): the
+        answer kept under it, if there is one, is returned instead of deciding (a
+        :data:`KeptAnswer`); else the decision's JSON is kept under it in the decision's own
+        transaction, so the key, the decision and the answer become durable together."""
         action = action if isinstance(action, Action) else Action.model_validate(action)
         now = self.clock()
         learns = self.memory.learns
@@ -281,6 +299,13 @@ class Engine:
         planned = self._pinned or (self._cached[1] if self._cached is not None else None)
         lookups = usage_lookups(planned, action, now) if planned is not None else []
         with self.store.write() as tx:
+            if key is not None:
+                kept = tx.idempotent_answer(key[0], key[1])
+                if kept is not None:
+                    return kept
+                self._keyed = (self._keyed + 1) % self._PRUNE_EVERY
+                if self._keyed == 0:
+                    tx.prune_idempotent_answers(now - IDEMPOTENCY_KEEP)
             known = _UsageAt.answers(lookups, tx.usage_lookups(lookups, now))
             rules = self._rules(tx)
             verdict, rules_result, estimate = self._judge(tx, rules, action, now, known)
@@ -340,6 +365,8 @@ class Engine:
                                "approvals_required": verdict.approvals_required}))  # fmt: skip
             written: list[dict[str, Any]] = []
             audit.append_all(tx, events, now=now, request_id=request_id, trace_id=trace_id, rows_out=written)
+            if key is not None:
+                tx.keep_idempotent_answer(key[0], key[1], key[2], 200, decision_json, now)
         if learns:
             # Memory learns of this decision now, from the objects at hand, so the next call
             # need not read it back; any event another writer slipped in is read on the next call.
@@ -387,6 +414,9 @@ class Engine:
     def evaluate_batch(self, actions: Sequence[Action | Mapping[str, Any]]) -> list[Decision]:
         """Decide several calls, in order (each durable before the next is decided)."""
         return [self.evaluate(a) for a in actions]
+
+    #: Every this many keyed decisions, answers older than ``IDEMPOTENCY_KEEP`` are dropped.
+    _PRUNE_EVERY = 1000
 
     # -- memory ---------------------------------------------------------------------------
     #: Audit events read per round trip while memory catches up.

@@ -6,9 +6,8 @@ import asyncio
 import functools
 import gc
 import logging
-import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +17,9 @@ from clearance import __version__
 from clearance.engine import Engine
 from clearance.server import errors
 from clearance.server.errors import ErrorEnvelope
-from clearance.server.idempotency import IdempotencyMiddleware, IdempotencyStore
+from clearance.server.idempotency import IdempotencyMiddleware
 from clearance.server.middleware import RequestContext
 from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, rules, runs
-from clearance.store import WouldBlock
 
 if TYPE_CHECKING:
     from clearance.server.webhooks import WebhookSettings
@@ -58,32 +56,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _serialise_writes(engine: Engine) -> threading.RLock:
-    """One writer at a time inside this process, queued on a lock rather than on SQLite's busy
-    handler (which sleeps and retries, and so stretches tail latency under load). The store's
-    own writer lock still orders writers between processes."""
-    store = engine.store
-    existing = getattr(store, "_clearance_server_lock", None)
-    if existing is not None:
-        return existing  # type: ignore[no-any-return]
-    lock = threading.RLock()
-    inner = store.write
-
-    @contextmanager
-    def write(**kw: Any) -> Iterator[Any]:
-        if not lock.acquire(kw.get("blocking", True)):
-            raise WouldBlock("another writer of this process holds the store")
-        try:
-            with inner(**kw) as tx:
-                yield tx
-        finally:
-            lock.release()
-
-    store.write = write  # type: ignore[method-assign]
-    store._clearance_server_lock = lock  # type: ignore[attr-defined]
-    return lock
-
-
 def create_app(
     engine: Engine | str | Path | None = None,
     *,
@@ -105,8 +77,6 @@ def create_app(
     owns = not isinstance(engine, Engine)
     eng = engine if isinstance(engine, Engine) else Engine(engine)
     close = owns if close_engine is None else close_engine
-    writes = _serialise_writes(eng)
-    idempotency = IdempotencyStore(eng.store, writes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,7 +95,6 @@ def create_app(
             if sender is not None:
                 await sender.stop()
             app.state.decisions.stop()  # the group-commit writer, before the engine closes
-            idempotency.close()
             if close:
                 eng.close()
 
@@ -154,7 +123,7 @@ def create_app(
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router, prefix="/v1")
-    app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, store=idempotency)
+    app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, store=eng.idempotency)
     app.state.decisions = decisions.DecisionEndpoint(eng, app.state.keys, app.state.metrics, app.state.webhooks)
     app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe)
     # POST /v1/decisions meets the hot path before FastAPI's middleware stack, and takes the

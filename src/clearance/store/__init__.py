@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from clearance.store.sqlite import WAL_AUTOCHECKPOINT_PAGES
-from clearance.store.sqlite.writers import WouldBlock
+from clearance.store.writers import WouldBlock
 from clearance.store.sqlstore import SqlStore
 from clearance.store.statements import GENESIS
 from clearance.store.transaction import SqlTx

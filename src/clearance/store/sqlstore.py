@@ -21,7 +21,7 @@ from clearance.store.migrate import upgrade
 from clearance.store.sqlite.checkpointer import Checkpointer
 from clearance.store.sqlite.counts import UsageCounts
 from clearance.store.sqlite.deferred import DeferredCommits
-from clearance.store.sqlite.writers import WriterQueue
+from clearance.store.writers import WriterQueue
 from clearance.store.statements import Prepared, bind_processor
 from clearance.store.transaction import SqlTx
 
@@ -45,12 +45,12 @@ class SqlStore:
         self.dialect = sa_url.get_backend_name()
         on_sqlite = self.dialect == "sqlite"
         self.engine = sqlite.engine(sa_url, echo=echo) if on_sqlite else postgres.engine(sa_url, echo=echo)
-        # SQLite only: in-memory rate-limit counts and, on a file, its writer queue, its WAL
-        # checkpointer and the commits of batch(sync=False) (see sync()).
+        # SQLite only: in-memory rate-limit counts and, on a file, its WAL checkpointer and the
+        # commits of batch(sync=False) (see sync()). Every store queues its writers.
         self._counts = UsageCounts(bind_processor(t.UTCDateTime(), self.engine.dialect)) if on_sqlite else None
         path = sqlite.file_path(sa_url) if on_sqlite else None
         self._checkpointer = Checkpointer(path) if path else None
-        self._writers = WriterQueue(path) if path else None
+        self._writers = WriterQueue(path)
         self._deferred = DeferredCommits(self.engine, path) if path else None
         if migrate:
             upgrade(self.engine)
@@ -85,7 +85,7 @@ class SqlStore:
             return
         deferred = None if sync else self._deferred
         queue = self._writers
-        queued = queue is not None and queue.enter(blocking)
+        queued = queue.enter(blocking)
         try:
             # Commits that do not wait for the disk run on a connection kept for them, used only
             # while this process's writer queue is held (so by one thread at a time); without
@@ -107,9 +107,14 @@ class SqlStore:
                     raise
         finally:
             if queued:
-                queue.exit()  # type: ignore[union-attr]
+                queue.exit()
         if self._checkpointer is not None:
             self._checkpointer.committed()
+
+    @property
+    def writers(self) -> WriterQueue:
+        """The queue this store's writers line up in (for writes made on connections of their own)."""
+        return self._writers
 
     @property
     def defers_sync(self) -> bool:
@@ -177,5 +182,4 @@ class SqlStore:
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()
-        if self._writers is not None:
-            self._writers.close()
+        self._writers.close()

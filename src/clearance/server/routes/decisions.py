@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import timedelta
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -16,17 +15,13 @@ from starlette.concurrency import run_in_threadpool
 from clearance.engine import Engine
 from clearance.engine.batch import NotDurable
 from clearance.errors import ClearanceError
-from clearance.model import Action, Decision, Execution, Outcome, utcnow
+from clearance.model import Action, Decision, Execution, Outcome
 from clearance.server import schemas as S
 from clearance.server.auth import Keys, Principal, require
 from clearance.server.deps import check_actor, engine_of
 from clearance.server.auth import refuse
 from clearance.server.errors import ApiError, ErrorBody, ErrorEnvelope, error_type, validation_message
-from clearance.store import SqlTx
 from clearance.telemetry import evaluate_span
-
-#: How long an Idempotency-Key's answer is kept (as clearance.server.idempotency.KEEP).
-IDEMPOTENCY_KEEP = timedelta(hours=24)
 
 router = APIRouter(tags=["decisions"])
 
@@ -198,7 +193,6 @@ class DecisionEndpoint:
 
     path = "/v1/decisions"
     route = "/v1/decisions"
-    prune_every = 1000
 
     def __init__(self, engine: Engine, keys: Keys, metrics: Any = None, webhooks: Any = None) -> None:
         from clearance.engine.batch import BatchWriter
@@ -208,7 +202,6 @@ class DecisionEndpoint:
         # Batches are decided on the event loop's thread (on SQLite), and the fsync of one overlaps
         # the deciding of the next; each answer still waits for its own fsync.
         self.writer = BatchWriter(engine, overlap_sync=True, inline=True)
-        self._since_prune = 0
 
     def stop(self) -> None:
         self.writer.stop()
@@ -220,32 +213,15 @@ class DecisionEndpoint:
         except ApiError as exc:
             return _envelope(scope, exc.status, exc.type, exc.message, exc.field)
         scope.setdefault("state", {})["principal"] = principal
-        self._since_prune += 1
-        prune = self._since_prune >= self.prune_every
-        if prune:
-            self._since_prune = 0
         engine = self.engine
-
-        def decide(tx: SqlTx) -> tuple[Any, ...]:
-            now = utcnow()
-            if prune:
-                tx.prune_idempotent_answers(now - IDEMPOTENCY_KEEP)
-            if idem is not None:
-                seen = tx.idempotent_answer(idem[0], idem[1])
-                if seen is not None:
-                    return ("seen", seen)
-            decision, out = engine.evaluate_serialised(action)  # its write joins the batch's transaction
-            if idem is not None:
-                tx.keep_idempotent_answer(idem[0], idem[1], idem[2], 200, out, now)
-            return ("decided", decision, out)
-
         started = time.perf_counter()
         trace_headers = None
         if b"traceparent" in headers:  # W3C trace context: the span joins the caller's trace
             trace_headers = {k.decode(): headers[k].decode("latin-1") for k in (b"traceparent", b"tracestate") if k in headers}
         with evaluate_span(action, server=True, headers=trace_headers) as span:  # a shared no-op unless tracing is on
             try:
-                result = await self.writer.submit(decide)
+                # Decided with the concurrent requests' decisions in one transaction (group commit).
+                result = await self.writer.submit(lambda _tx: engine.evaluate_serialised(action, key=idem))
             except NotDurable as exc:  # committed, so it must not be decided again
                 return _envelope(scope, 500, "internal_error", str(exc))
             except ClearanceError as exc:
@@ -253,10 +229,10 @@ class DecisionEndpoint:
                 return _envelope(scope, status, name, str(exc))
             except OperationalError:
                 return _envelope(scope, 503, "unavailable", "the store is unavailable; retry later", retry_after="1")
-            if result[0] == "decided":
-                span.decision(result[1])
-        if result[0] == "seen":
-            fp, state, status, stored = result[1]
+            if len(result) == 2:
+                span.decision(result[0])
+        if len(result) == 4:  # the answer kept under this Idempotency-Key
+            fp, state, status, stored = result
             if fp != idem[2]:  # type: ignore[index]
                 return _envelope(scope, 422, "idempotency_key_reused", "this Idempotency-Key was used for a different request",
                                  "header.idempotency-key")  # fmt: skip
@@ -266,7 +242,7 @@ class DecisionEndpoint:
             payload = stored.encode()
             return status, [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
                             (b"idempotent-replayed", b"true")], payload  # fmt: skip
-        _, decision, out = result
+        decision, out = result
         if self.metrics is not None:
             self.metrics.observe_decision(decision, time.perf_counter() - started)
         if decision.approval_id is not None and self.webhooks is not None:

@@ -1,4 +1,5 @@
-"""The queue that lines up a SQLite file's writers before ``BEGIN IMMEDIATE``."""
+"""The queue that lines up a store's writers: this process's threads, and on a SQLite file the
+processes too, before ``BEGIN IMMEDIATE``."""
 
 from __future__ import annotations
 
@@ -11,21 +12,25 @@ class WouldBlock(Exception):
 
 
 class WriterQueue:
-    """Lines up this store's SQLite writers before ``BEGIN IMMEDIATE``: threads on a lock, and
+    """Lines up this store's writers: threads on a lock and, on a SQLite file (``path``),
     processes on an ``flock`` of a file beside the database (``<db>-writer``). SQLite's busy
     handler sleeps in growing steps, so a waiting writer can sleep long after the lock was
-    freed; here it wakes as soon as the previous writer is done. The SQLite lock still decides,
-    so writers that do not queue here are excluded as before. A nested write does not queue.
+    freed; here it wakes as soon as the previous writer is done. On PostgreSQL the threads of a
+    process wait here rather than each holding a connection while it waits for the row lock.
+    The database's own lock still decides, so writers that do not queue here are excluded as
+    before. A nested write does not queue.
 
     Where there is no ``fcntl`` (Windows) only threads queue here; processes are ordered by
     SQLite's own lock, ``BEGIN IMMEDIATE`` waiting in its busy handler up to the busy timeout.
     """
 
-    def __init__(self, path: str) -> None:
-        try:  # imported here, not at module import, so that the package imports without it
-            import fcntl
-        except ImportError:
-            fcntl = None  # type: ignore[assignment]
+    def __init__(self, path: str | None = None) -> None:
+        fcntl = None
+        if path is not None:
+            try:  # imported here, not at module import, so that the package imports without it
+                import fcntl
+            except ImportError:
+                fcntl = None
         self._fcntl = fcntl
         self.path = f"{path}-writer"
         self._lock = threading.Lock()
