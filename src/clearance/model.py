@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
@@ -22,10 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 __all__ = [
     "Action",
     "Approval",
+    "Attempt",
     "ApprovalStatus",
     "ApprovalVote",
     "Decision",
     "DecisionResult",
+    "Delivery",
     "Event",
     "Execution",
     "ExecutionStatus",
@@ -317,3 +320,25 @@ class Event(_Model):
     payload: dict[str, Any]
     prev_hash: str
     hash: str
+
+
+@dataclass
+class Delivery:
+    """A webhook delivery a sender claimed from the outbox (:mod:`clearance.store.outbox`), to send now."""
+
+    delivery_id: str
+    url: str
+    event_type: str
+    body: str
+    attempts: int
+
+
+@dataclass
+class Attempt:
+    """What came of sending a webhook delivery, for the outbox to record."""
+
+    delivery: Delivery
+    state: str  # delivered | retry | failed | released
+    status: int | None = None
+    error: str | None = None
+    delay: float = 0.0

@@ -60,6 +60,7 @@ from clearance.policy.risk import apply_risk, resolve_risk
 from clearance.store import SqlStore, SqlTx, open_store
 from clearance.store.idempotency import KEEP as IDEMPOTENCY_KEEP
 from clearance.store.idempotency import IdempotencyKeys, KeptAnswer
+from clearance.store.outbox import WebhookOutbox
 
 if TYPE_CHECKING:
     from clearance.memory.report import LearningReport
@@ -157,6 +158,12 @@ class Engine:
         """Idempotency keys of requests made outside a decision's transaction (the server's
         ``Idempotency-Key`` on every route but ``POST /v1/decisions``)."""
         return IdempotencyKeys(self.store)
+
+    def webhook_outbox(self, endpoints: Mapping[str, str], events: Sequence[str], *, worker_id: str, batch: int = 50,
+                       lease_seconds: float = 60.0, retention_days: float = 7.0) -> WebhookOutbox:  # fmt: skip
+        """The outbox one webhook sender works from: its endpoints (id -> URL) and event types."""
+        return WebhookOutbox(self.store, endpoints, events, worker_id=worker_id, batch=batch, lease_seconds=lease_seconds,
+                             retention_days=retention_days)  # fmt: skip
 
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:

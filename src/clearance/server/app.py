@@ -119,7 +119,7 @@ def create_app(
         from clearance.server.webhooks import ApprovalWebhookSender
 
         on_result = app.state.metrics.observe_webhook if app.state.metrics is not None else None
-        app.state.webhooks = ApprovalWebhookSender(eng.store, webhooks, on_result=on_result)
+        app.state.webhooks = ApprovalWebhookSender(eng, webhooks, on_result=on_result)
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router, prefix="/v1")

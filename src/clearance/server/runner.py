@@ -44,14 +44,13 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
     if workers > 1:
         import os
 
-        from clearance.store import resolve_location
-
-        os.environ["CLEARANCE_DB"] = resolve_location(db)
+        engine = Engine(db)  # migrate once, before the workers start
+        os.environ["CLEARANCE_DB"] = engine.store.url
+        engine.close()
         os.environ["CLEARANCE_MAX_BODY_BYTES"] = str(max_body_bytes or DEFAULT_MAX_BODY_BYTES)
         if webhooks is not None:
             os.environ["CLEARANCE_WEBHOOK_URLS"] = ",".join(webhooks.urls)
             os.environ["CLEARANCE_WEBHOOK_SECRET"] = webhooks.secret
-        Engine(db).close()  # migrate once, before the workers start
         uvicorn.run("clearance.server.app:from_env", factory=True, workers=workers, host=host, port=port,
                     log_level=log_level, access_log=not json_logs, timeout_keep_alive=30)  # fmt: skip
         return
