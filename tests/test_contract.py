@@ -67,3 +67,21 @@ def test_the_server_answers_every_operation_where_the_table_says(tmp_path: Path)
         guards = [d.call.__name__ for d in routes[(op.method, op.path)].dependant.dependencies
                   if getattr(d.call, "__name__", "").startswith("require_")]  # fmt: skip
         assert guards == ["require_" + "_".join(sorted({*op.roles, "admin"}))], (op.name, guards)
+
+
+def test_only_the_engine_touches_the_store() -> None:
+    """The faces above the engine (server, CLI, adapters, step, remote) import nothing from the store."""
+    import ast
+
+    import clearance
+
+    root = Path(clearance.__file__).parent
+    faces = [p for p in root.rglob("*.py") if p.relative_to(root).parts[0] not in ("store", "engine", "memory", "policy")]
+    offenders = []
+    for path in faces:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
+            offenders += [f"{path.relative_to(root)}: {n}" for n in names if n == "clearance.store" or n.startswith("clearance.store.")]
+    assert [p for p in faces if p.parts[-2] == "server"], "the server's modules were looked at"
+    assert offenders == []
