@@ -22,7 +22,6 @@ Derived from the engine's contract (:mod:`clearance.engine.contract`): every ope
 from __future__ import annotations
 
 import inspect
-import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -36,11 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 from clearance import errors as E
 from clearance._version import __version__
-from clearance.engine import contract
-from clearance.engine.audit import AuditReport
-from clearance.engine.contract import OPERATIONS, AsyncEngineAPI, EngineAPI, Operation, derive
-from clearance.engine.core import PolicyInfo
-from clearance.memory.report import LearningReport
+from clearance.engine.contract import OPERATIONS, AsyncEngineAPI, EngineAPI, Operation, derive, returns
 from clearance.model import Action, ApprovalStatus, Execution, ExecutionStatus, OutcomeStatus
 from clearance.policy import RuleFile, RuleSet, load_rules
 from clearance.retry_after import retry_after_seconds
@@ -170,12 +165,10 @@ def _decoder(name: str) -> Callable[[Any], Any]:
     """How an operation's answer becomes its return type: from the protocol's annotation."""
     if name in _DECODE:
         return _DECODE[name]
-    names = {**vars(contract), "PolicyInfo": PolicyInfo, "AuditReport": AuditReport, "LearningReport": LearningReport,
-             "RuleFile": RuleFile, "RuleSet": RuleSet, "ClearanceError": E.ClearanceError}  # the protocol's deferred names
-    returns = typing.get_type_hints(getattr(EngineAPI, name), globalns=names)["return"]
-    if returns is type(None):
+    answer = returns(name)
+    if answer is type(None):
         return lambda body: None
-    return TypeAdapter(returns).validate_python
+    return TypeAdapter(answer).validate_python
 
 
 class _Request:

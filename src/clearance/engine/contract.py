@@ -13,6 +13,7 @@ facade lacks an operation or its signature drifts.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from clearance.memory.report import LearningReport
     from clearance.policy import RuleFile, RuleSet
 
-__all__ = ["OPERATIONS", "AsyncEngineAPI", "EngineAPI", "ExecutionReport", "Operation", "derive"]
+__all__ = ["OPERATIONS", "AsyncEngineAPI", "EngineAPI", "ExecutionReport", "Operation", "derive", "returns"]
 
 #: ``(request_id, status, result_summary, error)``: one execution to record.
 ExecutionReport = tuple[str, "ExecutionStatus | str", Any, "str | None"]
@@ -253,6 +254,20 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("audit_events", "GET", "/v1/audit/events", _APPROVER),
     Operation("verify_audit", "GET", "/v1/audit/verify", _APPROVER),
 )}  # fmt: skip
+
+
+def returns(name: str) -> Any:
+    """What an operation returns, as a type (the protocol's annotations are strings; the names
+    they use from higher modules are imported here, when asked)."""
+    from clearance.engine.audit import AuditReport
+    from clearance.engine.core import PolicyInfo
+    from clearance.errors import ClearanceError
+    from clearance.memory.report import LearningReport
+    from clearance.policy import RuleFile, RuleSet
+
+    names = {**globals(), "AuditReport": AuditReport, "PolicyInfo": PolicyInfo, "ClearanceError": ClearanceError,
+             "LearningReport": LearningReport, "RuleFile": RuleFile, "RuleSet": RuleSet}  # fmt: skip
+    return typing.get_type_hints(getattr(EngineAPI, name), globalns=names)["return"]
 
 
 def derive(cls: type, make: Callable[[str, inspect.Signature], Callable[..., Any]], *, is_async: bool) -> type:

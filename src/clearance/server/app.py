@@ -19,7 +19,7 @@ from clearance.server import errors
 from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware
 from clearance.server.middleware import RequestContext
-from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, rules, runs
+from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, plain, rules, runs
 
 if TYPE_CHECKING:
     from clearance.server.webhooks import WebhookSettings
@@ -46,7 +46,7 @@ the first answer and runs nothing twice.
 """
 
 #: The route modules, each mounted under ``/v1``.
-ROUTERS = (health, decisions, approvals, rules, kill_switch, audit, runs, keys)
+ROUTERS = (health, plain, decisions, approvals, rules, kill_switch, audit, runs, keys)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope, "description": text}

@@ -183,13 +183,6 @@ class DeactivatedResponse(BaseModel):
 
 
 # -- audit ----------------------------------------------------------------------------------
-class AuditReportResponse(BaseModel):
-    ok: bool
-    events_checked: int
-    first_broken_seq: int | None = None
-    problem: str | None = None
-
-
 # -- runs -----------------------------------------------------------------------------------
 class SaveRunRequest(_In):
     state: dict[str, Any]

@@ -25,7 +25,6 @@ log = logging.getLogger("clearance.server")
 ApprovalId = Annotated[str, Path(min_length=1, max_length=64)]
 Reader = Annotated[Principal, Depends(require("agent", "approver"))]
 Approver = Annotated[Principal, Depends(require("approver"))]
-Admin = Annotated[Principal, Depends(require())]
 
 #: How often a waiting request looks at the store (resolutions made through this server wake it at once).
 POLL_SECONDS = 0.2
@@ -175,8 +174,3 @@ def resolve(approval_id: ApprovalId, body: S.ResolveRequest, request: Request, p
     if webhooks is not None:
         webhooks.wake()  # send approval.resolved now rather than at the next poll
     return result
-
-
-@router.post("/approvals/expire", response_model=list[Approval], summary="Close every pending approval past its deadline")
-def expire(request: Request, principal: Admin) -> list[Approval]:
-    return engine_of(request).expire_approvals()

@@ -1,4 +1,4 @@
-"""The audit trail: query events, verify the hash chain; and what memory learnt from it."""
+"""The audit trail: query events (verifying it, and the learning report, are plain operations)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from typing import Annotated, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from clearance.memory.report import LearningReport
 from clearance.model import Event
-from clearance.server import schemas as S
 from clearance.server.auth import Principal, require
 from clearance.server.deps import engine_of
 
@@ -30,15 +28,3 @@ def events(
 ) -> list[Event]:
     return engine_of(request).audit_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq,
                                            limit=limit)  # fmt: skip
-
-
-@router.get("/audit/verify", response_model=S.AuditReportResponse,
-            summary="Check the hash chain; names the first broken link if anything was altered")  # fmt: skip
-def verify(request: Request, principal: Reader) -> S.AuditReportResponse:
-    return S.AuditReportResponse(**engine_of(request).verify_audit().as_dict())
-
-
-@router.get("/learning/report", response_model=LearningReport,
-            summary="What memory changed, and how well its risk matched the outcomes reported")  # fmt: skip
-def learning_report(request: Request, principal: Reader) -> LearningReport:
-    return engine_of(request).learning_report()

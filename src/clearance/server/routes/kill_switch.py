@@ -13,13 +13,7 @@ from clearance.server.deps import engine_of
 
 router = APIRouter(tags=["kill switch"])
 
-Reader = Annotated[Principal, Depends(require("approver"))]
 Admin = Annotated[Principal, Depends(require())]
-
-
-@router.get("/kill-switches", response_model=list[KillSwitch], summary="Active kill switches")
-def list_switches(request: Request, principal: Reader) -> list[KillSwitch]:
-    return engine_of(request).kill_switches()
 
 
 @router.post("/kill-switches", response_model=KillSwitch,
