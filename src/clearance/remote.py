@@ -174,7 +174,7 @@ def _decoder(name: str) -> Callable[[Any], Any]:
 class _Request:
     """One operation's HTTP request, built from its arguments once (the same on every retry)."""
 
-    __slots__ = ("method", "path", "json", "params", "timeout", "headers")
+    __slots__ = ("method", "path", "json", "params", "timeout", "headers", "empty")
 
     def __init__(self, op: Operation, signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         bound = signature.bind(None, *args, **kwargs)
@@ -198,6 +198,13 @@ class _Request:
         self.headers = trace_headers()
         if op.method != "GET":
             self.headers["Idempotency-Key"] = uuid.uuid4().hex
+        #: An empty batch of execution reports: nothing to send.
+        self.empty = op.name == "record_executions" and not self.json["reports"]
+
+    def send(self, timeout: httpx.Timeout) -> dict[str, Any]:
+        """The arguments of ``client.request``."""
+        return {"method": self.method, "url": self.path, "json": self.json, "params": self.params, "headers": self.headers,
+                "timeout": timeout}  # fmt: skip
 
 
 class _Remote:
@@ -258,14 +265,12 @@ def _blocking(name: str, signature: inspect.Signature) -> Callable[..., Any]:
 
     def call(self: RemoteEngine, *args: Any, **kwargs: Any) -> Any:
         request = _Request(op, signature, args, kwargs)
-        if op.name == "record_executions" and not request.json["reports"]:
+        if request.empty:
             return []
         try:
             for attempt in Retrying(**self._policy()):
                 with attempt:
-                    body = self._answer(self._client.request(
-                        request.method, request.path, json=request.json, params=request.params, headers=request.headers,
-                        timeout=self._timeout_for(request)))  # fmt: skip
+                    body = self._answer(self._client.request(**request.send(self._timeout_for(request))))
         except (httpx.TransportError, _Busy) as exc:
             raise self._unavailable(exc) from exc
         return decode(body[op.answer] if op.answer else body)
@@ -278,14 +283,12 @@ def _awaiting(name: str, signature: inspect.Signature) -> Callable[..., Any]:
 
     async def call(self: AsyncRemoteEngine, *args: Any, **kwargs: Any) -> Any:
         request = _Request(op, signature, args, kwargs)
-        if op.name == "record_executions" and not request.json["reports"]:
+        if request.empty:
             return []
         try:
             async for attempt in AsyncRetrying(**self._policy()):
                 with attempt:
-                    body = self._answer(await self._client.request(
-                        request.method, request.path, json=request.json, params=request.params, headers=request.headers,
-                        timeout=self._timeout_for(request)))  # fmt: skip
+                    body = self._answer(await self._client.request(**request.send(self._timeout_for(request))))
         except (httpx.TransportError, _Busy) as exc:
             raise self._unavailable(exc) from exc
         return decode(body[op.answer] if op.answer else body)

@@ -24,10 +24,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clearance.server.auth import Keys
 from clearance.server.errors import envelope
 
-__all__ = ["IdempotencyMiddleware"]
+__all__ = ["IdempotencyMiddleware", "request_fingerprint"]
 
 WAIT_SECONDS = 30.0
 _METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+
+
+def request_fingerprint(scope: Scope, body: bytes) -> str:
+    """What an ``Idempotency-Key`` is bound to: method, path, query and body."""
+    digest = hashlib.sha256()
+    for part in (scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
 
 
 class IdempotencyMiddleware:
@@ -75,10 +83,7 @@ class IdempotencyMiddleware:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        digest = hashlib.sha256()
-        for part in (scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body):
-            digest.update(len(part).to_bytes(8, "big") + part)
-        fingerprint = digest.hexdigest()
+        fingerprint = request_fingerprint(scope, body)
 
         deadline = time.monotonic() + WAIT_SECONDS
         while True:

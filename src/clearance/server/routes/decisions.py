@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from typing import Annotated, Any, Optional
@@ -20,6 +19,7 @@ from clearance.server import schemas as S
 from clearance.server.auth import Keys, Principal, require
 from clearance.server.deps import check_actor, engine_of
 from clearance.server.auth import refuse
+from clearance.server.idempotency import request_fingerprint
 from clearance.server.errors import ApiError, ErrorBody, ErrorEnvelope, error_type, validation_message
 from clearance.telemetry import evaluate_span
 
@@ -274,7 +274,7 @@ class DecisionEndpoint:
         bound = _bound(principal, action)
         if bound is None:
             await run_in_threadpool(_bind_actor, Request(scope), principal, action)  # raises the audited refusal
-        return principal, bound, (principal.key_id, idem_key, fingerprint(scope, body)) if idem_key is not None else None
+        return principal, bound, (principal.key_id, idem_key, request_fingerprint(scope, body)) if idem_key is not None else None
 
 
 def _envelope(scope: Any, status: int, type: str, message: str, field: str | None = None,
@@ -288,11 +288,3 @@ def _envelope(scope: Any, status: int, type: str, message: str, field: str | Non
     if retry_after is not None:
         headers.append((b"retry-after", retry_after.encode()))
     return status, headers, payload
-
-
-def fingerprint(scope: Any, body: bytes) -> str:
-    """What an ``Idempotency-Key`` is bound to: method, path, query and body (as the middleware)."""
-    digest = hashlib.sha256()
-    for part in (scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body):
-        digest.update(len(part).to_bytes(8, "big") + part)
-    return digest.hexdigest()
