@@ -5,7 +5,6 @@ connection. Beside: ``counts``, ``writers``, ``deferred`` (group commit), ``chec
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from sqlalchemy import Connection, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.engine import Engine as SAEngine
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from clearance.store.statements import Prepared, json_dumps
 
@@ -60,17 +60,11 @@ def _enable_wal(cur: sqlite3.Cursor, timeout: float = 30.0) -> None:
     """Switch a fresh file to WAL, waiting out other connections doing the same: the switch
     needs an exclusive lock, and SQLite answers "database is locked" at once instead of calling
     the busy handler. Once switched, the mode is stored in the file and the pragma is a no-op."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
-        try:
+    locked = retry_if_exception(lambda e: isinstance(e, sqlite3.OperationalError) and "locked" in str(e))
+    for attempt in Retrying(retry=locked, wait=wait_exponential(multiplier=0.001, max=0.05), stop=stop_after_delay(timeout),
+                            reraise=True):  # fmt: skip
+        with attempt:
             cur.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
 
 
 def begin(conn: Connection, *, immediate: bool) -> None:
