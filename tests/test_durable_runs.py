@@ -163,3 +163,24 @@ def test_memory_enabled_guard_does_leave_precedents(tmp_path: Path) -> None:
     decision = engine.evaluate({"tool": "refund_payment", "arguments": {"order_id": "o0", "amount": 120}, "value": 120})
     assert [p.request_id for p in decision.precedents] == [event["request_id"]]
     engine.close()
+
+
+def test_a_run_whose_executions_cannot_be_recorded_raises(tmp_path: Path) -> None:
+    """Not best effort: rather than return a run the store does not know ran, the run raises."""
+
+    class Unrecording(Engine):
+        def record_executions(self, reports: Any) -> Any:
+            raise OSError("disk full")
+
+    ran: list[str] = []
+
+    def tool(order_id: str, amount: float) -> dict[str, Any]:
+        ran.append(order_id)
+        return {"ok": True}
+
+    with ScriptedOpenAI([refund_calls(10), turn.text("done")]) as openai_server:
+        guard = GuardedOpenAI(engine=Unrecording(tmp_path / "u.db"), base_url=openai_server.base_url, openai_api_key="k")
+        guard.tool("refund_payment", tool)
+        with pytest.raises(OSError, match="disk full"):
+            guard.run(input="refund", model="m")
+        assert ran == ["o0"] and len(openai_server.requests) == 1  # the model never heard the unrecorded result
