@@ -8,12 +8,12 @@ and the remote engine return the same objects.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from clearance.model import Action, Decision, Execution, ExecutionStatus, Outcome, OutcomeStatus
-from clearance.policy import Rule, RuleFile
+from clearance.policy import RuleFile
 from clearance.server.errors import ErrorBody
 
 MAX_BATCH = 500
@@ -128,15 +128,6 @@ class ApplyRulesRequest(_In):
     yaml: str | None = Field(default=None, max_length=1_000_000)
 
 
-class PolicyInfoResponse(BaseModel):
-    version: int
-    digest: str
-    added: list[str]
-    changed: list[str]
-    removed: list[str]
-    unchanged: bool = False
-
-
 class ValidateResponse(BaseModel):
     valid: bool
     rules: list[str] = Field(default_factory=list)
@@ -182,7 +173,6 @@ class DeactivatedResponse(BaseModel):
     deactivated: bool
 
 
-# -- audit ----------------------------------------------------------------------------------
 # -- runs -----------------------------------------------------------------------------------
 class SaveRunRequest(_In):
     state: dict[str, Any]
@@ -221,13 +211,6 @@ class CreatedKey(KeyView):
     token: str = Field(description="The secret; shown once, never stored.")
 
 
-class WhoAmI(BaseModel):
-    key_id: str
-    name: str
-    role: str
-    identity: str
-
-
 # -- health ---------------------------------------------------------------------------------
 class Health(BaseModel):
     status: Literal["ok"]
@@ -239,6 +222,3 @@ class Readiness(BaseModel):
     policy_version: str | None = None
     detail: str | None = None
 
-
-RuleInput = Rule
-AnyJson = Union[dict[str, Any], list[Any], str, int, float, bool, None]

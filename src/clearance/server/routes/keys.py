@@ -21,9 +21,9 @@ def _keys(request: Request) -> Keys:
     return request.app.state.keys  # type: ignore[no-any-return]
 
 
-@router.get("/whoami", response_model=S.WhoAmI, summary="The key this request was made with")
-def whoami(principal: Anyone) -> S.WhoAmI:
-    return S.WhoAmI(key_id=principal.key_id, name=principal.name, role=principal.role, identity=principal.identity)
+@router.get("/whoami", response_model=Principal, summary="The key this request was made with")
+def whoami(principal: Anyone) -> Principal:
+    return principal
 
 
 @router.get("/keys", response_model=list[S.KeyView], summary="API keys (never their secrets)")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
+from clearance.engine import PolicyInfo
 from clearance.errors import NotFound, RuleError
 from clearance.policy import Rule, RuleFile, RuleSet, parse_rules
 from clearance.server import schemas as S
@@ -59,9 +60,8 @@ def _source(body: S.ApplyRulesRequest) -> RuleFile:
     return source
 
 
-def _apply(request: Request, principal: Principal, source: RuleFile) -> S.PolicyInfoResponse:
-    info = engine_of(request).apply_rules(source, applied_by=principal.identity)
-    return S.PolicyInfoResponse(**info.__dict__)
+def _apply(request: Request, principal: Principal, source: RuleFile) -> PolicyInfo:
+    return engine_of(request).apply_rules(source, applied_by=principal.identity)
 
 
 @router.get("/rules", response_model=S.RulesDocument, summary="The rules in force")
@@ -69,9 +69,9 @@ def get_rules(request: Request, principal: Reader) -> S.RulesDocument:
     return _document(engine_of(request).current_rules())
 
 
-@router.put("/rules", response_model=S.PolicyInfoResponse,
+@router.put("/rules", response_model=PolicyInfo,
             summary="Make a whole rules document the policy (a new version when anything changed)")  # fmt: skip
-def apply_rules(body: S.ApplyRulesRequest, request: Request, principal: Admin) -> S.PolicyInfoResponse:
+def apply_rules(body: S.ApplyRulesRequest, request: Request, principal: Admin) -> PolicyInfo:
     return _apply(request, principal, _source(body))
 
 
@@ -123,36 +123,35 @@ def get_rule(rule_id: RuleId, request: Request, principal: Reader) -> S.RuleView
     raise NotFound(f"no rule {rule_id!r} in policy version {ruleset.policy_version}")
 
 
-def _edit(request: Request, principal: Principal, change: Any, rule_id: str, rule: Rule | None = None) -> S.PolicyInfoResponse:
+def _edit(request: Request, principal: Principal, change: Any, rule_id: str, rule: Rule | None = None) -> PolicyInfo:
     if rule is not None:
         _check_bounds(RuleFile(rules=[rule]), at="body.")
-    info = engine_of(request).edit_rule(change, rule_id, rule, applied_by=principal.identity)
-    return S.PolicyInfoResponse(**info.__dict__)
+    return engine_of(request).edit_rule(change, rule_id, rule, applied_by=principal.identity)
 
 
-@router.post("/rules", response_model=S.PolicyInfoResponse, summary="Add one rule (a new policy version)")
-def create_rule(rule: Rule, request: Request, principal: Admin) -> S.PolicyInfoResponse:
+@router.post("/rules", response_model=PolicyInfo, summary="Add one rule (a new policy version)")
+def create_rule(rule: Rule, request: Request, principal: Admin) -> PolicyInfo:
     return _edit(request, principal, "add", rule.id, rule)
 
 
-@router.put("/rules/{rule_id}", response_model=S.PolicyInfoResponse, summary="Replace one rule (a new policy version)")
-def update_rule(rule_id: RuleId, rule: Rule, request: Request, principal: Admin) -> S.PolicyInfoResponse:
+@router.put("/rules/{rule_id}", response_model=PolicyInfo, summary="Replace one rule (a new policy version)")
+def update_rule(rule_id: RuleId, rule: Rule, request: Request, principal: Admin) -> PolicyInfo:
     if rule.id != rule_id:
         raise ApiError(422, "validation_error", f"the body's id {rule.id!r} differs from {rule_id!r} in the path",
                        field="body.id")  # fmt: skip
     return _edit(request, principal, "replace", rule_id, rule)
 
 
-@router.delete("/rules/{rule_id}", response_model=S.PolicyInfoResponse, summary="Remove one rule (a new policy version)")
-def delete_rule(rule_id: RuleId, request: Request, principal: Admin) -> S.PolicyInfoResponse:
+@router.delete("/rules/{rule_id}", response_model=PolicyInfo, summary="Remove one rule (a new policy version)")
+def delete_rule(rule_id: RuleId, request: Request, principal: Admin) -> PolicyInfo:
     return _edit(request, principal, "remove", rule_id)
 
 
-@router.post("/rules/{rule_id}/pause", response_model=S.PolicyInfoResponse, summary="Pause one rule (ignored until resumed)")
-def pause(rule_id: RuleId, request: Request, principal: Admin) -> S.PolicyInfoResponse:
+@router.post("/rules/{rule_id}/pause", response_model=PolicyInfo, summary="Pause one rule (ignored until resumed)")
+def pause(rule_id: RuleId, request: Request, principal: Admin) -> PolicyInfo:
     return _edit(request, principal, "pause", rule_id)
 
 
-@router.post("/rules/{rule_id}/resume", response_model=S.PolicyInfoResponse, summary="Make a paused rule active again")
-def resume(rule_id: RuleId, request: Request, principal: Admin) -> S.PolicyInfoResponse:
+@router.post("/rules/{rule_id}/resume", response_model=PolicyInfo, summary="Make a paused rule active again")
+def resume(rule_id: RuleId, request: Request, principal: Admin) -> PolicyInfo:
     return _edit(request, principal, "resume", rule_id)
