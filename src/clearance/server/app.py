@@ -123,7 +123,7 @@ def create_app(
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router, prefix="/v1")
-    app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, store=eng.idempotency)
+    app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, kept=eng.idempotency)
     app.state.decisions = decisions.DecisionEndpoint(eng, app.state.keys, app.state.metrics, app.state.webhooks)
     app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe)
     # POST /v1/decisions meets the hot path before FastAPI's middleware stack, and takes the

@@ -39,16 +39,16 @@ def request_fingerprint(scope: Scope, body: bytes) -> str:
 
 
 class IdempotencyMiddleware:
-    def __init__(self, app: ASGIApp, *, keys: Keys, store: Any) -> None:
-        self.app, self.keys, self.store = app, keys, store  # store: the engine's idempotency keys
+    def __init__(self, app: ASGIApp, *, keys: Keys, kept: Any) -> None:
+        self.app, self.keys, self.kept = app, keys, kept  # kept: the engine's idempotency keys (engine.idempotency)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         # On SQLite each step is one short statement (tens of microseconds): a thread hop would
         # cost more than it saves, unless another writer holds the store (a decision being
         # committed): waiting for it here would stall the event loop. Elsewhere it is a network
         # round trip, so it goes to a thread.
-        if self.store.inline:
-            done, value = self.store.now_or_never(fn, *args)
+        if self.kept.inline:
+            done, value = self.kept.now_or_never(fn, *args)
             if done:
                 return value
         return await run_in_threadpool(fn, *args)
@@ -87,7 +87,7 @@ class IdempotencyMiddleware:
 
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
-            state, status, stored = await self._run(self.store.begin, principal.key_id, idem_key, fingerprint)
+            state, status, stored = await self._run(self.kept.begin, principal.key_id, idem_key, fingerprint)
             if state != "pending" or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)
@@ -130,14 +130,14 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay, capture)
         except BaseException:
-            await self._run(self.store.abandon, principal.key_id, idem_key)
+            await self._run(self.kept.abandon, principal.key_id, idem_key)
             raise
         assert start is not None
         code = int(start["status"])
         payload = b"".join(out)
         if code in (401, 403) or code >= 500:
-            await self._run(self.store.abandon, principal.key_id, idem_key)
+            await self._run(self.kept.abandon, principal.key_id, idem_key)
         else:
-            await self._run(self.store.finish, principal.key_id, idem_key, code, payload.decode())
+            await self._run(self.kept.finish, principal.key_id, idem_key, code, payload.decode())
         await send(start)
         await send({"type": "http.response.body", "body": payload})
