@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, field_validator, model_validator
 
 __all__ = [
     "Action",
@@ -152,24 +152,26 @@ class ApprovalStatus(str, Enum):
     expired = "expired"
 
 
+#: What an identifier may be: one line of printable text (no NUL or other control characters,
+#: which PostgreSQL refuses and a terminal obeys), short enough to index and to show a person.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_PRINTABLE)]
+LongName = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=_PRINTABLE)]
+
+
 class Action(_Model):
-    """A tool call the model proposed, with what is at stake."""
+    """A tool call the model proposed, with what is at stake. The limits here are the only ones:
+    the embedded engine, the server (a 422 naming the field) and both stores apply these."""
 
-    tool: str = Field(min_length=1)
+    tool: Name
     arguments: dict[str, Any] = Field(default_factory=dict)
-    actor: str = Field(default="anonymous", min_length=1)
-    domain: str = Field(default="default", min_length=1)
-    value: float | None = Field(default=None, description="Money or units at stake; None when nothing is.")
-    target: str | None = None
+    actor: Name = "anonymous"
+    domain: Name = "default"
+    value: float | None = Field(default=None, ge=0, allow_inf_nan=False,
+                                description="Money or units at stake (finite, not negative); None when nothing is.")  # fmt: skip
+    target: LongName | None = None
     context: dict[str, Any] = Field(default_factory=dict)
-    trace_id: str | None = None
-
-    @field_validator("value")
-    @classmethod
-    def _finite(cls, v: float | None) -> float | None:
-        if v is not None and (v != v or v in (float("inf"), float("-inf"))):
-            raise ValueError("value must be a finite number")
-        return v
+    trace_id: Name | None = None
 
 
 class RuleMatch(_Model):

@@ -110,6 +110,7 @@ class _GuardBase:
             raise ValueError("fail_mode must be 'closed' or 'open'")
         if mode not in ("enforce", "shadow"):
             raise ValueError("mode must be 'enforce' or 'shadow'")
+        Action(tool="-", actor=actor, domain=domain)  # an actor or domain no call could carry is refused now, not per call
         self.wire = wire_for(api)
         self.api = api
         self.actor, self.domain = actor, domain

@@ -272,7 +272,8 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
             continue
         try:
             args = tool.parse_arguments(raw)
-            value, target = tool.value(args), tool.target(args)
+            action = Action(tool=name, arguments=args, actor=cfg.actor, domain=cfg.domain, value=tool.value(args),
+                            target=tool.target(args), context=dict(cfg.context), trace_id=state.trace_id)  # fmt: skip
         except (ToolArgumentsError, ValueError, TypeError) as exc:
             error = exc.to_model_output() if isinstance(exc, ToolArgumentsError) else {
                 "error": "invalid_arguments", "tool": name, "message": str(exc)}  # fmt: skip
@@ -286,8 +287,6 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
             state.structured, state.handoff = args, True
             _set_output(state, call_id, {"status": "captured"})
             continue
-        action = Action(tool=name, arguments=args, actor=cfg.actor, domain=cfg.domain, value=value, target=target,
-                        context=dict(cfg.context), trace_id=state.trace_id)  # fmt: skip
         result = yield fx.Decide(action)
         if isinstance(result, BaseException):
             # The engine could not decide: fail closed unless the guard was told otherwise.

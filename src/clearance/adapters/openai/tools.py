@@ -327,6 +327,8 @@ class FunctionTool:
         number = float(result)
         if not math.isfinite(number):
             raise ValueError(f"tool {self.name!r}: value_from_args returned {number}, not a finite number")
+        if number < 0:
+            raise ValueError(f"tool {self.name!r}: value_from_args returned {number:g}; what is at stake is never negative")
         return number
 
     def target(self, args: Mapping[str, Any]) -> str | None:
