@@ -40,6 +40,7 @@ __all__ = [
     "guard_for",
     "recording_refund_guard",
     "refund_payment",
+    "sdk_request",
     "serve",
     "tool_outputs",
 ]
@@ -256,6 +257,16 @@ def engine(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Any]:
     finally:
         remote.close()
         _remote_pool().launcher.stop(served.handle)
+
+
+def sdk_request(method: str = "POST", url: str = "https://api.openai.com/v1/responses") -> Any:
+    """A request as the openai SDK's exceptions carry it, built by the SDK's public HTTP client class
+    (``openai.DefaultHttpxClient``), so it is of the SDK's own HTTP library on every line
+    (``httpx`` on 2.x, ``httpx2`` on 3.x): for building ``openai.APIError`` and its kin in a test."""
+    import openai
+
+    with openai.DefaultHttpxClient() as client:
+        return client.build_request(method, url)
 
 
 def guard_for(server: ScriptedOpenAI, engine: Any, cls: type = GuardedOpenAI, **kw: Any) -> Any:

@@ -28,6 +28,7 @@ from adapter_support import (  # noqa: F401 - fixtures
     engine,
     guard_for,
     refund_payment,
+    sdk_request,
     serve,
     tool_outputs,
 )
@@ -389,7 +390,7 @@ def test_cancelled_trial_does_not_jam_the_circuit(serve: Serve, engine: Engine) 
 def test_breaker_unit_with_a_fake_clock() -> None:
     now = [100.0]
     b = CircuitBreaker(2, 10, clock=lambda: now[0])
-    err = openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+    err = openai.APIConnectionError(request=sdk_request())
     b.before_call()
     b.on_failure(err)
     assert b.state == "closed"
