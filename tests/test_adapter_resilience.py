@@ -21,17 +21,7 @@ from typing import Any
 
 import openai
 import pytest
-from adapter_support import (  # noqa: F401 - fixtures
-    FAST,
-    db_path,
-    decision_rows,
-    engine,
-    guard_for,
-    refund_payment,
-    sdk_request,
-    serve,
-    tool_outputs,
-)
+from adapter_support import FAST, decision_rows, guard_for, refund_payment, sdk_request, tool_outputs
 
 from clearance import AsyncGuardedOpenAI, Engine, GuardedOpenAI
 from clearance.adapters.openai import CircuitOpenError

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from adapter_support import db_path, declared, engine, serve  # noqa: F401 - fixtures
+from adapter_support import declared
 from openai_spec import assert_valid
 
 from clearance import Engine, parse_rules

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -88,22 +88,15 @@ def check_chat(rec: Any) -> None:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedOpenAI]]:
-    """``serve(*turns)`` -> a started server; stopped and spec-checked on teardown."""
-    servers: list[ScriptedOpenAI] = []
+def wire_check() -> Callable[[ScriptedOpenAI], None]:
+    """What ``serve`` (conftest.py) checks at teardown here: each Chat Completions exchange."""
 
-    def make(*turns: Any) -> ScriptedOpenAI:
-        server = ScriptedOpenAI(turns).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
-    for server in servers:
+    def check(server: ScriptedOpenAI) -> None:
         for rec in server.requests:
             if rec.api == "chat":
                 check_chat(rec)
+
+    return check
 
 
 def client(server: ScriptedOpenAI, **kwargs: Any) -> OpenAI:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -70,23 +70,16 @@ def check_stream(rec: Any) -> None:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedOpenAI]]:
-    """``serve(*turns)`` -> a started server; stopped and spec-checked on teardown."""
-    servers: list[ScriptedOpenAI] = []
+def wire_check() -> Callable[[ScriptedOpenAI], None]:
+    """What ``serve`` (conftest.py) checks at teardown here: the exchanges, and each stream."""
 
-    def make(*turns: Any) -> ScriptedOpenAI:
-        server = ScriptedOpenAI(turns).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
-    for server in servers:
+    def check(server: ScriptedOpenAI) -> None:
         check_wire(server)
         for rec in server.requests:
             if rec.streamed:
                 check_stream(rec)
+
+    return check
 
 
 def client(server: ScriptedOpenAI, **kwargs: Any) -> OpenAI:
