@@ -262,8 +262,10 @@ def _wait_healthy(url: str, alive: Any, seconds: float = 30) -> bool:
 
 
 def cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clearance", "--db", str(db), *args], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    """``python -m clearance --db DB ARGS`` in a process of its own (forked: cli_support.run_cli)."""
+    from cli_support import run_cli
+
+    return run_cli(["--db", str(db), *args], timeout=60)
 
 
 def create_key_cli(db: Path, name: str, role: str, identity: str | None = None) -> str:
