@@ -33,7 +33,6 @@ __all__ = [
     "guard_for",
     "recording_refund_guard",
     "refund_payment",
-    "sdk_request",
     "tool_outputs",
 ]
 
@@ -100,16 +99,6 @@ def check_chat_exchange(rec: Any) -> None:
     for event in rec.events or ():
         if "error" not in event:
             assert_valid("CreateChatCompletionStreamResponse", event, strict_one_of=True, nullable=True)
-
-
-def sdk_request(method: str = "POST", url: str = "https://api.openai.com/v1/responses") -> Any:
-    """A request as the openai SDK's exceptions carry it, built by the SDK's public HTTP client class
-    (``openai.DefaultHttpxClient``), so it is of the SDK's own HTTP library on every line
-    (``httpx`` on 2.x, ``httpx2`` on 3.x): for building ``openai.APIError`` and its kin in a test."""
-    import openai
-
-    with openai.DefaultHttpxClient() as client:
-        return client.build_request(method, url)
 
 
 def guard_for(server: ScriptedOpenAI, engine: Any, cls: type = GuardedOpenAI, **kw: Any) -> Any:

@@ -21,7 +21,8 @@ from typing import Any
 
 import openai
 import pytest
-from adapter_support import FAST, decision_rows, guard_for, refund_payment, sdk_request, tool_outputs
+from adapter_support import FAST, decision_rows, guard_for, refund_payment, tool_outputs
+from sdk_support import sdk_request
 
 from clearance import AsyncGuardedOpenAI, Engine, GuardedOpenAI
 from clearance.adapters.openai import CircuitOpenError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adapter_support import sdk_request
+from sdk_support import sdk_request
 
 from clearance.adapters.openai.streaming import StreamAssembler
 

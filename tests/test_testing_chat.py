@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from openai import AsyncOpenAI, OpenAI
 from openai_spec import assert_valid
+from sdk_support import aclient, client
 
 from clearance.testing import ModelTurn, ScriptedOpenAI, turn
 from clearance.testing.chat import ChatRenderError, chat_chunks, render_chat_completion
@@ -97,18 +97,6 @@ def wire_check() -> Callable[[ScriptedOpenAI], None]:
                 check_chat(rec)
 
     return check
-
-
-def client(server: ScriptedOpenAI, **kwargs: Any) -> OpenAI:
-    kwargs.setdefault("max_retries", 0)
-    kwargs.setdefault("timeout", 10)
-    return OpenAI(base_url=server.base_url, api_key="test", _strict_response_validation=True, **kwargs)
-
-
-def aclient(server: ScriptedOpenAI, **kwargs: Any) -> AsyncOpenAI:
-    kwargs.setdefault("max_retries", 0)
-    kwargs.setdefault("timeout", 10)
-    return AsyncOpenAI(base_url=server.base_url, api_key="test", _strict_response_validation=True, **kwargs)
 
 
 def params(**kwargs: Any) -> dict[str, Any]:

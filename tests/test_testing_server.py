@@ -20,6 +20,7 @@ import pytest
 from openai import AsyncOpenAI, AzureOpenAI, OpenAI
 from adapter_support import check_wire
 from openai_spec import assert_valid, validator
+from sdk_support import client
 
 from clearance.testing import ErrorTurn, ModelTurn, RawTurn, ScriptedOpenAI, turn
 
@@ -45,12 +46,6 @@ def wire_check() -> Callable[[ScriptedOpenAI], None]:
     """What ``serve`` (conftest.py) checks at teardown here: the exchanges against the spec; not
     ``problems``, which these tests provoke and assert themselves."""
     return check_wire
-
-
-def client(server: ScriptedOpenAI, **kwargs: Any) -> OpenAI:
-    kwargs.setdefault("max_retries", 0)
-    kwargs.setdefault("timeout", 10)
-    return OpenAI(base_url=server.base_url, api_key="test", _strict_response_validation=True, **kwargs)
 
 
 def create(c: OpenAI, **kwargs: Any) -> Any:

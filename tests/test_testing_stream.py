@@ -29,8 +29,8 @@ from typing import Any
 import openai
 import pytest
 from adapter_support import check_wire
-from openai import AsyncOpenAI, OpenAI
 from openai_spec import assert_valid, validator
+from sdk_support import aclient, client
 
 from clearance.testing import ModelTurn, ScriptedOpenAI, StreamError, StreamOptions, turn
 from clearance.testing.stream import argument_chunks, encode_event, response_events, text_chunks
@@ -80,18 +80,6 @@ def wire_check() -> Callable[[ScriptedOpenAI], None]:
                 check_stream(rec)
 
     return check
-
-
-def client(server: ScriptedOpenAI, **kwargs: Any) -> OpenAI:
-    kwargs.setdefault("max_retries", 0)
-    kwargs.setdefault("timeout", 10)
-    return OpenAI(base_url=server.base_url, api_key="test", _strict_response_validation=True, **kwargs)
-
-
-def aclient(server: ScriptedOpenAI, **kwargs: Any) -> AsyncOpenAI:
-    kwargs.setdefault("max_retries", 0)
-    kwargs.setdefault("timeout", 10)
-    return AsyncOpenAI(base_url=server.base_url, api_key="test", _strict_response_validation=True, **kwargs)
 
 
 def params(**kwargs: Any) -> dict[str, Any]:
