@@ -12,12 +12,20 @@
   marked ``server_process`` get a real ``clearance serve`` process instead (see the marker).
 - ``live``: the server with uvicorn on loopback in a thread, one key per role.
 - ``pg_url``: a fresh PostgreSQL database for the module (skipped without a server, except in CI).
+
+Temporary files (``tmp_path``) live in memory (``/dev/shm``) where there is one and no
+``--basetemp`` is given: the store commits with ``synchronous=FULL``, and an fsync per commit on
+disk made SQLite-heavy tests several times slower without testing anything more (no test cuts
+the power; processes are killed, and what they wrote is in the page cache either way). The
+directory is removed when the session ends; pass ``--basetemp DIR`` to keep the files.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -72,7 +80,15 @@ def serve(wire_check: Callable[[ScriptedOpenAI], None]) -> Iterator[Callable[...
 ENGINES = [e for e in os.environ.get("CLEARANCE_TEST_ENGINES", "embedded,remote").split(",") if e]
 
 
+_MEMORY_TMP = Path("/dev/shm")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own tmp_path set-up reads the option
 def pytest_configure(config: pytest.Config) -> None:
+    if config.option.basetemp is None and _MEMORY_TMP.is_dir() and os.access(_MEMORY_TMP, os.W_OK):
+        root = tempfile.mkdtemp(prefix="clearance-tests-", dir=_MEMORY_TMP)
+        config.option.basetemp = str(Path(root) / "tmp")  # pytest empties basetemp first: a fresh child of ours
+        config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
     config.addinivalue_line(
         "markers",
         "server_process(why): the remote variant of this test talks to a real `clearance serve` process, "
