@@ -5,7 +5,7 @@ capture_output=True, text=True)`` answers: a separate process with its own argv,
 working directory, stdin, stdout and stderr, its exit code as Python gives it (``SystemExit``
 codes, 1 with the traceback for an uncaught exception, ``-N`` when killed by signal N). The
 process is forked from a launcher that has already imported the libraries the CLI needs
-(SQLAlchemy, alembic, numpy, typer, rich, the engine: most of a second each time, and a suite
+(SQLAlchemy, alembic, numpy, typer, rich, openai, the engine: most of a second each time, and a suite
 runs the CLI dozens of times). ``clearance.cli`` itself is not imported beforehand, so the CLI
 module, its consoles and everything it reads at import start fresh in each process, with that
 process's environment; ``clearance/__main__.py`` runs as ``-m`` runs it (``runpy``).
@@ -29,7 +29,7 @@ __all__ = ["run_cli"]
 
 #: Imported once by the launcher: what every CLI command pays for before it does anything.
 PRELOAD = ("clearance", "clearance.engine", "clearance.store", "sqlalchemy.dialects.sqlite", "alembic.command",
-           "alembic.config", "numpy", "usearch.index", "typer", "rich.console", "rich.table", "yaml")  # fmt: skip
+           "alembic.config", "numpy", "usearch.index", "typer", "rich.console", "rich.table", "yaml", "openai")  # fmt: skip
 
 _LAUNCHER = r"""
 import importlib, io, json, os, runpy, signal, sys, time, traceback
