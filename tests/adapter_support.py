@@ -1,65 +1,41 @@
-"""Shared helpers for the OpenAI adapter acceptance tests (test_adapter_*.py, test_seed_examples.py).
+"""Helpers for the OpenAI adapter acceptance tests (test_adapter_*.py, test_seed_examples.py).
 
-Everything here is real: a SQLite file in ``tmp_path``, the real ``openai`` SDK,
-:class:`clearance.testing.ScriptedOpenAI` on loopback and, for the ``remote`` engine, a
-``clearance serve`` process. Fixtures are imported by the test modules
-(``from adapter_support import serve, ...``).
+Their fixtures (``serve``, ``db_path``, ``engine``) are in conftest.py. Everything is real: a
+SQLite file in ``tmp_path``, the real ``openai`` SDK and :class:`clearance.testing.ScriptedOpenAI`
+on loopback.
 
-``serve(*turns)`` starts a scripted server and, at teardown, checks every exchange against
-OpenAI's published OpenAPI description: each request the adapter sent against
-``CreateResponse``, each 200 reply against ``Response`` and each error reply against
-``ErrorResponse`` (tests/openai_spec.py).
+:func:`check_wire` is what ``serve`` checks at teardown: every exchange against OpenAI's
+published OpenAPI description: each request the adapter sent against ``CreateResponse``, each
+200 reply against ``Response`` and each error reply against ``ErrorResponse``
+(tests/openai_spec.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import pytest
 from openai_spec import assert_valid, load_spec
-from server_support import shared_launcher
+from server_support import RULES  # the policy most tests run under (domain ``shop``, actor ``agent-7``)
 
-from clearance import AsyncGuardedOpenAI, Engine, GuardedOpenAI, parse_rules
+from clearance import AsyncGuardedOpenAI, GuardedOpenAI
 from clearance.testing import ModelTurn, RawTurn, ScriptedOpenAI
 
 __all__ = [
+    "FAST",
     "RULES",
     "check_wire",
-    "db_path",
     "decision_rows",
     "declared",
-    "engine",
     "function_call_outputs",
     "guard_for",
     "recording_refund_guard",
     "refund_payment",
-    "serve",
     "tool_outputs",
 ]
 
-#: The policy most tests run under (domain ``shop``, actor ``agent-7``).
-RULES = """
-version: 1
-rules:
-  - id: refunds
-    tool: refund_payment
-    max_value: 2000
-    require_approval_above: 500
-  - id: never-delete
-    tool: delete_account
-    effect: block
-  - id: wires-two-approvers
-    tool: wire_transfer
-    require_approval_above: 0
-    approvals_required: 2
-"""
 
 #: Resilience knobs that keep retries quick in tests (no jitter, millisecond backoff).
 FAST = {
@@ -123,139 +99,6 @@ def check_chat_exchange(rec: Any) -> None:
     for event in rec.events or ():
         if "error" not in event:
             assert_valid("CreateChatCompletionStreamResponse", event, strict_one_of=True, nullable=True)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedOpenAI]]:
-    """``serve(*turns)`` -> a started server; stopped and spec-checked at teardown."""
-    servers: list[ScriptedOpenAI] = []
-
-    def make(*turns: Any) -> ScriptedOpenAI:
-        server = ScriptedOpenAI(turns).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
-    for server in servers:
-        check_wire(server)
-        assert not server.problems, server.problems
-
-
-#: Which engines the adapter tests run against: ``embedded`` (an Engine in this process) and
-#: ``remote`` (a RemoteEngine talking over loopback HTTP to ``clearance serve`` running as a
-#: separate process on the test's own database file). Both run by default, in CI too.
-ENGINES = [e for e in os.environ.get("CLEARANCE_TEST_ENGINES", "embedded,remote").split(",") if e]
-
-
-@dataclass
-class _Served:
-    """A fresh database (RULES applied, an admin key made) and the server process on it."""
-
-    db: Path
-    url: str
-    token: str
-    store_url: str
-    handle: Any
-
-
-class _RemotePool:
-    """Fresh servers for the remote variant, each prepared while the test before it runs.
-
-    Every remote test still gets its own database file and its own ``clearance serve`` process;
-    only the waiting (migrating, forking, the server starting up) moves off the test's path.
-    """
-
-    def __init__(self) -> None:
-        import tempfile
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.root = Path(tempfile.mkdtemp(prefix="clearance-remote-tests-"))
-        self.launcher = shared_launcher()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="remote-pool")
-        self._next: Any = None
-
-    def _prepare(self) -> _Served:
-        import tempfile
-        db = Path(tempfile.mkdtemp(dir=self.root)) / "clearance.db"
-        eng = Engine(db)
-        try:
-            eng.apply_rules(parse_rules(RULES))
-            _, token = eng.keys.create("adapter-tests", "admin")
-            store_url = eng.store.url
-        finally:
-            eng.close()  # the server process owns the engine: nothing of it stays open here
-        handle, url = self.launcher.start(db)
-        return _Served(db, url, token, store_url, handle)
-
-    def take(self) -> _Served:
-        current = self._next if self._next is not None else self._executor.submit(self._prepare)
-        self._next = self._executor.submit(self._prepare)
-        return current.result()  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        import shutil
-
-        if self._next is not None:
-            try:
-                self.launcher.stop(self._next.result().handle)
-            except Exception:  # noqa: BLE001 - the launcher stops whatever is left when it closes
-                pass
-        self._executor.shutdown(wait=True)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-_pool: _RemotePool | None = None
-#: db_path -> the server prepared on it, from the db_path fixture to the engine fixture.
-_served: dict[Path, _Served] = {}
-
-
-def _remote_pool() -> _RemotePool:
-    global _pool
-    if _pool is None:
-        import atexit
-
-        _pool = _RemotePool()
-        atexit.register(_pool.close)
-    return _pool
-
-
-def _engine_param(request: pytest.FixtureRequest) -> str | None:
-    callspec = getattr(request.node, "callspec", None)
-    return callspec.params.get("engine") if callspec is not None else None
-
-
-@pytest.fixture
-def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """The test's own SQLite file; for the remote variant, the one its server process already runs on."""
-    if _engine_param(request) == "remote":
-        served = _remote_pool().take()
-        _served[served.db] = served
-        return served.db
-    return tmp_path / "clearance.db"
-
-
-@pytest.fixture(params=ENGINES)
-def engine(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Any]:
-    if request.param == "embedded":
-        eng = Engine(db_path)
-        eng.apply_rules(parse_rules(RULES))
-        yield eng
-        eng.close()
-        return
-    if request.param != "remote":
-        raise ValueError(f"CLEARANCE_TEST_ENGINES names an unknown engine {request.param!r} (embedded, remote)")
-    from clearance.remote import RemoteEngine
-
-    served = _served.pop(db_path)
-    remote = RemoteEngine(served.url, served.token)
-    remote.store = SimpleNamespace(url=served.store_url)  # type: ignore[attr-defined]  # for tests that locate the database file
-    try:
-        yield remote
-    finally:
-        remote.close()
-        _remote_pool().launcher.stop(served.handle)
 
 
 def guard_for(server: ScriptedOpenAI, engine: Any, cls: type = GuardedOpenAI, **kw: Any) -> Any:

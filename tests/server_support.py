@@ -1,9 +1,10 @@
 """Helpers for the server tests (test_server_*.py, test_remote_*.py): real servers on loopback.
 
-``live`` runs the app with uvicorn in a thread over a SQLite file in ``tmp_path``;
-``start_process`` runs ``clearance serve`` as a separate process, and :class:`ServeLauncher`
-does the same in a fraction of the time (for suites that want a fresh server process per test).
-Both come with one key per role; nothing is mocked.
+The ``live`` fixture (conftest.py) runs the app with uvicorn in a thread over a SQLite file in
+``tmp_path``, with one key per role (:data:`KEYS`, :func:`make_keys`); :class:`Live` is what it
+gives. ``start_process`` runs ``clearance serve`` as a separate process, and
+:class:`ServeLauncher` does the same in a fraction of the time (for the adapter tests marked
+``server_process``). Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from clearance import Engine, parse_rules
-from clearance.server import ServerThread
+from clearance import Engine
 
+#: The policy the server and adapter tests run under (domain ``shop``, actor ``agent-7``).
 RULES = """
 version: 1
 rules:
@@ -75,19 +74,6 @@ class Live:
 
 def make_keys(engine: Engine) -> dict[str, str]:
     return {name: engine.keys.create(name, role, identity=identity)[1] for name, (role, identity) in KEYS.items()}
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
-    db = tmp_path / "server.db"
-    engine = Engine(db)
-    engine.apply_rules(parse_rules(RULES))
-    tokens = make_keys(engine)
-    server = ServerThread(engine).start()
-    result = Live(server.url, db, tokens)
-    yield result
-    result.close()
-    server.stop()
 
 
 def free_port() -> int:
@@ -276,8 +262,10 @@ def _wait_healthy(url: str, alive: Any, seconds: float = 30) -> bool:
 
 
 def cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clearance", "--db", str(db), *args], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    """``python -m clearance --db DB ARGS`` in a process of its own (forked: cli_support.run_cli)."""
+    from cli_support import run_cli
+
+    return run_cli(["--db", str(db), *args], timeout=60)
 
 
 def create_key_cli(db: Path, name: str, role: str, identity: str | None = None) -> str:

@@ -21,16 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from adapter_support import (  # noqa: F401 - fixtures
-    RULES,
-    db_path,
-    decision_rows,
-    engine,
-    function_call_outputs,
-    guard_for,
-    serve,
-    tool_outputs,
-)
+from adapter_support import RULES, function_call_outputs, guard_for, tool_outputs
 
 from clearance import AsyncGuardedOpenAI, Engine, GuardedOpenAI, parse_rules
 from clearance.errors import AlreadyClaimed, ApprovalNotPending, ClearanceError, NotFound, RunStateTampered
@@ -108,6 +99,8 @@ def test_approval_required_suspends_the_run_in_the_store(serve: Serve, engine: E
     assert len(server.requests) == 1  # nothing sent back to the model yet
 
 
+@pytest.mark.server_process("three processes on one SQLite file: this one, the server that saved the run, and the "
+                             "child that resumes it")  # fmt: skip
 def test_resume_after_approval_from_a_new_process(serve: Serve, engine: Engine, ledger: Ledger, db_path: Path) -> None:
     server = serve(needs_approval(), turn.text("Refund of 700 done."))
     result = guard(server, engine, ledger).run(messages=USER, model="gpt-4.1")
@@ -523,6 +516,7 @@ def test_an_approval_forged_in_the_database_does_not_run_the_tool(serve: Serve, 
     assert ledger.lines == []
 
 
+@pytest.mark.server_process("two resumers at once over real connections, the server's own threads taking the run")
 def test_two_approvals_of_one_turn_resumed_concurrently_finish_the_run(serve: Serve, engine: Engine,
                                                                        ledger: Ledger) -> None:  # fmt: skip
     import threading

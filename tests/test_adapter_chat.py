@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic
 import pytest
-from adapter_support import db_path, engine, guard_for, recording_refund_guard, refund_payment, serve  # noqa: F401
+from adapter_support import guard_for, recording_refund_guard, refund_payment
 
 from clearance import AsyncGuardedOpenAI, Engine, GuardedOpenAI
 from clearance.testing import ScriptedOpenAI, turn

@@ -21,16 +21,8 @@ from typing import Any
 
 import openai
 import pytest
-from adapter_support import (  # noqa: F401 - fixtures
-    FAST,
-    db_path,
-    decision_rows,
-    engine,
-    guard_for,
-    refund_payment,
-    serve,
-    tool_outputs,
-)
+from adapter_support import FAST, decision_rows, guard_for, refund_payment, tool_outputs
+from sdk_support import sdk_request
 
 from clearance import AsyncGuardedOpenAI, Engine, GuardedOpenAI
 from clearance.adapters.openai import CircuitOpenError
@@ -389,7 +381,7 @@ def test_cancelled_trial_does_not_jam_the_circuit(serve: Serve, engine: Engine) 
 def test_breaker_unit_with_a_fake_clock() -> None:
     now = [100.0]
     b = CircuitBreaker(2, 10, clock=lambda: now[0])
-    err = openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+    err = openai.APIConnectionError(request=sdk_request())
     b.before_call()
     b.on_failure(err)
     assert b.state == "closed"

@@ -16,16 +16,7 @@ from typing import Any
 
 import openai
 import pytest
-from adapter_support import (  # noqa: F401 - fixtures
-    db_path,
-    decision_rows,
-    engine,
-    function_call_outputs,
-    guard_for,
-    refund_payment,
-    serve,
-    tool_outputs,
-)
+from adapter_support import decision_rows, function_call_outputs, guard_for, refund_payment, tool_outputs
 
 from clearance import AsyncGuardedOpenAI, Engine, GuardedOpenAI
 from clearance.testing import ScriptedOpenAI, turn
@@ -670,6 +661,8 @@ def test_fail_open_runs_the_tool_and_says_so(serve: Serve, engine: Engine) -> No
     assert json.loads(function_call_outputs(server.requests[1].json)[0]["output"])["ok"] is True
 
 
+@pytest.mark.server_process("interleaved runs over a real connection pool: each run's records are written by another "
+                             "process before its run() returns")  # fmt: skip
 def test_concurrent_runs_on_one_async_guard_each_record_their_executions(serve: Serve, engine: Engine) -> None:
     """Execution reports belong to their run, even when runs of one guard interleave."""
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from adapter_support import db_path, decision_rows, engine, guard_for, refund_payment, serve, tool_outputs  # noqa: F401
+from adapter_support import decision_rows, guard_for, refund_payment, tool_outputs
 from adapter_support import recording_refund_guard as refund_guard
 
 from clearance import AsyncGuardedOpenAI, Engine, GuardedOpenAI
@@ -116,6 +116,7 @@ def test_approval_in_a_stream_then_resumed_by_the_streaming_twin(serve: Serve, e
     assert resumed[-1]["response"]["output_text"] == "Refunded after approval."
 
 
+@pytest.mark.server_process("the async client's own sockets to a server process, through a streamed run and its resume")
 def test_async_streaming_twin_of_resume(serve: Serve, engine: Engine) -> None:
     server = serve(turn.function_call("refund_payment", {"order_id": "ord_8", "amount": 900}), turn.text("ok"))
     ran: list[str] = []

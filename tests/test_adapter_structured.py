@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import pydantic
 import pytest
-from adapter_support import db_path, decision_rows, engine, guard_for, serve  # noqa: F401 - fixtures
+from adapter_support import decision_rows, guard_for
 from openai_spec import assert_valid
 from standardwebhooks import Webhook
 

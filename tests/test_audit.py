@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import cli_support
 import pytest
 
 from clearance import Engine, __version__, parse_rules
@@ -316,8 +316,7 @@ def _cli_available() -> bool:
 
 
 def run_cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "clearance", "--db", str(db), *args], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return cli_support.run_cli(["--db", str(db), *args], timeout=120)
 
 
 def test_cli_audit_verify(trail: tuple[Path, dict[str, Any]]) -> None:

@@ -1,4 +1,6 @@
-"""The CLI as a shell script sees it: real processes, exit codes, stdout JSON, stderr errors."""
+"""The CLI as a shell script sees it: real processes (each forked from a launcher that has paid for
+the imports: cli_support.run_cli; the last test starts a fresh interpreter), exit codes, stdout
+JSON, stderr errors."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_RULES = ROOT / "examples" / "rules.yaml"
@@ -20,11 +23,9 @@ def db(tmp_path: Path) -> Path:
 
 
 def run(db: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m clearance --db DB ARGS`` in a process of its own (forked: cli_support.run_cli)."""
     env = {k: v for k, v in os.environ.items() if k != "CLEARANCE_DB"}
-    return subprocess.run(
-        [sys.executable, "-m", "clearance", "--db", str(db), *args],
-        capture_output=True, text=True, input=stdin, env=dict(env, COLUMNS="200"), timeout=60,
-    )  # fmt: skip
+    return run_cli(["--db", str(db), *args], input=stdin, env=dict(env, COLUMNS="200"), timeout=60)
 
 
 REFUND = ["--tool", "refund_payment", "--actor", "agent-7", "--domain", "customer_transactions"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_support import Live, assert_envelope, live  # noqa: F401 - fixture
+from server_support import Live, assert_envelope
 
 from clearance import Engine, parse_rules
 from clearance.engine.batch import BatchWriter

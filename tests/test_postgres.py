@@ -1,15 +1,13 @@
 """The core flow on PostgreSQL, in a fresh database created for this module and dropped after.
 
 Needs a server at 127.0.0.1:5432 (user postgres, trust auth) and psycopg (the ``postgres``
-extra). Without them the module is skipped, except under CI (env ``CI`` set), where it fails.
+extra). Without them the module is skipped, except under CI (env ``CI`` set), where it fails
+(the ``pg_url`` fixture, conftest.py).
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,7 +18,6 @@ from clearance import Engine, parse_rules
 from clearance.errors import AlreadyClaimed, ApprovalNotPending, DuplicateVote
 from clearance.model import ApprovalStatus, DecisionResult, ExecutionStatus, OutcomeStatus
 
-HOST, PORT = "127.0.0.1", 5432
 THREADS = 10
 
 RULES = """
@@ -37,39 +34,6 @@ rules:
     tool: drop_*
     effect: block
 """
-
-
-def _unavailable() -> str | None:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return "psycopg is not installed (pip install 'clearance[postgres]')"
-    try:
-        socket.create_connection((HOST, PORT), timeout=1).close()
-    except OSError as exc:
-        return f"PostgreSQL is not reachable at {HOST}:{PORT} ({exc})"
-    return None
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    reason = _unavailable()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}")
-        pytest.skip(reason)
-    from sqlalchemy import create_engine, text
-
-    name = f"clearance_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"postgresql+psycopg://postgres@{HOST}:{PORT}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://postgres@{HOST}:{PORT}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 import pytest
-from server_support import Live, free_port, live  # noqa: F401 - fixture
+from server_support import Live, free_port
 
 from clearance import Engine, GuardedOpenAI, parse_rules
 from clearance.errors import (

@@ -31,7 +31,7 @@ from typing import Any
 
 import openai
 import pytest
-from adapter_support import serve, tool_outputs  # noqa: F401 - fixture
+from adapter_support import tool_outputs
 
 from clearance import Engine, parse_rules
 from clearance.testing import ScriptedOpenAI, turn

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import httpx
-from server_support import Live, assert_envelope, live  # noqa: F401 - fixture
+from server_support import Live, assert_envelope
 
 from clearance import Engine
 

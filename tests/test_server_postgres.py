@@ -1,13 +1,8 @@
 """The server on PostgreSQL (a fresh database for this module): keys, decisions, approvals,
 idempotent retries and audited refusals, through RemoteEngine. Skipped without a server at
-127.0.0.1:5432, except under CI."""
+127.0.0.1:5432, except under CI (the ``pg_url`` fixture, conftest.py)."""
 
 from __future__ import annotations
-
-import os
-import socket
-import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -16,37 +11,6 @@ from server_support import RULES
 from clearance import Engine, parse_rules
 from clearance.errors import DuplicateVote
 from clearance.remote import RemoteEngine
-
-HOST, PORT = "127.0.0.1", 5432
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    reason = None
-    try:
-        import psycopg  # noqa: F401
-
-        socket.create_connection((HOST, PORT), timeout=1).close()
-    except ImportError:
-        reason = "psycopg is not installed (pip install 'clearance[postgres]')"
-    except OSError as exc:
-        reason = f"PostgreSQL is not reachable at {HOST}:{PORT} ({exc})"
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {reason}")
-        pytest.skip(reason)
-    from sqlalchemy import create_engine, text
-
-    name = f"clearance_srv_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"postgresql+psycopg://postgres@{HOST}:{PORT}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://postgres@{HOST}:{PORT}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_the_server_on_postgresql(pg_url: str) -> None:

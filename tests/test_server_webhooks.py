@@ -23,7 +23,6 @@ import pytest
 from server_support import RULES, free_port, make_keys, stop_process
 from sqlalchemy import select
 from standardwebhooks import Webhook
-from test_server_postgres import pg_url  # noqa: F401 - fixture
 
 from clearance import Engine, parse_rules
 from clearance.server import ServerThread
@@ -409,7 +408,7 @@ def test_serve_refuses_a_webhook_url_without_a_secret(tmp_path: Path) -> None:
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------------
-def test_two_app_instances_on_postgresql_deliver_each_event_once(pg_url: str, receiver: Receiver) -> None:  # noqa: F811
+def test_two_app_instances_on_postgresql_deliver_each_event_once(pg_url: str, receiver: Receiver) -> None:
     receiver.scripts["/flaky"] = [500, 500, 200]
     new_engine(pg_url).close()
     hook = settings(f"{receiver.url}/ok", f"{receiver.url}/flaky")

@@ -1,6 +1,8 @@
 """ChatStep and `clearance step run|stream`: the engram's workflow step, governed.
 
-Real SDK -> ScriptedOpenAI on loopback -> real SQLite; the CLI runs as a real subprocess.
+Real SDK -> ScriptedOpenAI on loopback -> real SQLite; the CLI runs as a real subprocess (forked
+from a launcher that has paid for the imports, cli_support.run_cli, or for the SIGTERM tests a
+fresh interpreter).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 import pytest
 import yaml
-from adapter_support import db_path, declared, engine, serve  # noqa: F401 - fixtures
+from adapter_support import declared
+from cli_support import run_cli
 from openai_spec import assert_valid
 
 from clearance import Engine, parse_rules
@@ -229,9 +232,8 @@ def test_step_run_reads_one_input_and_writes_one_output(serve: Serve, tmp_path: 
     server = serve(STORY_CALL)
     (tmp_path / "step.yaml").write_text(ENGRAM_CONFIG)
     (tmp_path / "in.json").write_text(json.dumps(ENGRAM_PAYLOAD))
-    done = subprocess.run([sys.executable, "-m", "clearance", "step", "run", "--config", str(tmp_path / "step.yaml"),
-                           "--input", str(tmp_path / "in.json")], env=cli_env(server, tmp_path / "c.db"),
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = run_cli(["step", "run", "--config", str(tmp_path / "step.yaml"), "--input", str(tmp_path / "in.json")],
+                   env=cli_env(server, tmp_path / "c.db"), timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["action_request"]["target"] == "create-ticket-story" and out["model"] == "gpt-4o-mini"
@@ -249,9 +251,8 @@ def test_step_stream_answers_every_line_in_order_even_bad_ones(serve: Serve, tmp
                                                                   "metadata": {"seq": i}}))  # fmt: skip
         else:
             lines.append(json.dumps({"inputs": {"userPrompt": f"question {i}"}, "metadata": {"seq": i, "tenant": "t1"}}))
-    done = subprocess.run([sys.executable, "-m", "clearance", "step", "stream", "--config", str(tmp_path / "step.yaml")],
-                          input="\n".join(lines) + "\n", env=cli_env(server, tmp_path / "c.db"), capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    done = run_cli(["step", "stream", "--config", str(tmp_path / "step.yaml")], input="\n".join(lines) + "\n",
+                   env=cli_env(server, tmp_path / "c.db"), timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     out = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(out) == n, "one output line per input line"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sdk_support import sdk_request
+
 from clearance.adapters.openai.streaming import StreamAssembler
 
 CALL = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "refund", "arguments": "", "status": "in_progress"}
@@ -82,8 +84,7 @@ def test_an_sdk_error_for_an_error_event_is_reported_as_that_error() -> None:
     import openai
 
     asm = StreamAssembler()
-    # The request object belongs to the SDK's HTTP library (httpx on 2.x, httpx2 on 3.x); unused here.
-    exc = openai.APIError("overloaded", None, body={"code": "server_error", "message": "overloaded"})  # type: ignore[arg-type]
+    exc = openai.APIError("overloaded", sdk_request(), body={"code": "server_error", "message": "overloaded"})
     event = asm.fail(exc)
     assert event["reason"] == "error" and event["error"] == {"code": "server_error", "message": "overloaded"}
     assert asm.finish()[0]["status"] == "failed"

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from adapter_support import db_path, engine, guard_for, serve, tool_outputs  # noqa: F401 - fixtures
+from adapter_support import guard_for, tool_outputs
 
 pytest.importorskip("opentelemetry.sdk", reason="the test extra installs opentelemetry-sdk")
 
@@ -73,6 +73,13 @@ def span_id(span: ReadableSpan) -> int:
     return span.context.span_id
 
 
+#: The guard's tests count the spans of the agent's process. The remote variant's server must be
+#: another process, as in production: a server in this process would export its own spans (in the
+#: same trace) to the same exporter.
+AGENT_SPANS_ONLY = pytest.mark.server_process("the spans counted are the agent process's own; a server in this "
+                                              "process would export its spans to the same exporter")  # fmt: skip
+
+
 def refund_and_delete_guard(server: ScriptedOpenAI, engine: Any, traces: Traces, cls: type = GuardedOpenAI) -> Any:
     """``refund_payment`` (opens a span of its own while it works) and ``delete_account`` (blocked)."""
     guard = guard_for(server, engine, cls)
@@ -89,6 +96,7 @@ def refund_and_delete_guard(server: ScriptedOpenAI, engine: Any, traces: Traces,
     return guard
 
 
+@AGENT_SPANS_ONLY
 def test_a_run_traces_each_decision_and_each_tool_that_ran_under_the_callers_span(
     serve: Serve, engine: Any, traces: Traces
 ) -> None:
@@ -136,6 +144,7 @@ def test_a_run_traces_each_decision_and_each_tool_that_ran_under_the_callers_spa
     assert evaluates["refund_payment"].end_time <= tool_call.start_time
 
 
+@AGENT_SPANS_ONLY
 def test_a_streamed_run_traces_the_same_way(serve: Serve, engine: Any, traces: Traces) -> None:
     """The streaming driver decides and runs tools between the events it yields: the spans must still
     close inside the caller's span, and none may stay open across a yield."""
@@ -153,6 +162,7 @@ def test_a_streamed_run_traces_the_same_way(serve: Serve, engine: Any, traces: T
     assert parent_id(traces.one("payments.refund")) == span_id(tool_call)
 
 
+@AGENT_SPANS_ONLY
 def test_concurrent_tool_calls_of_the_async_guard_each_get_their_own_span(serve: Serve, engine: Any,
                                                                            traces: Traces) -> None:  # fmt: skip
     """gather() runs the calls side by side: each span must be a sibling under the caller's, never nested
@@ -193,6 +203,7 @@ def test_concurrent_tool_calls_of_the_async_guard_each_get_their_own_span(serve:
     assert {t: s.attributes["clearance.request_id"] for t, s in calls.items()} == by_id
 
 
+@AGENT_SPANS_ONLY
 def test_a_tool_that_raises_leaves_an_error_span_and_the_run_goes_on(serve: Serve, engine: Any,
                                                                       traces: Traces) -> None:  # fmt: skip
     server = serve(turn.function_call("flaky", {"n": 1}, call_id="c1"), turn.text("recovered"))
@@ -215,6 +226,7 @@ def test_a_tool_that_raises_leaves_an_error_span_and_the_run_goes_on(serve: Serv
     assert traces.one("clearance.evaluate").status.status_code is StatusCode.UNSET
 
 
+@AGENT_SPANS_ONLY
 def test_an_engine_that_cannot_decide_marks_its_evaluate_span_as_an_error(serve: Serve, engine: Any,
                                                                            traces: Traces) -> None:  # fmt: skip
     class BrokenEngine:
@@ -243,6 +255,7 @@ def test_an_engine_that_cannot_decide_marks_its_evaluate_span_as_an_error(serve:
     assert traces.named("clearance.tool_call") == []
 
 
+@AGENT_SPANS_ONLY
 def test_an_approved_call_resumed_later_is_traced_with_its_decision(serve: Serve, engine: Any, traces: Traces) -> None:
     server = serve(turn.function_call("refund_payment", {"order_id": "o9", "amount": 900}, call_id="c"), turn.text("done"))
     guard = refund_and_delete_guard(server, engine, traces)
@@ -256,6 +269,7 @@ def test_an_approved_call_resumed_later_is_traced_with_its_decision(serve: Serve
     assert tool_call.attributes["clearance.request_id"] == evaluate.attributes["clearance.request_id"]
 
 
+@AGENT_SPANS_ONLY
 def test_check_tool_is_traced_too(serve: Serve, engine: Any, traces: Traces) -> None:
     guard = refund_and_delete_guard(serve(), engine, traces)
     view = guard.check_tool("delete_account", {"account_id": "a1"})

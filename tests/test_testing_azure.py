@@ -25,7 +25,7 @@ Responses against ``CreateResponse`` / ``Response`` / ``ResponseStreamEvent``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -69,24 +69,19 @@ def check_responses(rec: Any) -> None:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedOpenAI]]:
-    servers: list[ScriptedOpenAI] = []
+def wire_check() -> Callable[[ScriptedOpenAI], None]:
+    """What ``serve`` (conftest.py) checks at teardown here: no script problems, and each exchange
+    against the schemas of its API."""
 
-    def make(*turns: Any) -> ScriptedOpenAI:
-        server = ScriptedOpenAI(turns).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
-    for server in servers:
+    def check(server: ScriptedOpenAI) -> None:
         assert not server.problems, server.problems
         for rec in server.requests:
             if rec.api == "chat":
                 check_chat(rec)
             elif rec.api == "responses":
                 check_responses(rec)
+
+    return check
 
 
 def azure(server: ScriptedOpenAI, **kwargs: Any) -> AzureOpenAI:

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from openai import AsyncOpenAI, OpenAI
 from openai_spec import assert_valid
+from sdk_support import aclient, client
 
 from clearance.testing import ModelTurn, ScriptedOpenAI, turn
 from clearance.testing.chat import ChatRenderError, chat_chunks, render_chat_completion
@@ -88,34 +88,15 @@ def check_chat(rec: Any) -> None:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedOpenAI]]:
-    """``serve(*turns)`` -> a started server; stopped and spec-checked on teardown."""
-    servers: list[ScriptedOpenAI] = []
+def wire_check() -> Callable[[ScriptedOpenAI], None]:
+    """What ``serve`` (conftest.py) checks at teardown here: each Chat Completions exchange."""
 
-    def make(*turns: Any) -> ScriptedOpenAI:
-        server = ScriptedOpenAI(turns).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
-    for server in servers:
+    def check(server: ScriptedOpenAI) -> None:
         for rec in server.requests:
             if rec.api == "chat":
                 check_chat(rec)
 
-
-def client(server: ScriptedOpenAI, **kwargs: Any) -> OpenAI:
-    kwargs.setdefault("max_retries", 0)
-    kwargs.setdefault("timeout", 10)
-    return OpenAI(base_url=server.base_url, api_key="test", _strict_response_validation=True, **kwargs)
-
-
-def aclient(server: ScriptedOpenAI, **kwargs: Any) -> AsyncOpenAI:
-    kwargs.setdefault("max_retries", 0)
-    kwargs.setdefault("timeout", 10)
-    return AsyncOpenAI(base_url=server.base_url, api_key="test", _strict_response_validation=True, **kwargs)
+    return check
 
 
 def params(**kwargs: Any) -> dict[str, Any]:

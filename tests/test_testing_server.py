@@ -12,7 +12,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -20,6 +20,7 @@ import pytest
 from openai import AsyncOpenAI, AzureOpenAI, OpenAI
 from adapter_support import check_wire
 from openai_spec import assert_valid, validator
+from sdk_support import client
 
 from clearance.testing import ErrorTurn, ModelTurn, RawTurn, ScriptedOpenAI, turn
 
@@ -41,26 +42,10 @@ TOOLS: list[dict[str, Any]] = [
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedOpenAI]]:
-    """``serve(*turns)`` -> a started server; stopped and spec-checked on teardown."""
-    servers: list[ScriptedOpenAI] = []
-
-    def make(*turns: Any) -> ScriptedOpenAI:
-        server = ScriptedOpenAI(turns).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
-    for server in servers:
-        check_wire(server)
-
-
-def client(server: ScriptedOpenAI, **kwargs: Any) -> OpenAI:
-    kwargs.setdefault("max_retries", 0)
-    kwargs.setdefault("timeout", 10)
-    return OpenAI(base_url=server.base_url, api_key="test", _strict_response_validation=True, **kwargs)
+def wire_check() -> Callable[[ScriptedOpenAI], None]:
+    """What ``serve`` (conftest.py) checks at teardown here: the exchanges against the spec; not
+    ``problems``, which these tests provoke and assert themselves."""
+    return check_wire
 
 
 def create(c: OpenAI, **kwargs: Any) -> Any:

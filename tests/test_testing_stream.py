@@ -23,14 +23,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
 import pytest
 from adapter_support import check_wire
-from openai import AsyncOpenAI, OpenAI
 from openai_spec import assert_valid, validator
+from sdk_support import aclient, client
 
 from clearance.testing import ModelTurn, ScriptedOpenAI, StreamError, StreamOptions, turn
 from clearance.testing.stream import argument_chunks, encode_event, response_events, text_chunks
@@ -70,35 +70,16 @@ def check_stream(rec: Any) -> None:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedOpenAI]]:
-    """``serve(*turns)`` -> a started server; stopped and spec-checked on teardown."""
-    servers: list[ScriptedOpenAI] = []
+def wire_check() -> Callable[[ScriptedOpenAI], None]:
+    """What ``serve`` (conftest.py) checks at teardown here: the exchanges, and each stream."""
 
-    def make(*turns: Any) -> ScriptedOpenAI:
-        server = ScriptedOpenAI(turns).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
-    for server in servers:
+    def check(server: ScriptedOpenAI) -> None:
         check_wire(server)
         for rec in server.requests:
             if rec.streamed:
                 check_stream(rec)
 
-
-def client(server: ScriptedOpenAI, **kwargs: Any) -> OpenAI:
-    kwargs.setdefault("max_retries", 0)
-    kwargs.setdefault("timeout", 10)
-    return OpenAI(base_url=server.base_url, api_key="test", _strict_response_validation=True, **kwargs)
-
-
-def aclient(server: ScriptedOpenAI, **kwargs: Any) -> AsyncOpenAI:
-    kwargs.setdefault("max_retries", 0)
-    kwargs.setdefault("timeout", 10)
-    return AsyncOpenAI(base_url=server.base_url, api_key="test", _strict_response_validation=True, **kwargs)
+    return check
 
 
 def params(**kwargs: Any) -> dict[str, Any]:
