@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from clearance import Engine, GuardedOpenAI, parse_rules
 from clearance.testing import ScriptedOpenAI, turn
-from test_postgres import pg_url  # noqa: F401 - the fixture: a fresh PostgreSQL database
 
 BUDGET = """
 rules:
