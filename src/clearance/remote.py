@@ -36,7 +36,7 @@ from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 from clearance import errors as E
 from clearance._version import __version__
 from clearance.engine.contract import OPERATIONS, AsyncEngineAPI, EngineAPI, Operation, derive, returns
-from clearance.model import Action, ApprovalStatus, Execution, ExecutionStatus, OutcomeStatus
+from clearance.model import Action, ApprovalStatus, Execution, ExecutionStatus
 from clearance.policy import RuleFile, RuleSet, load_rules
 from clearance.retry_after import retry_after_seconds
 from clearance.telemetry import trace_headers

@@ -20,9 +20,6 @@ from clearance.server.errors import envelope
 __all__ = ["BodyTooLarge", "RequestContext"]
 
 log = logging.getLogger("clearance.server.access")
-#: Set in a request's scope by the RequestContext in front of the app (see ``create_app``), so
-#: the one inside the app's middleware stack passes the request straight on.
-FRONT = "clearance.front"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -41,11 +38,9 @@ class RequestContext:
         self.fast = fast
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or FRONT in scope:  # (the front instance has done all this already)
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.fast is not None:
-            scope[FRONT] = True
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         given = headers.get(b"x-correlation-id", b"").decode("latin-1")
         correlation = given if given and _SAFE_ID.match(given) else random_hex(16)

@@ -18,7 +18,7 @@ from clearance.model import utcnow
 from clearance.store.schema import idempotency_keys as T
 from clearance.store.sqlite import WAL_AUTOCHECKPOINT_PAGES
 from clearance.store.sqlstore import SqlStore
-from clearance.store.writers import WouldBlock, WriterQueue
+from clearance.store.writers import WouldBlock
 
 __all__ = ["KEEP", "IdempotencyKeys", "KeptAnswer"]
 
@@ -26,20 +26,6 @@ __all__ = ["KEEP", "IdempotencyKeys", "KeptAnswer"]
 KEEP = timedelta(hours=24)
 #: What is kept under a key: the request's fingerprint, ``pending`` or ``done``, status, body.
 KeptAnswer = tuple[str, str, "int | None", "str | None"]
-
-
-class _Queued:
-    """The store's writer queue as a context manager (a nested write of this thread passes)."""
-
-    def __init__(self, queue: WriterQueue) -> None:
-        self.queue = queue
-
-    def __enter__(self) -> None:
-        self._held = self.queue.enter()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._held:
-            self.queue.exit()
 
 
 class IdempotencyKeys:
@@ -53,7 +39,6 @@ class IdempotencyKeys:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
-        self._lock = _Queued(store.writers)
         self._since_prune = 0
         self.engine = store.engine
         self._sqlite_path: str | None = None
@@ -67,7 +52,7 @@ class IdempotencyKeys:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._lock, self.engine.connect() as conn, conn.begin():
+        with self.store.writers.held(), self.engine.connect() as conn, conn.begin():
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             yield conn
@@ -114,7 +99,7 @@ class IdempotencyKeys:
     def _begin_sqlite(self, key_id: str, idem_key: str, fingerprint: str) -> tuple[str, int | None, str | None]:
         conn = self._sqlite()
         now = utcnow()
-        with self._lock:
+        with self.store.writers.held():
             self._since_prune += 1
             if self._since_prune >= 1000:
                 self._since_prune = 0
@@ -137,7 +122,7 @@ class IdempotencyKeys:
 
     def finish(self, key_id: str, idem_key: str, status: int, body: str) -> None:
         if self._sqlite_path is not None:
-            with self._lock:
+            with self.store.writers.held():
                 self._sqlite().execute("UPDATE idempotency_keys SET state = 'done', status_code = ?, body = ? "
                                        "WHERE key_id = ? AND idem_key = ?", (status, body, key_id, idem_key))  # fmt: skip
             return
@@ -147,7 +132,7 @@ class IdempotencyKeys:
 
     def abandon(self, key_id: str, idem_key: str) -> None:
         if self._sqlite_path is not None:
-            with self._lock:
+            with self.store.writers.held():
                 self._sqlite().execute("DELETE FROM idempotency_keys WHERE key_id = ? AND idem_key = ?", (key_id, idem_key))
             return
         with self._write() as conn:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class WouldBlock(Exception):
@@ -60,6 +62,16 @@ class WriterQueue:
                 return False
         self._local.held = True
         return True
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the queue for a write made on a connection of its own (nested: passes)."""
+        queued = self.enter()
+        try:
+            yield
+        finally:
+            if queued:
+                self.exit()
 
     def exit(self) -> None:
         self._local.held = False

@@ -325,6 +325,12 @@ class _GuardBase:
         state.stream = stream
         return state
 
+    def _answer(self, approval_id: str, answer: Mapping[str, Any]) -> dict[str, Any]:
+        """``on_approval_required``'s answer as the approval loop records it (rejected when it says nothing)."""
+        approver = str(answer.get("approver") or self.approver or "on_approval_required")
+        return {"approval_id": approval_id, "resolution": answer.get("resolution", "rejected"),
+                "comment": answer.get("comment"), "approver": approver}  # fmt: skip
+
     @staticmethod
     def _approval_ctx(result: dict[str, Any], pending: dict[str, Any]) -> dict[str, Any]:
         return {**pending, "run_id": result["run_id"], "trace_id": result["trace_id"]}
@@ -427,10 +433,9 @@ class GuardedOpenAI(_GuardBase):
         return result
 
     def _resolve(self, approval_id: str, answer: Mapping[str, Any]) -> dict[str, Any]:
-        approver = str(answer.get("approver") or self.approver or "on_approval_required")
-        resolution, comment = answer.get("resolution", "rejected"), answer.get("comment")
-        self.engine.resolve_approval(approval_id, resolution, approver=approver, comment=comment)
-        return {"approval_id": approval_id, "resolution": resolution, "comment": comment, "approver": approver}
+        entry = self._answer(approval_id, answer)
+        self.engine.resolve_approval(approval_id, entry["resolution"], approver=entry["approver"], comment=entry["comment"])
+        return entry
 
     def check_tool(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Silent mode: the decision for a call, recorded, without running anything."""
@@ -634,10 +639,10 @@ class AsyncGuardedOpenAI(_GuardBase):
             answer = on_approval_required(self._approval_ctx(result, pending))
             if inspect.isawaitable(answer):
                 answer = await answer
-            approver = str(answer.get("approver") or self.approver or "on_approval_required")
-            resolution, comment = answer.get("resolution", "rejected"), answer.get("comment")
-            await self.engine.resolve_approval(pending["approval_id"], resolution, approver=approver, comment=comment)
-            loop.append({"approval_id": pending["approval_id"], "resolution": resolution, "comment": comment, "approver": approver})
+            entry = self._answer(pending["approval_id"], answer)
+            await self.engine.resolve_approval(entry["approval_id"], entry["resolution"], approver=entry["approver"],
+                                               comment=entry["comment"])  # fmt: skip
+            loop.append(entry)
             result = await self.resume_after_approval(pending["approval_id"])
         result["approval_loop"] = loop
         return result
