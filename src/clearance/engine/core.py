@@ -89,27 +89,9 @@ class PolicyInfo:
 
 
 def _approval(row: dict[str, Any], votes: list[dict[str, Any]]) -> Approval:
-    data = row["data"]
-    return Approval(
-        approval_id=row["approval_id"],
-        request_id=row["request_id"],
-        status=ApprovalStatus(row["status"]),
-        tool=data["tool"],
-        actor=data["actor"],
-        domain=data["domain"],
-        value=data.get("value"),
-        arguments=data["arguments"],
-        args_hash=row["args_hash"],
-        policy_version=row["policy_version"],
-        reason=data["reason"],
-        approvals_required=row["approvals_required"],
-        votes=[ApprovalVote(approver=v["approver"], resolution=v["resolution"], comment=v["comment"], at=v["at"]) for v in votes],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        resolved_at=row["resolved_at"],
-        resolved_by=row["resolved_by"],
-        comment=row["comment"],
-    )
+    """An approvals row (what the call was is kept in its ``data``) and its votes, as the model."""
+    return Approval(**{k: v for k, v in row.items() if k != "data"}, **row["data"],
+                    votes=[ApprovalVote(**{k: v[k] for k in ApprovalVote.model_fields}) for v in votes])  # fmt: skip
 
 
 def _execution(row: dict[str, Any]) -> Execution:
