@@ -66,6 +66,10 @@ class NotApproved(ConflictError):
     pass
 
 
+class NotYours(ClearanceError):
+    """Someone else's: a suspended run saved by another identity, or an approval of another actor's call."""
+
+
 class ArgumentsMismatch(ConflictError):
     pass
 

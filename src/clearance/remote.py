@@ -61,7 +61,7 @@ _TYPES: dict[str, type[E.ClearanceError]] = {
     "approval_not_pending": E.ApprovalNotPending, "duplicate_vote": E.DuplicateVote,
     "already_claimed": E.AlreadyClaimed, "not_approved": E.NotApproved, "arguments_mismatch": E.ArgumentsMismatch,
     "run_state_tampered": E.RunStateTampered, "run_busy": E.RunBusy, "conflict": E.ConflictError,
-    "rule_error": E.RuleError,
+    "rule_error": E.RuleError, "not_yours": E.NotYours,
 }  # fmt: skip
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 

@@ -133,15 +133,17 @@ class EngineAPI(Protocol):
 
     def kill_switches(self) -> list[KillSwitch]: ...
 
-    def save_run(self, run_id: str, state: dict[str, Any], approval_ids: list[str]) -> None:
-        """Keep a run that waits for approvals; its digest goes into the audit chain."""
+    def save_run(self, run_id: str, state: dict[str, Any], approval_ids: list[str], *, owner: str | None = None) -> None:
+        """Keep a run that waits for approvals; its digest goes into the audit chain. With an
+        ``owner`` (the server passes the agent key's identity), the run is that owner's: nobody
+        else may save it again or release it, and its approvals must be of the owner's calls."""
         ...
 
     def take_run(self, approval_id: str, *, wait_seconds: float = 30.0) -> dict[str, Any]:
         """Hand out, once, the saved run that waits for ``approval_id``."""
         ...
 
-    def release_run(self, run_id: str) -> None: ...
+    def release_run(self, run_id: str, *, owner: str | None = None) -> None: ...
 
     def audit_events(self, *, request_id: str | None = None, trace_id: str | None = None, type: str | None = None,
                      after_seq: int = 0, limit: int = 100) -> list[Event]: ...  # fmt: skip
@@ -182,9 +184,9 @@ class AsyncEngineAPI(Protocol):
     async def deactivate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
                                      by: str | None = None) -> bool: ...  # fmt: skip
     async def kill_switches(self) -> list[KillSwitch]: ...
-    async def save_run(self, run_id: str, state: dict[str, Any], approval_ids: list[str]) -> None: ...
+    async def save_run(self, run_id: str, state: dict[str, Any], approval_ids: list[str], *, owner: str | None = None) -> None: ...
     async def take_run(self, approval_id: str, *, wait_seconds: float = 30.0) -> dict[str, Any]: ...
-    async def release_run(self, run_id: str) -> None: ...
+    async def release_run(self, run_id: str, *, owner: str | None = None) -> None: ...
     async def audit_events(self, *, request_id: str | None = None, trace_id: str | None = None, type: str | None = None,
                            after_seq: int = 0, limit: int = 100) -> list[Event]: ...  # fmt: skip
     async def verify_audit(self) -> AuditReport: ...
@@ -248,9 +250,9 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("deactivate_kill_switch", "POST", "/v1/kill-switches/deactivate", _ADMIN, server_sets=("by",),
               answer="deactivated"),
     Operation("kill_switches", "GET", "/v1/kill-switches", _APPROVER),
-    Operation("save_run", "PUT", "/v1/runs/{run_id}", _AGENT),
+    Operation("save_run", "PUT", "/v1/runs/{run_id}", _AGENT, server_sets=("owner",)),
     Operation("take_run", "POST", "/v1/runs/take", _AGENT, answer="state", wait="wait_seconds"),
-    Operation("release_run", "POST", "/v1/runs/{run_id}/release", _AGENT),
+    Operation("release_run", "POST", "/v1/runs/{run_id}/release", _AGENT, server_sets=("owner",)),
     Operation("audit_events", "GET", "/v1/audit/events", _APPROVER),
     Operation("verify_audit", "GET", "/v1/audit/verify", _APPROVER),
 )}  # fmt: skip

@@ -29,6 +29,7 @@ from clearance.errors import (
     DuplicateVote,
     NotApproved,
     NotFound,
+    NotYours,
     RunBusy,
     RunStateTampered,
     UnknownRequest,
@@ -779,15 +780,23 @@ class Engine:
         return None
 
     # -- suspended runs -------------------------------------------------------------------
-    def save_run(self, run_id: str, state: dict[str, Any], approval_ids: list[str]) -> None:
-        """Keep a run that waits for approvals; its digest goes into the audit chain."""
+    def save_run(self, run_id: str, state: dict[str, Any], approval_ids: list[str], *, owner: str | None = None) -> None:
+        """Keep a run that waits for approvals; its digest goes into the audit chain. With an
+        ``owner``, the run is theirs: nobody else may save it again or release it, and its
+        approvals must be of their own calls."""
         now = self.clock()
         digest = _digest(state)
         with self.store.write() as tx:
             existing = tx.get_run(run_id)
+            self._check_owner(existing, owner)
+            for approval_id in approval_ids if owner is not None else ():
+                row = tx.get_approval(approval_id)
+                if row is not None and row["data"]["actor"] != owner:
+                    raise NotYours(f"approval {approval_id} is of a call by {row['data']['actor']!r}, not {owner!r}")
             tx.put_run({"run_id": run_id, "trace_id": state["trace_id"], "state": state, "digest": digest,
                         "created_at": existing["created_at"] if existing else now, "updated_at": now,
-                        "leased_by": None, "leased_until": None})  # fmt: skip
+                        "leased_by": None, "leased_until": None,
+                        "owner": existing["owner"] if existing else owner})  # fmt: skip
             for approval_id in approval_ids:
                 tx.add_run_approval(approval_id, run_id)
             audit.append(tx, "run.suspended", {"run_id": run_id, "digest": digest, "approval_ids": approval_ids},
@@ -825,11 +834,18 @@ class Engine:
                 raise RunBusy(f"run {row['run_id']} is being resumed by another caller (for approval {row['leased_by']})")
             time.sleep(0.05)
 
-    def release_run(self, run_id: str) -> None:
+    def release_run(self, run_id: str, *, owner: str | None = None) -> None:
         """Let the next resumer take a run (``save_run`` releases it too)."""
         with self.store.write() as tx:
-            if tx.get_run(run_id) is not None:
+            row = tx.get_run(run_id)
+            if row is not None:
+                self._check_owner(row, owner)
                 tx.set_run_lease(run_id, None, None)
+
+    @staticmethod
+    def _check_owner(row: dict[str, Any] | None, owner: str | None) -> None:
+        if row is not None and owner is not None and row["owner"] is not None and row["owner"] != owner:
+            raise NotYours(f"run {row['run_id']} was saved by {row['owner']!r}, not {owner!r}")
 
     @staticmethod
     def _check_run(tx: SqlTx, row: dict[str, Any]) -> None:

@@ -58,6 +58,7 @@ ERROR_TYPES: list[tuple[type[Exception], int, str]] = [
     (E.RunStateTampered, 409, "run_state_tampered"),
     (E.RunBusy, 409, "run_busy"),
     (E.ConflictError, 409, "conflict"),
+    (E.NotYours, 403, "not_yours"),
     (E.RuleError, 422, "rule_error"),
     (E.ClearanceError, 400, "refused"),
 ]

@@ -213,6 +213,8 @@ runs = Table(
     # One resumer at a time: who holds the run, and until when (a crashed holder's lease lapses).
     Column("leased_by", String(64)),
     Column("leased_until", UTCDateTime),
+    # Who saved it over the API (the key's identity): only they may save it again or release it.
+    Column("owner", String(256)),
 )
 
 # Which run waits for which approval; `consumed_at` makes resuming exactly-once.

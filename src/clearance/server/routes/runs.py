@@ -27,11 +27,16 @@ class RunReleased(BaseModel):
     released: bool = True
 
 
+def _owner(principal: Principal) -> str | None:
+    """An agent key's runs are its identity's; an admin acts for anyone."""
+    return principal.identity if principal.role == "agent" else None
+
+
 @router.put("/runs/{run_id}", response_model=RunSaved, summary="Keep a run that waits for approvals")
 def save_run(run_id: RunId, body: S.SaveRunRequest, request: Request, principal: Agent) -> RunSaved:
     if not isinstance(body.state.get("trace_id"), str) or not body.state["trace_id"]:
         raise ApiError(422, "validation_error", "a run state carries its trace_id", field="body.state.trace_id")
-    engine_of(request).save_run(run_id, body.state, body.approval_ids)
+    engine_of(request).save_run(run_id, body.state, body.approval_ids, owner=_owner(principal))
     return RunSaved(run_id=run_id)
 
 
@@ -47,5 +52,5 @@ def take_run(body: S.TakeRunRequest, request: Request, principal: Agent) -> S.Ru
 
 @router.post("/runs/{run_id}/release", response_model=RunReleased, summary="Let the next resumer take a run")
 def release_run(run_id: RunId, request: Request, principal: Agent) -> RunReleased:
-    engine_of(request).release_run(run_id)
+    engine_of(request).release_run(run_id, owner=_owner(principal))
     return RunReleased(run_id=run_id)
