@@ -309,9 +309,10 @@ def kill_status(as_json: JsonFlag = False) -> None:
         render.out.print("no kill switch is on")
     else:
         for sw in switches:
-            what = "everything" if sw.scope == "all" else f"{sw.scope} {sw.value}"
-            why = f": {sw.reason}" if sw.reason else ""
-            render.out.print(f"[bold red]on[/] for {what}{why} (by {sw.activated_by or '-'} at {render.when(sw.activated_at)})")
+            what = "everything" if sw.scope == "all" else f"{sw.scope} {render.safe(sw.value)}"
+            why = f": {render.safe(sw.reason)}" if sw.reason else ""
+            render.out.print(f"[bold red]on[/] for {what}{why} (by {render.safe(sw.activated_by or '-')} at "
+                             f"{render.when(sw.activated_at)})")  # fmt: skip
 
 
 # -- audit ---------------------------------------------------------------------------------
@@ -364,7 +365,7 @@ def decisions_show(request_id: str, as_json: JsonFlag = False) -> None:
     render.decision(d)
     render.out.print(f"  execution   {render.badge(ex.status.value) if ex else '-'}")
     for o in outs:
-        render.out.print(f"  outcome     {render.badge(o.status.value)} severity {o.severity:.2f} cost {o.cost:,.2f} {o.description or ''}")
+        render.out.print(f"  outcome     {render.badge(o.status.value)} severity {o.severity:.2f} cost {o.cost:,.2f} {render.safe(o.description or '')}")
 
 
 # -- server and its keys -------------------------------------------------------------------
@@ -430,7 +431,8 @@ def keys_list(
         render.out.print("no API keys")
     for k in items:
         revoked = f"  revoked {render.when(k.revoked_at)}" if k.revoked_at else ""
-        render.out.print(f"{k.key_id}  {k.role:<8} {k.identity:<24} {k.name}  created {render.when(k.created_at)}{revoked}")
+        render.out.print(f"{k.key_id}  {k.role:<8} {render.safe(k.identity):<24} {render.safe(k.name)}  "
+                         f"created {render.when(k.created_at)}{revoked}")  # fmt: skip
 
 
 @keys_app.command("revoke")

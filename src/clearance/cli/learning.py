@@ -31,7 +31,7 @@ def explain(request_id: str, as_json: JsonFlag = False) -> None:
         render.out.print(f"  rules alone {render.badge(d.rules_result.value)}: memory tightened the verdict")
     render.out.print(f"  evidence    {d.evidence:.2f} weighted precedents")
     if d.risk_summary:
-        render.out.print(f"  precedents  {d.risk_summary}")
+        render.out.print(f"  precedents  {render.safe(d.risk_summary)}")
     if d.precedents:
         table = Table("precedent", "similar", "outcome", "cost", "decided")
         table.columns[0].no_wrap = table.columns[2].no_wrap = True
@@ -41,7 +41,7 @@ def explain(request_id: str, as_json: JsonFlag = False) -> None:
                           "-" if p.decided_at is None else f"{p.decided_at:%Y-%m-%d %H:%M}")  # fmt: skip
         render.out.print(table)
     for o in outcomes:
-        render.out.print(f"  outcome     {render.badge(o.status.value)} cost {o.cost:,.2f} {o.description or ''}")
+        render.out.print(f"  outcome     {render.badge(o.status.value)} cost {o.cost:,.2f} {render.safe(o.description or '')}")
 
 
 @learning_app.command("report")
@@ -84,4 +84,4 @@ def report(
                           str(t["changed_by_memory"]))  # fmt: skip
         out.print(table)
     for ch in r.changed:
-        out.print(f"  {ch['request_id']}  {ch['rules_result']} -> {render.badge(ch['result'])}  {ch['reason']}")
+        out.print(f"  {ch['request_id']}  {ch['rules_result']} -> {render.badge(ch['result'])}  {render.safe(ch['reason'])}")

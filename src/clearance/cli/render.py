@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 out = Console(highlight=False, soft_wrap=True)
@@ -20,6 +22,16 @@ _COLOURS = {
     "requires_approval": "yellow", "pending": "yellow", "unknown": "yellow",
     "expired": "dim", "reverted": "magenta",
 }  # fmt: skip
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(value: Any) -> str:
+    """Text an agent, a model or a caller wrote, made harmless to show a person: control
+    characters (terminal escape sequences among them) spelled out as ``\x1b``, and Rich markup
+    escaped, so a call can never print itself in another colour or as another name."""
+    return escape(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value)))
 
 
 def emit_json(value: Any) -> None:
@@ -40,14 +52,14 @@ def when(ts: datetime | None) -> str:
 
 
 def decision(d: Any) -> None:
-    out.print(f"{badge(d.result.value)}  {d.reason}")
+    out.print(f"{badge(d.result.value)}  {safe(d.reason)}")
     out.print(f"  request_id  {d.request_id}")
-    out.print(f"  tool        {d.tool}   actor {d.actor}   domain {d.domain}")
+    out.print(f"  tool        {safe(d.tool)}   actor {safe(d.actor)}   domain {safe(d.domain)}")
     out.print(f"  risk_score  {d.risk_score:.2f}   policy_version {d.policy_version}")
     for m in d.matched_rules:
-        out.print(f"  rule        {m.rule_id} v{m.rule_version} ({m.limit}): {m.reason}")
+        out.print(f"  rule        {safe(m.rule_id)} v{m.rule_version} ({safe(m.limit)}): {safe(m.reason)}")
     for m in d.shadow_rules:
-        out.print(f"  [dim]shadow      {m.rule_id} would {m.effect.replace('_', ' ')}: {m.reason}[/]")
+        out.print(f"  [dim]shadow      {safe(m.rule_id)} would {m.effect.replace('_', ' ')}: {safe(m.reason)}[/]")
     if d.approval_id:
         out.print(f"  approval    {d.approval_id} (expires {when(d.approval_expires_at)})")
 
@@ -60,18 +72,18 @@ def approvals(items: Sequence[Any]) -> None:
     table.columns[0].no_wrap = True
     for a in items:
         value = "-" if a.value is None else f"{a.value:,.2f}"
-        table.add_row(a.approval_id, badge(a.status.value), a.tool, a.actor, value, when(a.expires_at), a.reason)
+        table.add_row(a.approval_id, badge(a.status.value), safe(a.tool), safe(a.actor), value, when(a.expires_at), safe(a.reason))
     out.print(table)
 
 
 def approval(a: Any) -> None:
     out.print(f"{badge(a.status.value)}  approval {a.approval_id} for {a.request_id}")
-    out.print(f"  {a.tool} by {a.actor} in {a.domain}: {a.reason}")
-    out.print(f"  arguments   {json.dumps(a.arguments, default=str)}")
+    out.print(f"  {safe(a.tool)} by {safe(a.actor)} in {safe(a.domain)}: {safe(a.reason)}")
+    out.print(f"  arguments   {safe(json.dumps(a.arguments, default=str))}")
     out.print(f"  policy      {a.policy_version}   needs {a.approvals_required} approval(s)")
     out.print(f"  created     {when(a.created_at)}   expires {when(a.expires_at)}")
     for v in a.votes:
-        note = f": {v.comment}" if v.comment else ""
-        out.print(f"  vote        {v.approver} {badge(v.resolution)} at {when(v.at)}{note}")
+        note = f": {safe(v.comment)}" if v.comment else ""
+        out.print(f"  vote        {safe(v.approver)} {badge(v.resolution)} at {when(v.at)}{note}")
     if a.resolved_at:
-        out.print(f"  resolved    {when(a.resolved_at)} by {a.resolved_by or '-'}")
+        out.print(f"  resolved    {when(a.resolved_at)} by {safe(a.resolved_by or '-')}")
