@@ -4,8 +4,9 @@ The first request with a key reserves it (a row in ``idempotency_keys``, committ
 operation runs), runs, and stores its status and body. A retry with the same key and the same
 request gets that stored answer (header ``Idempotent-Replayed: true``) and nothing runs twice;
 the same key on a different request is refused (422 ``idempotency_key_reused``); a retry that
-arrives while the first is still running waits for it, then gets its answer, or 409
-``idempotency_in_progress`` if it takes too long. Keys are scoped to the API key, kept 24 hours,
+arrives while the first is still running waits for it (at most ``WAIT_SECONDS``, well inside
+a client's read timeout and a server's graceful shutdown), then gets its answer, or 409
+``idempotency_in_progress``. Keys are scoped to the API key, kept 24 hours,
 and answers that refused the caller (401, 403) or failed (5xx) are not kept, so those can be
 retried. If the server dies between deciding and storing the answer, the key stays reserved
 and every retry gets 409: the operation is never run a second time under that key.
@@ -26,7 +27,8 @@ from clearance.server.errors import envelope
 
 __all__ = ["IdempotencyMiddleware", "request_fingerprint"]
 
-WAIT_SECONDS = 30.0
+#: How long a retry waits for the request that holds its key (RemoteEngine reads for 10 s).
+WAIT_SECONDS = 3.0
 _METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 
 
