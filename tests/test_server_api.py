@@ -297,7 +297,9 @@ def test_bad_keys_are_401(live: Live) -> None:
         r = httpx.post(f"{live.url}/v1/decisions", json=REFUND, headers=headers)
         assert_envelope(r, 401, "unauthorized")
         assert r.headers["www-authenticate"] == "Bearer"
-    assert audit_types(live).count("auth.refused") == 4
+    # Bounded auditing: the first three refusals of one client, key and route in a minute are
+    # written as they come; the fourth waits for the minute's summary (tests/test_refusals.py).
+    assert audit_types(live).count("auth.refused") == 3
 
 
 # -- errors and limits ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from clearance.server import errors
 from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware
 from clearance.server.middleware import RequestContext
+from clearance.server.refusals import Refusals
 from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, plain, rules, runs
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def create_app(
             if sender is not None:
                 await sender.stop()
             app.state.decisions.stop()  # the group-commit writer, before the engine closes
+            app.state.refusals.flush()
             if close:
                 eng.close()
 
@@ -102,6 +104,7 @@ def create_app(
                responses=_ERRORS, docs_url="/docs", redoc_url=None, openapi_url="/v1/openapi.json")  # fmt: skip
     app.state.engine = eng
     app.state.keys = eng.keys
+    app.state.refusals = Refusals(eng.record_refusal)
     app.state.approval_waiters = {}
     app.state.metrics = None
     app.state.webhooks = None

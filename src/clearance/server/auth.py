@@ -15,7 +15,6 @@ with the error envelope and appended to the audit trail as ``auth.refused``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -28,25 +27,23 @@ from clearance.engine.keys import ROLES, ApiKey, Keys, Principal, Role
 
 __all__ = ["ROLES", "ApiKey", "Keys", "Principal", "Role", "refuse", "require"]
 
-log = logging.getLogger("clearance.server")
-
-
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer clr_...`.")
 
 
 def refuse(request: Request, status: int, message: str, principal: Principal | None = None,
            field: str | None = None) -> ApiError:  # fmt: skip
-    """Audit a refusal and return the error to raise."""
+    """Audit a refusal (bounded: :mod:`clearance.server.refusals`) and return the error to raise."""
     kind = "unauthorized" if status == 401 else "forbidden"
-    payload = {"status": status, "type": kind, "reason": message, "method": request.method, "path": request.url.path,
+    # The route's template, never the raw path (a refused caller chooses the path). Routes are
+    # matched under the /v1 prefix, which their own template leaves out.
+    template = getattr(request.scope.get("route"), "path", None)
+    route = request.url.path[:128] if template is None else template if template.startswith("/v1/") else f"/v1{template}"
+    payload = {"status": status, "type": kind, "reason": message[:512], "method": request.method, "route": route,
                "key_id": principal.key_id if principal else None, "role": principal.role if principal else None,
                "identity": principal.identity if principal else None,
                "client": request.client.host if request.client else None,
                "correlation_id": getattr(request.state, "correlation_id", None)}  # fmt: skip
-    try:
-        request.app.state.engine.record_refusal(payload)
-    except Exception:  # noqa: BLE001 - the refusal stands even if it cannot be recorded
-        log.exception("could not audit a refused request")
+    request.app.state.refusals.note(payload)
     return ApiError(status, kind, message, field)
 
 
