@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -497,6 +498,12 @@ class Engine:
             if row is None:
                 raise UnknownRequest(request_id)
             decision = Decision.model_validate(row["decision"])
+            # The row is not proof either: the decision is the one its event in the chain holds.
+            made = audit.latest(tx, type="decision.made", request_id=request_id, match={})
+            recorded = json.loads(made["body"])["payload"]["decision"] if made is not None else None
+            if recorded is None or not audit.intact(tx, made) or recorded.get("result") != decision.result.value or (
+                    recorded.get("args_hash") != decision.args_hash):  # fmt: skip
+                raise NotApproved(f"{request_id} does not match its decision in the audit trail; refusing to run it")
             if arguments is not None and arguments_hash(dict(arguments)) != decision.args_hash:
                 raise ArgumentsMismatch(f"the arguments differ from those decided under {request_id}; decide them anew")
             if decision.result is DecisionResult.blocked:
