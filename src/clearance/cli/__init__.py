@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -382,8 +383,12 @@ def serve(
     webhook_secret: Annotated[Optional[str], typer.Option("--webhook-secret", help="Shared secret that signs webhooks: "
                               "whsec_<base64> or any string (default: CLEARANCE_WEBHOOK_SECRET, which keeps it out of the "
                               "process list).")] = None,
+    metrics_key: Annotated[Optional[str], typer.Option("--metrics-key", help="Put /metrics behind this bearer token "
+                           "(an admin API key works too; default: CLEARANCE_METRICS_KEY; none: /metrics is open).")] = None,
 ) -> None:
     """Run the control-plane server (HTTP API under /v1, OpenAPI at /v1/openapi.json) on this store."""
+    if metrics_key:
+        os.environ["CLEARANCE_METRICS_KEY"] = metrics_key  # every worker process reads it
     try:
         from clearance.server.runner import serve as run_server
     except ImportError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import functools
 import gc
 import logging
@@ -65,8 +66,12 @@ def create_app(
     close_engine: bool | None = None,
     webhooks: WebhookSettings | None = None,
     freeze_gc: bool = False,
+    metrics_key: str | None = None,
 ) -> FastAPI:
     """The HTTP API over ``engine`` (an :class:`Engine`, or a store location for one).
+
+    ``metrics_key`` (else ``CLEARANCE_METRICS_KEY``) puts ``/metrics`` behind a key: that
+    bearer token, or any admin API key. Without one, ``/metrics`` answers anybody.
 
     With ``webhooks``, a background task sends approval events to those URLs
     (:mod:`clearance.server.webhooks`) for as long as the app runs.
@@ -107,6 +112,7 @@ def create_app(
     app.state.refusals = Refusals(eng.record_refusal)
     app.state.approval_waiters = {}
     app.state.metrics = None
+    app.state.metrics_key = metrics_key if metrics_key is not None else os.environ.get("CLEARANCE_METRICS_KEY") or None
     app.state.webhooks = None
     observe = None
     if metrics:

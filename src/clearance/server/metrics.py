@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Any
 
@@ -82,6 +83,8 @@ class Metrics:
         def metrics(request: Request) -> PlainTextResponse:
             from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+            _check_scraper(request)
+
             engine: Any = request.app.state.engine
             pending = engine.list_approvals(ApprovalStatus.pending, limit=10_000)
             self.pending.set(len(pending))
@@ -92,6 +95,24 @@ class Metrics:
             return PlainTextResponse(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         return router
+
+
+def _check_scraper(request: Request) -> None:
+    """With a metrics key set, only that key or an admin API key may scrape (refusals audited)."""
+    key = request.app.state.metrics_key
+    if key is None:
+        return
+    from clearance.server.auth import refuse
+
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    if token and hmac.compare_digest(token.encode(), key.encode()):
+        return
+    principal = request.app.state.keys.authenticate(token) if token else None
+    if principal is None:
+        raise refuse(request, 401, "/metrics needs the metrics key or an admin API key")
+    if principal.role != "admin":
+        raise refuse(request, 403, f"the {principal.role} role may not read /metrics (needs the metrics key or admin)", principal)
 
 
 def timed() -> float:
