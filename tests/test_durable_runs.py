@@ -184,3 +184,31 @@ def test_a_run_whose_executions_cannot_be_recorded_raises(tmp_path: Path) -> Non
         with pytest.raises(OSError, match="disk full"):
             guard.run(input="refund", model="m")
         assert ran == ["o0"] and len(openai_server.requests) == 1  # the model never heard the unrecorded result
+
+
+@pytest.mark.parametrize("engine_kind", ["embedded", "remote"])
+def test_proposals_refused_before_any_decision_are_audited(tmp_path: Path, engine_kind: str) -> None:
+    """An unregistered tool, arguments that are not JSON, arguments that break the schema: no
+    decision is made, and each leaves a proposal.refused event with the trace (issue 17, 11)."""
+    from clearance.server import ServerThread
+
+    engine = Engine(tmp_path / "p.db")
+    turns = [turn.items({"type": "function_call", "call_id": "c1", "name": "wire\x1b[0m_money", "arguments": "{}",
+                         "id": "fc_1", "status": "completed"},
+                        {"type": "function_call", "call_id": "c2", "name": "refund_payment", "arguments": "{not json",
+                         "id": "fc_2", "status": "completed"},
+                        {"type": "function_call", "call_id": "c3", "name": "refund_payment",
+                         "arguments": '{"order_id": 5}', "id": "fc_3", "status": "completed"}),
+             turn.text("sorry")]  # fmt: skip
+    with ScriptedOpenAI(turns) as openai_server, ServerThread(engine) as server:
+        _, token = engine.keys.create("bot", "agent", identity="agent-7")
+        used = engine if engine_kind == "embedded" else RemoteEngine(server.url, token)
+        guard = GuardedOpenAI(engine=used, base_url=openai_server.base_url, openai_api_key="k", actor="agent-7", domain="shop")
+        guard.tool("refund_payment", refund)
+        result = guard.run(input="go", model="m")
+    assert [e["status"] for e in result["execution"]["events"]] == ["failed", "failed", "failed"]
+    refused = engine.audit_events(type="proposal.refused")
+    assert [e.payload["tool"] for e in refused] == ["wire\\x1b[0m_money", "refund_payment", "refund_payment"]
+    assert {e.trace_id for e in refused} == {result["trace_id"]} and {e.payload["actor"] for e in refused} == {"agent-7"}
+    assert engine.audit_events(type="decision.made") == []
+    engine.close()

@@ -80,6 +80,7 @@ def matrix(rid: str, aid: str) -> list[tuple[str, str, Any, set[str]]]:
         ("GET", "/v1/audit/events", None, APPROVER),
         ("GET", "/v1/audit/verify", None, APPROVER),
         ("GET", "/v1/learning/report", None, APPROVER),
+        ("POST", "/v1/proposals/refused", {"tool": "nope", "reason": "no such tool"}, AGENT),
         ("PUT", "/v1/runs/run_matrix", {"state": {"trace_id": "trc_m"}, "approval_ids": []}, AGENT),
         ("POST", "/v1/runs/take", {"approval_id": aid, "wait_seconds": 0}, AGENT),
         ("POST", "/v1/runs/run_matrix/release", None, AGENT),

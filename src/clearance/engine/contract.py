@@ -72,6 +72,12 @@ class EngineAPI(Protocol):
         """What memory changed and how well its risk matched real outcomes."""
         ...
 
+    def refuse_proposal(self, tool: str, reason: str, *, actor: str = "anonymous", domain: str = "default",
+                        trace_id: str | None = None) -> None:  # fmt: skip
+        """Put a call the model proposed and the guard refused before any decision (a tool not
+        registered, arguments that are not JSON or break the schema) in the audit trail."""
+        ...
+
     def claim_execution(self, request_id: str, *, claimant: str, arguments: Mapping[str, Any] | None = None) -> Execution:
         """Take the one right to run an allowed or approved call; exactly one caller wins."""
         ...
@@ -160,6 +166,8 @@ class AsyncEngineAPI(Protocol):
     async def get_action(self, request_id: str) -> Action: ...
     async def precedents(self, request_id: str) -> list[Precedent]: ...
     async def learning_report(self) -> LearningReport: ...
+    async def refuse_proposal(self, tool: str, reason: str, *, actor: str = "anonymous", domain: str = "default",
+                              trace_id: str | None = None) -> None: ...  # fmt: skip
     async def claim_execution(self, request_id: str, *, claimant: str, arguments: Mapping[str, Any] | None = None) -> Execution: ...
     async def record_execution(self, request_id: str, status: ExecutionStatus | str, result_summary: Any = None,
                                error: str | None = None) -> Execution: ...  # fmt: skip
@@ -232,6 +240,7 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("get_action", "GET", "/v1/decisions/{request_id}/action", _READERS),
     Operation("precedents", "GET", "/v1/decisions/{request_id}/precedents", _READERS, answer="precedents"),
     Operation("learning_report", "GET", "/v1/learning/report", _APPROVER),
+    Operation("refuse_proposal", "POST", "/v1/proposals/refused", _AGENT),
     Operation("claim_execution", "POST", "/v1/decisions/{request_id}/claim", _AGENT),
     Operation("record_execution", "POST", "/v1/decisions/{request_id}/execution", _AGENT),
     Operation("record_executions", "POST", "/v1/executions/batch", _AGENT, answer="results"),

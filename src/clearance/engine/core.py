@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -871,6 +872,15 @@ class Engine:
             rows = tx.query_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq, limit=limit)
         return [audit.to_event(r) for r in rows]
 
+    def refuse_proposal(self, tool: str, reason: str, *, actor: str = "anonymous", domain: str = "default",
+                        trace_id: str | None = None) -> None:  # fmt: skip
+        """Put a call the guard refused before any decision in the audit trail. The tool's name is
+        the model's, so it is kept as one bounded line of text whatever it was."""
+        now = self.clock()
+        with self.store.write() as tx:
+            audit.append(tx, "proposal.refused", {"tool": _line(tool, 256), "reason": _line(reason, 1024), "actor": actor,
+                         "domain": domain}, now=now, trace_id=trace_id)  # fmt: skip
+
     def record_refusal(self, details: Mapping[str, Any]) -> None:
         """Put a refused request (who, what, why: the server's 401s and 403s) in the audit trail."""
         now = self.clock()
@@ -912,6 +922,11 @@ class _UsageAt:
     def last_at(self, rule_id: str, actor: str, target: str | None) -> datetime | None:
         found = self.known.get(("last", rule_id, actor, target), _MISSING)
         return self.tx.last_at(rule_id, actor, target, self.now) if found is _MISSING else found  # type: ignore[return-value]
+
+
+def _line(text: str, limit: int) -> str:
+    """``text`` as one line of at most ``limit`` characters, control characters spelled out."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)[:limit]
 
 
 def _digest(state: dict[str, Any]) -> str:

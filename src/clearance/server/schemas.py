@@ -32,6 +32,18 @@ class EvaluateBatchResponse(BaseModel):
     decisions: list[Decision]
 
 
+class RefusedProposal(_In):
+    tool: str = Field(min_length=1, max_length=100_000, description="The name the model used (kept bounded).")
+    reason: str = Field(min_length=1, max_length=100_000)
+    actor: str | None = Field(default=None, min_length=1, max_length=256, description="An agent key's own identity when absent.")
+    domain: str = Field(default="default", min_length=1, max_length=256)
+    trace_id: str | None = Field(default=None, max_length=128)
+
+
+class Audited(BaseModel):
+    audited: bool = True
+
+
 class ClaimRequest(_In):
     claimant: str = Field(min_length=1, max_length=256)
     arguments: dict[str, Any] | None = Field(default=None, description="The arguments about to run; must be those decided.")

@@ -80,6 +80,15 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Refuse:
+    """Audit a proposed call refused before any decision (no such tool, unusable arguments)."""
+
+    tool: str
+    reason: str
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Emit:
     """Hand an execution event to the user's ``on_decision`` hook; its failures are swallowed."""
 

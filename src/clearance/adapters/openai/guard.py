@@ -62,6 +62,7 @@ _HANDLERS: dict[type, str] = {
     fx.Decide: "_decide",
     fx.RunTools: "_run_tools",
     fx.Record: "_record",
+    fx.Refuse: "_refuse",
     fx.Emit: "_emit_effect",
     fx.Claim: "_claim",
     fx.GetApproval: "_get_approval",
@@ -552,6 +553,9 @@ class GuardedOpenAI(_GuardBase):
     def _record(self, effect: fx.Record) -> None:
         self._log_refused(effect.reports, self.engine.record_executions(effect.reports))
 
+    def _refuse(self, effect: fx.Refuse) -> None:
+        self.engine.refuse_proposal(effect.tool, effect.reason, actor=self.actor, domain=self.domain, trace_id=effect.trace_id)
+
 
 class AsyncGuardedOpenAI(_GuardBase):
     """The same guard for asyncio: allowed tools of one turn run concurrently."""
@@ -754,3 +758,7 @@ class AsyncGuardedOpenAI(_GuardBase):
 
     async def _record(self, effect: fx.Record) -> None:  # type: ignore[override]
         self._log_refused(effect.reports, await self.engine.record_executions(effect.reports))
+
+    async def _refuse(self, effect: fx.Refuse) -> None:  # type: ignore[override]
+        await self.engine.refuse_proposal(effect.tool, effect.reason, actor=self.actor, domain=self.domain,
+                                          trace_id=effect.trace_id)  # fmt: skip

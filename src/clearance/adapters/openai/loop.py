@@ -267,6 +267,7 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
             error = {"error": "unknown_tool", "tool": name, "message": f"there is no tool named {name!r}",
                      "available": sorted(cfg.tools)}  # fmt: skip
             _set_output(state, call_id, error)
+            yield fx.Refuse(name, error["message"], state.trace_id)
             yield fx.Emit(_event(state, tool=name, call_id=call_id, arguments=raw, status="failed",
                                  decision=_decision_view(None, result="blocked", reason="unknown tool"), error=error["message"]))  # fmt: skip
             continue
@@ -278,6 +279,7 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
             error = exc.to_model_output() if isinstance(exc, ToolArgumentsError) else {
                 "error": "invalid_arguments", "tool": name, "message": str(exc)}  # fmt: skip
             _set_output(state, call_id, error)
+            yield fx.Refuse(name, error["message"], state.trace_id)
             yield fx.Emit(_event(state, tool=name, call_id=call_id, arguments=raw, status="failed",
                                  decision=_decision_view(None, result="blocked", reason="invalid arguments"),
                                  error=error["message"]))  # fmt: skip
@@ -331,6 +333,7 @@ def _capture_unschematised(state: RunState, call_id: str, name: str, raw: Any) -
     if not isinstance(args, dict):
         error = {"error": "invalid_arguments", "tool": name, "message": f"arguments must be a JSON object: {args}"}
         _set_output(state, call_id, error)
+        yield fx.Refuse(name, error["message"], state.trace_id)
         yield fx.Emit(_event(state, tool=name, call_id=call_id, arguments=raw, status="failed",
                              decision=_decision_view(None, result="blocked", reason="invalid arguments"), error=error["message"]))  # fmt: skip
         return

@@ -79,6 +79,14 @@ def evaluate(action: Action, principal: Agent) -> Decision:
     raise RuntimeError("POST /v1/decisions is answered by DecisionEndpoint")
 
 
+@router.post("/proposals/refused", response_model=S.Audited, summary="Audit a proposed call the guard refused before any decision")
+def refuse_proposal(body: S.RefusedProposal, request: Request, principal: Agent) -> S.Audited:
+    actor = body.actor or (principal.identity if principal.role == "agent" else "anonymous")
+    check_actor(request, principal, actor, "proposals")
+    engine_of(request).refuse_proposal(body.tool, body.reason, actor=actor, domain=body.domain, trace_id=body.trace_id)
+    return S.Audited()
+
+
 @router.post("/decisions/batch", response_model=S.EvaluateBatchResponse, summary="Decide several tool calls, in order")
 def evaluate_batch(body: S.EvaluateBatchRequest, request: Request, principal: Agent) -> S.EvaluateBatchResponse:
     actions = [_bind_actor(request, principal, a) for a in body.actions]
