@@ -91,7 +91,8 @@ def test_a_negative_value_from_a_tool_is_an_error_the_model_hears(tmp_path: Path
         result = guard.run(input="refund", model="m")
     [event] = result["execution"]["events"]
     assert event["status"] == "failed" and "never negative" in event["error"] and ran == []
-    assert engine.audit_events() == []  # nothing was decided
+    assert engine.audit_events(type="decision.made") == []  # nothing was decided ...
+    assert [e.payload["tool"] for e in engine.audit_events(type="proposal.refused")] == ["refund"]  # ... and it is on record
     engine.close()
 
 
