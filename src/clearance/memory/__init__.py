@@ -35,6 +35,13 @@ class RiskEstimate:
     #: ``risk`` times what is at stake (the call's value, or the cost of similar calls that went
     #: badly); None when neither is known.
     expected_cost: float | None = None
+    #: What is at stake: the call's value, or what similar calls cost when they went badly.
+    stake: float | None = None
+    #: Memory's estimates of how reliable a person's review is (None: it keeps none).
+    reviewer_catch: float | None = None
+    reviewer_false_reject: float | None = None
+    #: The share of outcome reports taken to be wrong in this estimate.
+    outcome_error_rate: float = 0.0
 
 
 class Memory(Protocol):
@@ -54,7 +61,7 @@ class Memory(Protocol):
 
     def assess(
         self, action: Action, now: datetime, *, half_life_days: float = 90.0, prior: float | None = None,
-        prior_strength: float = 2.0,
+        prior_strength: float = 2.0, outcome_error_rate: float | None = None,
     ) -> RiskEstimate: ...  # fmt: skip
 
 

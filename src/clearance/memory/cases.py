@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from clearance.memory import RiskEstimate
-from clearance.memory.features import DIM, Featuriser, Profile
+from clearance.memory.features import DIM, Featuriser, Profile, _h
+from clearance.memory.reliability import NoiseModel, ReviewerModel
 from clearance.memory.index import VectorIndex, make_index
 from clearance.model import Action, Precedent
 
@@ -89,6 +90,9 @@ class _Case(NamedTuple):
     severity: float | None = None
     cost: float | None = None
     real: bool = False  # an outcome was reported (not only an approval answer)
+    risk: float = 0.0  # memory's risk when it was decided (how a reviewer's answer is read)
+    twin: int = 0  # key shared by identical calls (how often their reports disagree)
+    approved: bool = False  # a person approved it (its outcome then grades the reviewer)
 
 
 _TOOL, _DOMAIN, _DECIDED_AT, _BAD = (_Case._fields.index(f) for f in ("tool", "domain", "decided_at", "bad"))
@@ -176,8 +180,11 @@ class CaseMemory:
         self._bad_ts: Counter[tuple[str, str]] = Counter()
         self._all = [0.0, 0.0]  # summed badness, precedents: the deployment's base rate
         self._next_key = 0
-        # (action, vector, shape, profile, cursor) of the last assess
-        self._memo: tuple[Action, np.ndarray, str, Profile, int] | None = None
+        # What memory learns about its evidence: reviewers' reliability, reports' noise.
+        self.reviewer = ReviewerModel()
+        self.noise = NoiseModel()
+        # (action, vector, shape, profile, cursor, risk) of the last assess
+        self._memo: tuple[Action, np.ndarray, str, Profile, int, float] | None = None
 
     # -- feeding --------------------------------------------------------------------------
     def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
@@ -229,17 +236,19 @@ class CaseMemory:
         memo, self._memo = self._memo, None
         # The vector assess() just computed for this very call, if nothing was learned since.
         if memo is not None and memo[0] is action and memo[4] == self.cursor - 1:
-            vector, shape, profile = memo[1], memo[2], memo[3]
+            vector, shape, profile, risk = memo[1], memo[2], memo[3], memo[5]
         else:
             raw, profile = self.features.vector(action)
             vector, shape = np.asarray(raw, dtype=np.float32), _shape(profile)
+            risk = float(decision.get("risk_score") or 0.0)
         self.features.observe_call(action, profile)
         decided_at = decision["decided_at"]
         case = _Case(
             request_id=decision["request_id"], tool=action.tool, domain=action.domain,
             decided_at=decided_at if isinstance(decided_at, datetime) else datetime.fromisoformat(decided_at),
             ids=tuple(profile.ids), value=action.value,
-            vector=vector, shape=shape,
+            vector=vector, shape=shape, risk=risk,
+            twin=_h(action.tool + "\x00" + "\x00".join(sorted(profile.tokens))),
         )  # fmt: skip
         self._cases[case.request_id] = tuple(case)
         self._forget_waiting(case)
@@ -261,6 +270,10 @@ class CaseMemory:
             return
         case = _Case._make(stored)
         bad = _badness(status, severity)
+        if not case.real:  # the call's first report: it grades the reports and the reviewer
+            self.noise.add(case.twin, float(bad >= 0.5))
+            if case.approved:
+                self.reviewer.approved_then(bad)
         if case.real and case.bad is not None:
             # A later outcome of the same call: keep the worst, as the call's final story.
             if bad < case.bad:
@@ -276,8 +289,9 @@ class CaseMemory:
         if case.real:
             return  # a reported outcome outranks a person's guess
         if resolution == "approved":
-            self._label(case, 0.0, APPROVED_WEIGHT, "approved", None, None, real=False)
+            self._label(case._replace(approved=True), 0.0, APPROVED_WEIGHT, "approved", None, None, real=False)
         elif resolution == "rejected":
+            self.reviewer.rejected(case.risk)
             self._label(case, 1.0, REJECTED_WEIGHT, "rejected", None, None, real=False)
 
     def _label(self, case: _Case, bad: float, weight: float, outcome: str, severity: float | None,
@@ -369,14 +383,16 @@ class CaseMemory:
         half_life_days: float = 90.0,
         prior: float | None = None,
         prior_strength: float = 2.0,
-        outcome_error_rate: float = 0.0,
+        outcome_error_rate: float | None = None,
     ) -> RiskEstimate:
+        """``outcome_error_rate`` None: the share of wrong reports is memory's own estimate."""
         with self._lock:
             self._flush()
             vector, profile = self.features.vector(action)
             q = np.asarray(vector, dtype=np.float32)
             shape = _shape(profile)
-            self._memo = (action, q, shape, profile, self.cursor)
+            if outcome_error_rate is None:
+                outcome_error_rate = self.noise.rate
             today = now.timestamp() / 86400.0
             evidence = bad = 0.0
             best_sim = 0.0
@@ -428,6 +444,7 @@ class CaseMemory:
             precedents = self._cite(cands, action)
             novel = self._labelled[action.tool] >= NOVEL_AFTER and best_sim < NOVEL_SIMILARITY
             risk = min(max(risk, 0.0), 1.0)
+            self._memo = (action, q, shape, profile, self.cursor, risk)
             # What is at stake: the call's value, or else what similar calls cost when they went badly.
             costs = [p.cost for p in precedents if p.cost and p.outcome in BAD_OUTCOMES]
             stake = action.value if action.value is not None else (sum(costs) / len(costs) if costs else None)
@@ -438,6 +455,10 @@ class CaseMemory:
                 summary=self._summary(action, profile, precedents, novel, base),
                 novel=novel,
                 expected_cost=None if stake is None else risk * max(stake, 0.0),
+                stake=stake,
+                reviewer_catch=self.reviewer.catch,
+                reviewer_false_reject=self.reviewer.false_reject,
+                outcome_error_rate=outcome_error_rate,
             )
 
     def _cite(self, cands: list[tuple[float, float, int, int, float]], action: Action) -> list[Precedent]:

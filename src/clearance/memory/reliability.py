@@ -1,0 +1,132 @@
+"""What memory learns about the evidence itself: how reliable reviewers are, and how often
+outcome reports are wrong. Neither is a setting: both are estimated online from what the engine
+sees, starting from stated priors, so nothing fitted to one deployment has to be written down.
+
+Reviewers. A call sent to a person is rejected, or approved and then (later) reported good or
+bad. With ``p`` the call's risk when it was asked about, a reviewer who catches a share ``c`` of
+bad calls and refuses a share ``f`` of good ones rejects with probability ``p c + (1 - p) f``; an
+approved call that ends badly was a miss. Each answer updates ``c`` and ``f`` by one step of
+expectation-maximisation: a rejection counts as a catch with the posterior weight
+``p c / (p c + (1 - p) f)`` and as a wrong refusal with the rest.
+
+Reports. Identical calls (same tool, same argument tokens) often share their fate; among the
+groups of identical calls that disagree least, the share of disagreeing reports estimates how
+often reports are wrong.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CATCH_PRIOR", "FALSE_REJECT_PRIOR", "NOISE_PRIOR", "NoiseModel", "ReviewerModel", "cheapest"]
+
+#: Beta priors as (successes, failures): reviewers catch 4 bad calls in 5 and refuse 1 good
+#: call in 10; one outcome report in 100 is wrong. Deliberately vague: a few dozen answers
+#: or reports outweigh them.
+CATCH_PRIOR = (4.0, 1.0)
+FALSE_REJECT_PRIOR = (1.0, 9.0)
+NOISE_PRIOR = (0.5, 49.5)
+#: Reports believed wrong at most this often (beyond it, the groups are mixed, not noisy).
+NOISE_CAP = 0.25
+
+
+class ReviewerModel:
+    """Online estimates of a reviewer's catch rate and false-rejection rate."""
+
+    __slots__ = ("caught", "missed", "refused", "passed")
+
+    def __init__(self) -> None:
+        self.caught, self.missed = CATCH_PRIOR
+        self.refused, self.passed = FALSE_REJECT_PRIOR
+
+    @property
+    def catch(self) -> float:
+        return self.caught / (self.caught + self.missed)
+
+    @property
+    def false_reject(self) -> float:
+        return self.refused / (self.refused + self.passed)
+
+    def rejected(self, p: float) -> None:
+        """A person rejected a call memory gave risk ``p``."""
+        p = min(max(p, 1e-4), 1.0 - 1e-4)
+        c, f = self.catch, self.false_reject
+        r = p * c / (p * c + (1.0 - p) * f)
+        self.caught += r
+        self.refused += 1.0 - r
+
+    def approved_then(self, bad: float) -> None:
+        """A call a person approved ran and went ``bad`` (0..1)."""
+        self.missed += bad
+        self.passed += 1.0 - bad
+
+
+class NoiseModel:
+    """How often outcome reports are wrong, from groups of identical calls.
+
+    Wrong reports make a group that truly always goes one way look mixed by their rate, and
+    nothing less mixed than that can be seen; groups that are truly mixed look more mixed.
+    So the estimate pools the minority reports of the less mixed half of the reports (groups
+    of at least ``MIN_GROUP`` reports, least mixed first), shrunk towards the prior."""
+
+    MIN_GROUP = 4
+    REFRESH = 32  # reports between recomputations
+
+    __slots__ = ("groups", "limit", "_fresh", "_rate")
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.groups: dict[int, list[float]] = {}  # group key -> [reports, bad reports]
+        self.limit = limit
+        self._fresh = 0  # reports since the rate was computed
+        self._rate: float | None = None
+
+    def add(self, key: int, bad: float) -> None:
+        g = self.groups.get(key)
+        if g is None:
+            if len(self.groups) >= self.limit:  # forget groups of one report: they say nothing
+                for k in [k for k, v in self.groups.items() if v[0] < 2][: self.limit // 2]:
+                    del self.groups[k]
+            self.groups[key] = [1.0, bad]
+        else:
+            g[0] += 1.0
+            g[1] += bad
+        # Recomputed as reports arrive (not when asked), so a memory rebuilt from the log,
+        # which is never asked on the way, holds the same estimate as the live one.
+        self._fresh += 1
+        if self._fresh >= self.REFRESH:
+            self._rate, self._fresh = self._compute(), 0
+
+    @property
+    def rate(self) -> float:
+        if self._rate is None:
+            a, b = NOISE_PRIOR
+            return a / (a + b)
+        return self._rate
+
+    def _compute(self) -> float:
+        big = sorted((min(b, n - b) / n, n, min(b, n - b)) for n, b in self.groups.values() if n >= self.MIN_GROUP)
+        half = sum(n for _, n, _ in big) / 2.0
+        minority = counted = 0.0
+        for _, n, m in big:
+            if counted >= half:
+                break
+            minority += m
+            counted += n
+        a, b = NOISE_PRIOR
+        return min((minority + a) / (counted + a + b), NOISE_CAP)
+
+
+def cheapest(p: float, harm: float, refused: float, review: float, catch: float,
+             false_reject: float) -> tuple[str, dict[str, float]]:  # fmt: skip
+    """The verdict of least expected cost for a call that ends badly with probability ``p``:
+    ``allowed`` costs ``p harm``; ``blocked`` costs ``(1 - p) refused``; ``requires_approval``
+    costs the review, plus the harm of the bad calls the person misses and the refusal of the
+    good ones they reject. Ties go to the less strict verdict."""
+    costs = {
+        "allowed": p * harm,
+        "requires_approval": review + p * (1.0 - catch) * harm + (1.0 - p) * false_reject * refused,
+        "blocked": (1.0 - p) * refused,
+    }
+    best = "allowed"
+    for verdict in ("requires_approval", "blocked"):
+        if costs[verdict] < costs[best] - 1e-12:
+            best = verdict
+    return best, costs

@@ -1,0 +1,126 @@
+"""Costs instead of thresholds, and what memory estimates about its own evidence (issue 15):
+the reviewer's reliability and the share of wrong outcome reports."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from clearance import Engine, parse_rules
+from clearance.errors import RuleError
+from clearance.memory import RiskEstimate
+from clearance.memory.reliability import NoiseModel, ReviewerModel, cheapest
+from clearance.model import Action, DecisionResult
+from clearance.policy import RuleSet
+from clearance.policy.evaluate import Verdict
+from clearance.policy.risk import apply_risk, resolve_risk
+
+
+def test_cheapest_verdict_follows_the_costs() -> None:
+    # A review (2) beats allowing once p x harm x catch passes it; blocking wins only when a
+    # refusal is cheap next to what the reviewer would miss.
+    assert cheapest(0.01, 100, 10, 2, 0.9, 0.05)[0] == "allowed"
+    assert cheapest(0.1, 100, 10, 2, 0.9, 0.05)[0] == "requires_approval"
+    assert cheapest(0.9, 100, 10, 2, 0.9, 0.05)[0] == "blocked"
+    # A reviewer who catches nothing is never worth asking.
+    assert cheapest(0.1, 100, 10, 2, 0.0, 0.0)[0] != "requires_approval"
+    # A free review of a perfect reviewer always beats allowing a risky call.
+    verdict, costs = cheapest(0.5, 100, 1000, 0, 1.0, 0.0)
+    assert verdict == "requires_approval" and costs["requires_approval"] == 0
+
+
+def test_reviewer_model_learns_catch_and_false_rejection_rates() -> None:
+    rng = random.Random(5)
+    model = ReviewerModel()
+    for _ in range(3000):
+        bad = rng.random() < 0.3
+        p = 0.6 if bad else 0.1  # memory's (informative, imperfect) risk
+        if rng.random() < (0.95 if bad else 0.02):
+            model.rejected(p)
+        else:
+            model.approved_then(float(bad))
+    assert model.catch == pytest.approx(0.95, abs=0.04)
+    assert model.false_reject == pytest.approx(0.02, abs=0.03)
+
+
+def test_noise_model_estimates_the_share_of_wrong_reports() -> None:
+    rng = random.Random(9)
+    model = NoiseModel()
+    assert model.rate == pytest.approx(0.01)  # the prior before any report
+    for _ in range(4000):
+        key = rng.randrange(60)
+        truly = key < 15  # a quarter of the kinds of call always go badly
+        model.add(key, float(truly != (rng.random() < 0.07)))
+    # It errs low (the least mixed half of the groups is partly so by chance): under-correcting
+    # leaves risk a little high, the safe side.
+    assert 0.04 <= model.rate <= 0.08, model.rate
+
+
+def _policy(text: str, **action: object) -> tuple[RuleSet, Action]:
+    rules = RuleSet.compile(parse_rules(text), "1")
+    return rules, Action(tool="send_money", domain="banking", actor="a", **action)  # type: ignore[arg-type]
+
+
+COSTS = "version: 1\nrules: []\ncosts: {harm: 100, harm_per_value: 1, refused: 10, review: 2}\n"
+
+
+def test_costs_replace_the_default_thresholds() -> None:
+    rules, action = _policy(COSTS)
+    policy = resolve_risk(rules, action)
+    assert policy.costs is not None and policy.approval_above is None and policy.block_above is None
+    allowed = Verdict(DecisionResult.allowed, "", [], [], [], None, 1)
+    def verdict(risk: float, stake: float | None = None, evidence: float = 5.0) -> DecisionResult:
+        est = RiskEstimate(risk=risk, evidence=evidence, precedents=[object()] if evidence else [],  # type: ignore[list-item]
+                           stake=stake, reviewer_catch=0.9, reviewer_false_reject=0.05)
+        return apply_risk(allowed, est, policy).result
+    assert verdict(0.01) is DecisionResult.allowed
+    assert verdict(0.1) is DecisionResult.requires_approval  # under the old default of 0.5
+    assert verdict(0.0003, stake=5000) is DecisionResult.allowed
+    assert verdict(0.01, stake=5000) is DecisionResult.requires_approval  # 1% of 5,100 at stake
+    assert verdict(0.95) is DecisionResult.blocked
+    assert verdict(0.95, evidence=0.0) is DecisionResult.requires_approval  # no evidence: ask, never block
+
+
+def test_explicit_thresholds_still_apply_with_costs_and_without() -> None:
+    rules, action = _policy(COSTS.replace("rules: []", "rules: []\nrisk: {approval_above: 0.005}"))
+    assert resolve_risk(rules, action).approval_above == 0.005
+    rules, action = _policy("version: 1\nrules: []\n")
+    policy = resolve_risk(rules, action)
+    assert policy.costs is None and policy.approval_above == 0.5 and policy.block_above == 0.9
+    rules, action = _policy(COSTS.replace("costs: {", "domains: {banking: {costs: {review: 50}}}\ncosts: {"))
+    assert resolve_risk(rules, action).costs.review == 50  # type: ignore[union-attr]
+
+
+def test_costs_are_validated() -> None:
+    with pytest.raises(RuleError, match="review"):
+        parse_rules("version: 1\nrules: []\ncosts: {review: -1}\n")
+    with pytest.raises(RuleError, match="thresholds"):
+        parse_rules("version: 1\nrules: []\ncosts: {thresholds: 1}\n")
+
+
+def test_engine_with_costs_learns_when_asking_pays(tmp_path) -> None:
+    """With costs declared and no threshold: payments to an IBAN that goes badly are sent to a
+    person once memory has seen it, and routine ones stay allowed."""
+    now = [datetime(2026, 3, 2, 9, tzinfo=timezone.utc)]
+    engine = Engine(tmp_path / "c.db", clock=lambda: now[0])
+    engine.apply_rules(parse_rules(COSTS))
+    def send(iban: str) -> dict:
+        return {"tool": "send_money", "domain": "banking", "actor": "a", "value": 50, "arguments": {"to": iban}}
+    for i in range(40):
+        now[0] += timedelta(minutes=5)
+        bad = i % 4 == 0
+        d = engine.evaluate(send("NL91ABNA0417164300" if bad else "DE89370400440532013000"))
+        if d.allowed:
+            engine.record_execution(d.request_id, "executed")
+            engine.report_outcome(d.request_id, "harmful" if bad else "succeeded", cost=150.0 if bad else 0.0)
+        elif d.requires_approval:  # the person catches the bad ones; an approved call runs
+            engine.resolve_approval(d.approval_id, "rejected" if bad else "approved", approver="p")
+            if not bad:
+                engine.record_execution(d.request_id, "executed")
+                engine.report_outcome(d.request_id, "succeeded")
+    assert engine.evaluate(send("DE89370400440532013000")).allowed
+    risky = engine.evaluate(send("NL91ABNA0417164300"))
+    assert not risky.allowed and "costs" in (risky.reason or ""), risky.reason
+    engine.close()
