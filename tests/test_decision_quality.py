@@ -488,3 +488,31 @@ def test_refund_violations_are_no_more_novel_than_harmless_calls():
     rate = {k: sum(v) / len(v) for k, v in novel.items()}
     assert len(novel["violation"]) > 100
     assert abs(rate["violation"] - rate["benign"]) < 0.12, rate
+
+
+def test_the_development_family_is_twenty_worlds_each_stating_its_own_costs():
+    from benchmarks.decision_quality.config import resolve_path
+    from benchmarks.decision_quality.family import FAMILY_DIR, render_family, world_row
+    from benchmarks.decision_quality.guards import check_costs, cost_policy
+    from benchmarks.decision_quality.tracks.refund import refund_costs
+
+    paths = sorted(FAMILY_DIR.glob("w*.yaml"))
+    assert len(paths) == 20
+    cfgs = [load_config(p) for p in paths]
+    assert len({tuple(c["seeds"]) for c in cfgs}) == 20  # its own seeds
+    for knob in (lambda c: c["learning"]["attack_rate"], lambda c: c["reviewer"]["catch_rate"],
+                 lambda c: c["costs"]["approval"], lambda c: c["learning"]["label_noise"]):  # fmt: skip
+        assert len({knob(c) for c in cfgs}) > 10  # every knob varies
+    for c in cfgs:
+        check_costs(resolve_path(c, c["learning"]["rules"]), cost_policy(c["costs"]))
+        check_costs(resolve_path(c, c["refund"]["rules"]), cost_policy(refund_costs(c)))
+    # The family report: a world is won only when the loss is the lowest, "separate" only when
+    # the intervals do not overlap.
+    def report(mine, other):
+        metrics = {g: {"loss_per_episode": {"mean": m, "lo": lo, "hi": hi}} for g, (m, lo, hi) in
+                   (("clearance_learning", mine), ("block_side_effects", other))}  # fmt: skip
+        return {"config_name": "w", "tracks": {"learning": {"regimes": {"novel": {"metrics": metrics}}}}}
+    rows = [world_row(report((5, 4, 6), (8, 7, 9))), world_row(report((5, 4, 7.5), (8, 7, 9))),
+            world_row(report((9, 8, 10), (8, 7, 9)))]  # fmt: skip
+    assert [(r["lowest"], r["separate"]) for r in rows] == [(True, True), (True, False), (False, False)]
+    assert "lowest loss on 2 of 3 worlds, with separate 95% intervals on 1" in render_family(rows)
