@@ -142,7 +142,16 @@ def test_reviewers_answers_count_until_an_outcome_arrives(open_engine: Callable[
     clock.tick(minutes=1)
     after_reject = engine.evaluate(send("LT777777777777777777"))
     assert [p.outcome for p in after_reject.precedents] == ["rejected"]
-    assert after_reject.evidence < 0.6  # a person's no is weaker evidence than a reported harm
+    # A person's no is weaker evidence than a reported harm: reviewers refuse some harmless calls.
+    other = open_engine()
+    other.apply_rules(parse_rules("version: 1\nrules:\n  - {id: ask, tool: send_money, require_approval_above: 0}\n"))
+    harmed = other.evaluate(send("LT666666666666666666"))
+    other.resolve_approval(harmed.approval_id, "approved", approver="alice")  # type: ignore[arg-type]
+    other.record_execution(harmed.request_id, "executed")
+    other.report_outcome(harmed.request_id, "harmful")
+    clock.tick(minutes=1)
+    after_harm = other.evaluate(send("LT777777777777777777"))
+    assert 0.0 < after_reject.risk_score < after_harm.risk_score
 
     engine.resolve_approval(after_reject.approval_id, "approved", approver="alice")  # type: ignore[arg-type]
     engine.record_execution(after_reject.request_id, "executed")

@@ -71,16 +71,19 @@ def test_costs_replace_the_default_thresholds() -> None:
     policy = resolve_risk(rules, action)
     assert policy.costs is not None and policy.approval_above is None and policy.block_above is None
     allowed = Verdict(DecisionResult.allowed, "", [], [], [], None, 1)
-    def verdict(risk: float, stake: float | None = None, evidence: float = 5.0) -> DecisionResult:
-        est = RiskEstimate(risk=risk, evidence=evidence, precedents=[object()] if evidence else [],  # type: ignore[list-item]
-                           stake=stake, reviewer_catch=0.9, reviewer_false_reject=0.05)
+    def verdict(risk: float, stake: float | None = None, lo: float | None = None) -> DecisionResult:
+        est = RiskEstimate(risk=risk, evidence=5.0, precedents=[], stake=stake, reviewer_catch=0.9,
+                           reviewer_false_reject=0.05, risk_lo=lo)
         return apply_risk(allowed, est, policy).result
     assert verdict(0.01) is DecisionResult.allowed
     assert verdict(0.1) is DecisionResult.requires_approval  # under the old default of 0.5
     assert verdict(0.0003, stake=5000) is DecisionResult.allowed
     assert verdict(0.01, stake=5000) is DecisionResult.requires_approval  # 1% of 5,100 at stake
     assert verdict(0.95) is DecisionResult.blocked
-    assert verdict(0.95, evidence=0.0) is DecisionResult.requires_approval  # no evidence: ask, never block
+    # Unsure whether to block (the risk could well be low): a person is asked, whose answer is
+    # evidence, unless the sum at stake makes asking dearer than anything knowing could save.
+    assert verdict(0.5, lo=0.01) is DecisionResult.requires_approval
+    assert verdict(0.5, stake=5000, lo=0.01) is DecisionResult.blocked
 
 
 def test_explicit_thresholds_still_apply_with_costs_and_without() -> None:

@@ -35,8 +35,10 @@ class RiskEstimate:
     #: ``risk`` times what is at stake (the call's value, or the cost of similar calls that went
     #: badly); None when neither is known.
     expected_cost: float | None = None
-    #: What is at stake: the call's value, or what similar calls cost when they went badly.
+    #: The call's value (what its harm and its refusal are counted on).
     stake: float | None = None
+    #: A cautious lower bound of ``risk`` (thin evidence: well below it). None: ``risk``.
+    risk_lo: float | None = None
     #: Memory's estimates of how reliable a person's review is (None: it keeps none).
     reviewer_catch: float | None = None
     reviewer_false_reject: float | None = None

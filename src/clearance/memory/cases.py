@@ -40,9 +40,11 @@ __all__ = ["BAD_OUTCOMES", "CaseMemory"]
 #: its severity says (a failed read is not a harm; a failed payment that double-charged is).
 BAD_OUTCOMES = frozenset({"harmful", "reverted"})
 
-#: Evidence strength of a person's answer, relative to a reported outcome.
-APPROVED_WEIGHT = 0.3
-REJECTED_WEIGHT = 0.5
+#: Evidence strength of a person's answer, relative to a reported outcome. The answer counts as
+#: bad as far as the reviewer's estimated reliability says (a rejection of a call memory thought
+#: safe, by a reviewer who refuses many good calls, is weak evidence of harm).
+APPROVED_WEIGHT = 0.5
+REJECTED_WEIGHT = 1.0
 
 #: Decided calls whose outcome has not come in are kept, to be learnt from when it does, for
 #: the newest MAX_WAITING decisions and for WAIT_DAYS after each (about 1 KB per call). The
@@ -61,6 +63,7 @@ RELATED_DISCOUNT = 0.5  # precedents of other tools in the same domain count thi
 DISTANT_DISCOUNT = 0.3  # and those of other domains this much
 EVIDENCE_CAP = 30.0  # weighed evidence gathered from the nearest shapes outwards, at most
 PRIOR_STRENGTH = 5.0  # precedents' worth of weight each level of the prior carries
+LOWER_Z = 1.28  # the risk's lower bound: its 10th percentile, roughly
 PER_PROTO = 512  # newest cases of one prototype that are weighed (older ones count for little)
 
 
@@ -273,7 +276,7 @@ class CaseMemory:
         if not case.real:  # the call's first report: it grades the reports and the reviewer
             self.noise.add(case.twin, float(bad >= 0.5))
             if case.approved:
-                self.reviewer.approved_then(bad)
+                self.reviewer.approved_then(bad, case.risk, self.noise.rate)
         if case.real and case.bad is not None:
             # A later outcome of the same call: keep the worst, as the call's final story.
             if bad < case.bad:
@@ -289,10 +292,12 @@ class CaseMemory:
         if case.real:
             return  # a reported outcome outranks a person's guess
         if resolution == "approved":
-            self._label(case._replace(approved=True), 0.0, APPROVED_WEIGHT, "approved", None, None, real=False)
+            bad = self.reviewer.bad_if_approved(case.risk)
+            self._label(case._replace(approved=True), bad, APPROVED_WEIGHT, "approved", None, None, real=False)
         elif resolution == "rejected":
+            bad = self.reviewer.bad_if_rejected(case.risk)
             self.reviewer.rejected(case.risk)
-            self._label(case, 1.0, REJECTED_WEIGHT, "rejected", None, None, real=False)
+            self._label(case, bad, REJECTED_WEIGHT, "rejected", None, None, real=False)
 
     def _label(self, case: _Case, bad: float, weight: float, outcome: str, severity: float | None,
                cost: float | None, *, real: bool) -> None:  # fmt: skip
@@ -455,7 +460,8 @@ class CaseMemory:
                 summary=self._summary(action, profile, precedents, novel, base),
                 novel=novel,
                 expected_cost=None if stake is None else risk * max(stake, 0.0),
-                stake=stake,
+                stake=action.value,
+                risk_lo=max(0.0, risk - LOWER_Z * math.sqrt(risk * (1.0 - risk) / (prior_strength + evidence + 1.0))),
                 reviewer_catch=self.reviewer.catch,
                 reviewer_false_reject=self.reviewer.false_reject,
                 outcome_error_rate=outcome_error_rate,

@@ -9,12 +9,14 @@ approved call that ends badly was a miss. Each answer updates ``c`` and ``f`` by
 expectation-maximisation: a rejection counts as a catch with the posterior weight
 ``p c / (p c + (1 - p) f)`` and as a wrong refusal with the rest.
 
-Reports. Identical calls (same tool, same argument tokens) often share their fate; among the
-groups of identical calls that disagree least, the share of disagreeing reports estimates how
-often reports are wrong.
+Reports. Identical calls (same tool, same argument tokens) often share their fate; the share of
+reports that disagree with the rest of their group, over the groups that are not plainly mixed,
+estimates how often reports are wrong.
 """
 
 from __future__ import annotations
+
+import math
 
 __all__ = ["CATCH_PRIOR", "FALSE_REJECT_PRIOR", "NOISE_PRIOR", "NoiseModel", "ReviewerModel", "cheapest"]
 
@@ -45,6 +47,18 @@ class ReviewerModel:
     def false_reject(self) -> float:
         return self.refused / (self.refused + self.passed)
 
+    def bad_if_rejected(self, p: float) -> float:
+        """How likely a call of risk ``p`` that a person rejected was bad."""
+        p = min(max(p, 1e-4), 1.0 - 1e-4)
+        c, f = self.catch, self.false_reject
+        return p * c / (p * c + (1.0 - p) * f)
+
+    def bad_if_approved(self, p: float) -> float:
+        """How likely a call of risk ``p`` that a person approved is bad."""
+        p = min(max(p, 1e-4), 1.0 - 1e-4)
+        c, f = self.catch, self.false_reject
+        return p * (1.0 - c) / (p * (1.0 - c) + (1.0 - p) * (1.0 - f))
+
     def rejected(self, p: float) -> None:
         """A person rejected a call memory gave risk ``p``."""
         p = min(max(p, 1e-4), 1.0 - 1e-4)
@@ -53,19 +67,26 @@ class ReviewerModel:
         self.caught += r
         self.refused += 1.0 - r
 
-    def approved_then(self, bad: float) -> None:
-        """A call a person approved ran and went ``bad`` (0..1)."""
-        self.missed += bad
-        self.passed += 1.0 - bad
+    def approved_then(self, bad: float, p: float = 0.5, error_rate: float = 0.0) -> None:
+        """A call of risk ``p`` that a person approved ran and was reported ``bad`` (0..1),
+        reports being wrong at ``error_rate``: it was a miss as far as the report, read through
+        that error rate, says."""
+        q = self.bad_if_approved(p)
+        e = min(max(error_rate, 0.0), 0.49)
+        if_bad = q * (1.0 - e) / (q * (1.0 - e) + (1.0 - q) * e) if e else 1.0
+        if_good = q * e / (q * e + (1.0 - q) * (1.0 - e)) if e else 0.0
+        miss = bad * if_bad + (1.0 - bad) * if_good
+        self.missed += miss
+        self.passed += 1.0 - miss
 
 
 class NoiseModel:
     """How often outcome reports are wrong, from groups of identical calls.
 
-    Wrong reports make a group that truly always goes one way look mixed by their rate, and
-    nothing less mixed than that can be seen; groups that are truly mixed look more mixed.
-    So the estimate pools the minority reports of the less mixed half of the reports (groups
-    of at least ``MIN_GROUP`` reports, least mixed first), shrunk towards the prior."""
+    Wrong reports make a group that truly always goes one way look mixed by their rate; groups
+    that are truly mixed look more mixed. So the estimate pools the minority reports of the
+    groups of at least ``MIN_GROUP`` reports, shrunk towards the prior, leaving out (and
+    re-pooling without) groups too mixed for that rate to explain."""
 
     MIN_GROUP = 4
     REFRESH = 32  # reports between recomputations
@@ -102,16 +123,16 @@ class NoiseModel:
         return self._rate
 
     def _compute(self) -> float:
-        big = sorted((min(b, n - b) / n, n, min(b, n - b)) for n, b in self.groups.values() if n >= self.MIN_GROUP)
-        half = sum(n for _, n, _ in big) / 2.0
-        minority = counted = 0.0
-        for _, n, m in big:
-            if counted >= half:
-                break
-            minority += m
-            counted += n
+        big = [(n, min(b, n - b)) for n, b in self.groups.values() if n >= self.MIN_GROUP]
         a, b = NOISE_PRIOR
-        return min((minority + a) / (counted + a + b), NOISE_CAP)
+        rate = (sum(m for _, m in big) + a) / (sum(n for n, _ in big) + a + b)
+        for _ in range(4):  # groups far more mixed than the rate explains are mixed, not noisy
+            keep = [(n, m) for n, m in big if m <= n * rate + 3.0 * math.sqrt(n * rate * (1.0 - rate)) + 1.0]
+            new = (sum(m for _, m in keep) + a) / (sum(n for n, _ in keep) + a + b)
+            if abs(new - rate) < 1e-6:
+                break
+            rate = new
+        return min(rate, NOISE_CAP)
 
 
 def cheapest(p: float, harm: float, refused: float, review: float, catch: float,

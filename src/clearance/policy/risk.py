@@ -93,7 +93,7 @@ def apply_risk(verdict: Verdict, estimate: RiskEstimate, policy: ResolvedRisk) -
     # answer to a risky-looking call, but blocking one outright needs min_evidence behind it.
     may_block = estimate.evidence >= policy.min_evidence and bool(estimate.precedents)
     if policy.costs is not None:
-        wanted, why = _by_cost(estimate, policy.costs, may_block)
+        wanted, why = _by_cost(estimate, policy.costs)
     if policy.block_above is not None and risk > policy.block_above and may_block:
         wanted, why = DecisionResult.blocked, f"risk {risk:.2f} is above block_above {policy.block_above:g}"
     elif policy.approval_above is not None and risk > policy.approval_above and _rank(wanted) < 1:
@@ -117,9 +117,9 @@ def apply_risk(verdict: Verdict, estimate: RiskEstimate, policy: ResolvedRisk) -
                    verdict.approval_ttl, verdict.approvals_required)  # fmt: skip
 
 
-def _by_cost(estimate: RiskEstimate, costs: CostPolicy, may_block: bool) -> tuple[DecisionResult, str]:
+def _by_cost(estimate: RiskEstimate, costs: CostPolicy) -> tuple[DecisionResult, str]:
     """The verdict of least expected cost, with memory's estimates of the reviewer; a block
-    without enough evidence behind it becomes a question to a person."""
+    that the evidence does not yet make clear becomes a question to a person."""
     catch = estimate.reviewer_catch
     false_reject = estimate.reviewer_false_reject
     if catch is None or false_reject is None:
@@ -127,8 +127,15 @@ def _by_cost(estimate: RiskEstimate, costs: CostPolicy, may_block: bool) -> tupl
         false_reject = FALSE_REJECT_PRIOR[0] / sum(FALSE_REJECT_PRIOR)
     harm, refused = costs.harm_of(estimate.stake), costs.refused_of(estimate.stake)
     best, cost = cheapest(estimate.risk, harm, refused, costs.review, catch, false_reject)
-    if best == "blocked" and not may_block:
-        best = "requires_approval" if cost["requires_approval"] < cost["allowed"] else "allowed"
+    if best == "blocked":
+        # A blocked call never reveals how it would have gone; a person's answer does. So a
+        # person is asked instead when that costs no more than knowing could save: what the
+        # block costs beyond the cheapest verdict at the risk's cautious lower bound.
+        lo = estimate.risk if estimate.risk_lo is None else estimate.risk_lo
+        _, at_lo = cheapest(lo, harm, refused, costs.review, catch, false_reject)
+        worth = cost["blocked"] - min(at_lo.values())
+        if cost["requires_approval"] - cost["blocked"] <= worth:
+            best = "requires_approval" if cost["requires_approval"] < cost["allowed"] else "allowed"
     if best == "allowed":
         return DecisionResult.allowed, ""
     word = {"blocked": "blocking", "requires_approval": "asking a person"}[best]
