@@ -39,6 +39,10 @@ class RiskEstimate:
     stake: float | None = None
     #: A cautious lower bound of ``risk`` (thin evidence: well below it). None: ``risk``.
     risk_lo: float | None = None
+    #: Calls of this tool so far per unit of evidence behind the estimate: how many calls what
+    #: is learnt about this one would inform (a kind of call that keeps coming while nothing
+    #: is learnt about it is worth asking about).
+    recurrence: float = 0.0
     #: Memory's estimates of how reliable a person's review is (None: it keeps none).
     reviewer_catch: float | None = None
     reviewer_false_reject: float | None = None

@@ -176,6 +176,11 @@ class CaseMemory:
         # Weighed precedents and their summed badness per tool, per shape class (across tools)
         # and per (tool, shape class): the levels of the prior.
         self._labelled: Counter[str] = Counter()
+        self._decisions: Counter[str] = Counter()  # decided calls per tool, blocked ones too
+        # And per tool family (tools named with the same verb: get_*, send_*), so a tool with
+        # little history starts from what its family shows rather than the deployment's rate.
+        self._labelled_family: Counter[str] = Counter()
+        self._bad_family: Counter[str] = Counter()
         self._bad: Counter[str] = Counter()
         self._labelled_shape: Counter[str] = Counter()
         self._bad_shape: Counter[str] = Counter()
@@ -234,7 +239,10 @@ class CaseMemory:
         return found
 
     def _decided(self, action: Action, decision: Mapping[str, Any]) -> None:
-        if decision["result"] == "blocked" or decision["request_id"] in self._cases:
+        if decision["request_id"] in self._cases:
+            return
+        self._decisions[action.tool] += 1
+        if decision["result"] == "blocked":
             return  # a blocked call never ran: it will reveal nothing
         memo, self._memo = self._memo, None
         # The vector assess() just computed for this very call, if nothing was learned since.
@@ -291,11 +299,16 @@ class CaseMemory:
         case = _Case._make(stored)
         if case.real:
             return  # a reported outcome outranks a person's guess
+        # An approval is read with the call's own risk. A rejection is read with at least the
+        # share of bad calls among those put to a person: it is the surprise that says memory's
+        # own risk was too low, so that risk must not explain it away.
+        if resolution in ("approved", "rejected"):
+            self.reviewer.answered(resolution == "rejected")
         if resolution == "approved":
             bad = self.reviewer.bad_if_approved(case.risk)
             self._label(case._replace(approved=True), bad, APPROVED_WEIGHT, "approved", None, None, real=False)
         elif resolution == "rejected":
-            bad = self.reviewer.bad_if_rejected(case.risk)
+            bad = self.reviewer.bad_if_rejected(max(case.risk, self.reviewer.asked_bad))
             self.reviewer.rejected(case.risk)
             self._label(case, bad, REJECTED_WEIGHT, "rejected", None, None, real=False)
 
@@ -345,6 +358,9 @@ class CaseMemory:
     def _count(self, case: _Case, weight: float, bad: float) -> None:
         self._labelled[case.tool] += weight
         self._bad[case.tool] += bad
+        family = _family(case.tool)
+        self._labelled_family[family] += weight
+        self._bad_family[family] += bad
         self._labelled_shape[case.shape] += weight
         self._bad_shape[case.shape] += bad
         self._labelled_ts[(case.tool, case.shape)] += weight
@@ -354,8 +370,9 @@ class CaseMemory:
     def prior(self, tool: str, shape: str | None = None, error_rate: float = 0.0) -> float:
         """The rate of bad outcomes for calls like this one before any neighbour is weighed.
 
-        Without ``shape``: the tool's own rate, shrunk towards the deployment's (itself shrunk
-        towards 5%), so a tool with little history starts from what the others show. With the
+        Without ``shape``: the tool's own rate, shrunk towards its family's (tools whose names
+        start with the same verb), shrunk towards the deployment's (itself shrunk towards 5%),
+        so a tool with little history starts from what its kin and then the others show. With the
         call's shape class, two disjoint bodies of experience are combined (their odds multiply,
         relative to the deployment's): this tool's calls of other shapes, and other tools'
         calls of this shape; the tool's own calls of this shape then refine that. So a shape that
@@ -372,10 +389,14 @@ class CaseMemory:
             n = max(n, 0.0)
             return (_true_bad(max(bad, 0.0), n, e) + PRIOR_STRENGTH * towards) / (n + PRIOR_STRENGTH)
 
+        family = _family(tool)
+        # The tool's family, without the tool itself (its own calls are weighed below it).
+        kin = rate(self._bad_family[family] - self._bad[tool], self._labelled_family[family] - self._labelled[tool],
+                   overall)  # fmt: skip
         if shape is None:
-            return rate(self._bad[tool], self._labelled[tool], overall)
+            return rate(self._bad[tool], self._labelled[tool], kin)
         bad_ts, n_ts = self._bad_ts[(tool, shape)], self._labelled_ts[(tool, shape)]
-        other_shapes = rate(self._bad[tool] - bad_ts, self._labelled[tool] - n_ts, overall)
+        other_shapes = rate(self._bad[tool] - bad_ts, self._labelled[tool] - n_ts, kin)
         other_tools = rate(self._bad_shape[shape] - bad_ts, self._labelled_shape[shape] - n_ts, overall)
         mixed = _from_odds(_odds(other_shapes) * _odds(other_tools) / _odds(overall))
         return rate(bad_ts, n_ts, mixed)
@@ -461,6 +482,7 @@ class CaseMemory:
                 novel=novel,
                 expected_cost=None if stake is None else risk * max(stake, 0.0),
                 stake=action.value,
+                recurrence=self._decisions[action.tool] / (prior_strength + evidence),
                 risk_lo=max(0.0, risk - LOWER_Z * math.sqrt(risk * (1.0 - risk) / (prior_strength + evidence + 1.0))),
                 reviewer_catch=self.reviewer.catch,
                 reviewer_false_reject=self.reviewer.false_reject,
@@ -519,6 +541,15 @@ def _shape(profile: Profile) -> str:
     bad = "bad" if profile.bad_ids else ("new" if profile.novel_ids else "known")
     unusual = "unusual" if max(abs(profile.value_z_tool), abs(profile.value_z_actor)) >= 2.0 else "usual"
     return f"{bad}/{unusual}"
+
+
+def _family(tool: str) -> str:
+    """A tool's family: the first word of its name (``get`` for ``get_balance``, ``send`` for
+    ``sendMessage``), tools being named verb first."""
+    for i, ch in enumerate(tool):
+        if ch in "_-.:/ " or (ch.isupper() and i):
+            return tool[:i].lower()
+    return tool.lower()
 
 
 def _true_bad(bad: float, n: float, error_rate: float) -> float:

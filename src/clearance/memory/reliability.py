@@ -33,11 +33,24 @@ NOISE_CAP = 0.25
 class ReviewerModel:
     """Online estimates of a reviewer's catch rate and false-rejection rate."""
 
-    __slots__ = ("caught", "missed", "refused", "passed")
+    __slots__ = ("caught", "missed", "refused", "passed", "answers", "rejections")
 
     def __init__(self) -> None:
         self.caught, self.missed = CATCH_PRIOR
         self.refused, self.passed = FALSE_REJECT_PRIOR
+        self.answers, self.rejections = 10.0, 3.0  # a prior: 3 rejections in 10 answers
+
+    @property
+    def asked_bad(self) -> float:
+        """The share of bad calls among those put to a person: what a rejection rate ``r``
+        means for a reviewer of these rates (``r = pi c + (1 - pi) f``)."""
+        c, f = self.catch, self.false_reject
+        r = self.rejections / self.answers
+        return min(max((r - f) / (c - f), 0.01), 0.99) if c > f else 0.5
+
+    def answered(self, rejected: bool) -> None:
+        self.answers += 1.0
+        self.rejections += float(rejected)
 
     @property
     def catch(self) -> float:
@@ -47,15 +60,16 @@ class ReviewerModel:
     def false_reject(self) -> float:
         return self.refused / (self.refused + self.passed)
 
-    def bad_if_rejected(self, p: float) -> float:
-        """How likely a call of risk ``p`` that a person rejected was bad."""
-        p = min(max(p, 1e-4), 1.0 - 1e-4)
+    def bad_if_rejected(self, p: float | None = None) -> float:
+        """How likely a call of risk ``p`` (default: as bad as the calls put to a person
+        usually are) that a person rejected was bad."""
+        p = min(max(self.asked_bad if p is None else p, 1e-4), 1.0 - 1e-4)
         c, f = self.catch, self.false_reject
         return p * c / (p * c + (1.0 - p) * f)
 
-    def bad_if_approved(self, p: float) -> float:
-        """How likely a call of risk ``p`` that a person approved is bad."""
-        p = min(max(p, 1e-4), 1.0 - 1e-4)
+    def bad_if_approved(self, p: float | None = None) -> float:
+        """How likely a call of risk ``p`` (default as above) that a person approved is bad."""
+        p = min(max(self.asked_bad if p is None else p, 1e-4), 1.0 - 1e-4)
         c, f = self.catch, self.false_reject
         return p * (1.0 - c) / (p * (1.0 - c) + (1.0 - p) * (1.0 - f))
 

@@ -130,10 +130,12 @@ def _by_cost(estimate: RiskEstimate, costs: CostPolicy) -> tuple[DecisionResult,
     if best == "blocked":
         # A blocked call never reveals how it would have gone; a person's answer does. So a
         # person is asked instead when that costs no more than knowing could save: what the
-        # block costs beyond the cheapest verdict at the risk's cautious lower bound.
+        # block costs beyond the cheapest verdict at the risk's cautious lower bound, on every
+        # call of this kind the answer informs (so a kind that keeps coming while nothing is
+        # learnt about it is asked about again, and blocking does not lock ignorance in).
         lo = estimate.risk if estimate.risk_lo is None else estimate.risk_lo
         _, at_lo = cheapest(lo, harm, refused, costs.review, catch, false_reject)
-        worth = cost["blocked"] - min(at_lo.values())
+        worth = (cost["blocked"] - min(at_lo.values())) * max(1.0, estimate.recurrence)
         if cost["requires_approval"] - cost["blocked"] <= worth:
             best = "requires_approval" if cost["requires_approval"] < cost["allowed"] else "allowed"
     if best == "allowed":
