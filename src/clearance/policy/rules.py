@@ -174,7 +174,7 @@ RISK_DEFAULTS: dict[str, Any] = {
     "min_evidence": 2.0,
     "novel": "allow",
     "prior": None,  # None: the tool's own shrunk base rate of bad outcomes
-    "prior_strength": 2.0,
+    "prior_strength": 4.0,
     "half_life_days": 90.0,
     "outcome_error_rate": None,  # None: estimated by memory from the outcomes it sees
     "enabled": True,
