@@ -105,10 +105,11 @@ class NoiseModel:
     MIN_GROUP = 4
     REFRESH = 32  # reports between recomputations
 
-    __slots__ = ("groups", "limit", "_fresh", "_rate")
+    __slots__ = ("groups", "big", "limit", "_fresh", "_rate")
 
     def __init__(self, limit: int = 200_000) -> None:
         self.groups: dict[int, list[float]] = {}  # group key -> [reports, bad reports]
+        self.big: dict[int, list[float]] = {}  # the groups of at least MIN_GROUP reports
         self.limit = limit
         self._fresh = 0  # reports since the rate was computed
         self._rate: float | None = None
@@ -119,14 +120,21 @@ class NoiseModel:
             if len(self.groups) >= self.limit:  # forget groups of one report: they say nothing
                 for k in [k for k, v in self.groups.items() if v[0] < 2][: self.limit // 2]:
                     del self.groups[k]
+                if len(self.groups) >= self.limit:  # all repeated: keep the larger half
+                    for k, _ in sorted(self.groups.items(), key=lambda kv: kv[1][0])[: self.limit // 2]:
+                        del self.groups[k]
+                        self.big.pop(k, None)
             self.groups[key] = [1.0, bad]
         else:
             g[0] += 1.0
             g[1] += bad
+            if g[0] == self.MIN_GROUP:
+                self.big[key] = g
         # Recomputed as reports arrive (not when asked), so a memory rebuilt from the log,
-        # which is never asked on the way, holds the same estimate as the live one.
+        # which is never asked on the way, holds the same estimate as the live one; the more
+        # groups, the rarer, so the work per report stays about constant.
         self._fresh += 1
-        if self._fresh >= self.REFRESH:
+        if self._fresh >= max(self.REFRESH, len(self.big) // 4):
             self._rate, self._fresh = self._compute(), 0
 
     @property
@@ -137,7 +145,7 @@ class NoiseModel:
         return self._rate
 
     def _compute(self) -> float:
-        big = [(n, min(b, n - b)) for n, b in self.groups.values() if n >= self.MIN_GROUP]
+        big = [(n, min(b, n - b)) for n, b in self.big.values()]
         a, b = NOISE_PRIOR
         rate = (sum(m for _, m in big) + a) / (sum(n for n, _ in big) + a + b)
         for _ in range(4):  # groups far more mixed than the rate explains are mixed, not noisy
