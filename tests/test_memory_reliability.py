@@ -127,3 +127,23 @@ def test_engine_with_costs_learns_when_asking_pays(tmp_path) -> None:
     risky = engine.evaluate(send("NL91ABNA0417164300"))
     assert not risky.allowed and "costs" in (risky.reason or ""), risky.reason
     engine.close()
+
+
+def test_a_new_tool_starts_from_its_familys_rate(tmp_path) -> None:
+    """Reads went well and sends went badly: a tool never seen before starts from what tools
+    named with the same verb showed, not from the deployment's mixed rate."""
+    from clearance.memory.cases import CaseMemory
+
+    now = [datetime(2026, 3, 2, 9, tzinfo=timezone.utc)]
+    engine = Engine(tmp_path / "f.db", clock=lambda: now[0], memory=CaseMemory())
+    engine.apply_rules(parse_rules("version: 1\nrules: []\nrisk: {enabled: false, outcome_error_rate: 0}\n"))
+    for i in range(60):
+        now[0] += timedelta(minutes=5)
+        tool = ("get_balance", "get_files", "send_money", "send_email")[i % 4]
+        d = engine.evaluate({"tool": tool, "actor": "a", "arguments": {"n": i % 3}})
+        engine.record_execution(d.request_id, "executed")
+        engine.report_outcome(d.request_id, "harmful" if tool.startswith("send") else "succeeded")
+    memory = engine.memory
+    assert isinstance(memory, CaseMemory)
+    assert memory.prior("get_calendar") < 0.1 < 0.5 < memory.prior("send_invite")
+    engine.close()
