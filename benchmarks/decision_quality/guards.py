@@ -105,6 +105,7 @@ class _CostDecided(_Base):
         self._pending: dict[str, Any] = {}
         self._asked: dict[str, float] = {}  # request id -> risk, for calls sent to a person
         self._approved: set[str] = set()
+        self._risk: dict[str, float] = {}
 
     def _verdict(self, risk: float, rid: str, value: float | None) -> Verdict:
         risk = min(max(risk, 0.0), 1.0)
@@ -113,6 +114,7 @@ class _CostDecided(_Base):
                              self.reviewer.false_reject)  # fmt: skip
         if result == "requires_approval":
             self._asked[rid] = risk
+            self._risk[rid] = risk
         return Verdict(result, risk, rid)
 
     def report_outcome(
@@ -128,7 +130,7 @@ class _CostDecided(_Base):
                 self.reviewer.rejected(p)
         elif request_id in self._approved:
             self._approved.discard(request_id)
-            self.reviewer.approved_then(float(harmful))
+            self.reviewer.approved_then(float(harmful), self._risk.pop(request_id, 0.5))
         pending = self._pending.pop(request_id, None)
         if pending is not None:
             self._learn(pending, harmful)
