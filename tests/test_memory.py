@@ -142,7 +142,16 @@ def test_reviewers_answers_count_until_an_outcome_arrives(open_engine: Callable[
     clock.tick(minutes=1)
     after_reject = engine.evaluate(send("LT777777777777777777"))
     assert [p.outcome for p in after_reject.precedents] == ["rejected"]
-    assert after_reject.evidence < 0.6  # a person's no is weaker evidence than a reported harm
+    # A person's no is weaker evidence than a reported harm: reviewers refuse some harmless calls.
+    other = open_engine()
+    other.apply_rules(parse_rules("version: 1\nrules:\n  - {id: ask, tool: send_money, require_approval_above: 0}\n"))
+    harmed = other.evaluate(send("LT666666666666666666"))
+    other.resolve_approval(harmed.approval_id, "approved", approver="alice")  # type: ignore[arg-type]
+    other.record_execution(harmed.request_id, "executed")
+    other.report_outcome(harmed.request_id, "harmful")
+    clock.tick(minutes=1)
+    after_harm = other.evaluate(send("LT777777777777777777"))
+    assert 0.0 < after_reject.risk_score < after_harm.risk_score
 
     engine.resolve_approval(after_reject.approval_id, "approved", approver="alice")  # type: ignore[arg-type]
     engine.record_execution(after_reject.request_id, "executed")
@@ -273,8 +282,11 @@ def test_calibration_measures() -> None:
 
 def test_risk_is_calibrated_on_a_stream_with_known_odds(open_engine: Callable[..., Engine], clock: Clock) -> None:
     """Three kinds of call that go badly 2%, 20% and 60% of the time: the estimates land near
-    those rates, and the Brier score beats always answering the base rate."""
+    those rates, and the Brier score beats always answering the base rate. The deployment knows
+    its reports are exact (a call that goes badly 2% of the time would otherwise pass for a
+    routine call whose reports are 2% wrong: the two cannot be told apart from reports alone)."""
     engine = open_engine(memory=CaseMemory())
+    engine.apply_rules(parse_rules("version: 1\nrules: []\nrisk: {outcome_error_rate: 0}\n"))
     rng = random.Random(3)
     kinds = [("DE89370400440532013000", 0.02), ("ES9121000418450200051332", 0.2), ("NL91ABNA0417164300", 0.6)]
     for _ in range(450):
@@ -404,11 +416,14 @@ def test_a_shape_that_goes_badly_in_other_tools_is_suspect_in_a_new_one(open_eng
 
 def test_outcome_error_rate_corrects_for_wrong_reports(open_engine: Callable[..., Engine], clock: Clock,
                                                        tmp_path: Path) -> None:  # fmt: skip
-    """A routine call reported harmful 5% of the time by mistake looks 5% risky; told that 5% of
-    reports are wrong, memory estimates the real harm (near zero) and still sees real harm."""
+    """A routine call reported harmful 5% of the time by mistake looks 5% risky when reports are
+    taken as exact; told that 5% of reports are wrong, or left to estimate it from how often
+    identical calls' reports disagree, memory estimates the real harm (near zero) and still sees
+    real harm."""
     rules = "version: 1\nrules: []\nrisk: {approval_above: 0.03, outcome_error_rate: 0.05}\n"
     results = {}
-    for name, text in (("plain", "version: 1\nrules: []\nrisk: {approval_above: 0.03}\n"), ("corrected", rules)):
+    for name, text in (("plain", "version: 1\nrules: []\nrisk: {approval_above: 0.03, outcome_error_rate: 0}\n"),
+                       ("corrected", rules), ("estimated", "version: 1\nrules: []\nrisk: {approval_above: 0.03}\n")):
         engine = Engine(tmp_path / f"{name}.db", clock=clock)
         engine.apply_rules(parse_rules(text))
         rng = random.Random(11)
@@ -427,6 +442,9 @@ def test_outcome_error_rate_corrects_for_wrong_reports(open_engine: Callable[...
     assert fixed_ok.risk_score < 0.03 and fixed_ok.allowed, fixed_ok.reason
     assert fixed_bad.risk_score > 0.1 and not fixed_bad.allowed  # real harm is still seen
     assert fixed_bad.risk_score < plain_bad.risk_score
+    est_ok, est_bad = results["estimated"]
+    assert est_ok.risk_score < 0.03 and est_ok.allowed, est_ok.reason
+    assert est_bad.risk_score > 0.1 and not est_bad.allowed
 
 
 def test_outcome_error_rate_is_validated() -> None:
@@ -434,7 +452,8 @@ def test_outcome_error_rate_is_validated() -> None:
         parse_rules("version: 1\nrules: []\nrisk: {outcome_error_rate: 0.5}\n")
     rules = RuleSet.compile(parse_rules("version: 1\nrules: []\ndomains: {banking: {risk: {outcome_error_rate: 0.1}}}\n"), "1")
     assert resolve_risk(rules, Action(tool="send_money", domain="banking", actor="a")).outcome_error_rate == 0.1
-    assert resolve_risk(rules, Action(tool="send_money", domain="other", actor="a")).outcome_error_rate == 0.0
+    # Unset: memory's own estimate.
+    assert resolve_risk(rules, Action(tool="send_money", domain="other", actor="a")).outcome_error_rate is None
 
 
 def test_memory_stops_waiting_for_outcomes_of_old_calls(open_engine: Callable[..., Engine], clock: Clock,

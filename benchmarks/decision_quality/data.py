@@ -37,10 +37,11 @@ def agentdojo_calls(
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def retail(cfg: dict[str, Any]) -> dict[str, Any]:
+def retail(cfg: dict[str, Any], split: str = "train") -> dict[str, Any]:
+    """tau-bench retail: the tasks of ``split`` (``train``, ``dev`` or ``all``), orders, users."""
     root = data_root(cfg) / "tau-bench" / "retail"
     tasks = []
-    for split in ("train",):
+    for split in ("train", "dev") if split == "all" else (split,):
         path = _need(root / f"tasks_{split}.jsonl")
         tasks += [
             json.loads(line) for line in path.read_text().splitlines() if line.strip()

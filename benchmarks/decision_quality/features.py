@@ -5,49 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter, defaultdict
 from typing import Any
 
 from clearance import Action
+from clearance.memory.features import identifiers as _identifiers
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-IBAN = re.compile(r"\b[A-Z]{2}\d{14,32}\b")
-URL = re.compile(
-    r"\b(?:https?://)?(?:www\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:com|org|net|io|co|info|biz|dev|app)\b"
-)
-NAME_KEYS = {"user", "recipient", "payment_method_id"}
-
-
-def _leaves(obj: Any, key: str | None = None):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _leaves(v, k)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _leaves(v, key)
-    elif isinstance(obj, str):
-        yield key, obj
-
-
-def identifiers(arguments: dict[str, Any]) -> set[tuple[str, str]]:
-    """Identifier-like tokens in arguments: e-mail addresses, IBANs, URL hosts and name-like
-    values of recipient/user/payment keys, as (kind, token)."""
-    out: set[tuple[str, str]] = set()
-    for key, text in _leaves(arguments):
-        emails = EMAIL.findall(text)
-        out.update(("email", e) for e in emails)
-        rest = EMAIL.sub(" ", text)
-        out.update(("iban", i) for i in IBAN.findall(rest))
-        out.update(("url", u.split("://")[-1].lower()) for u in URL.findall(rest))
-        if (
-            key in NAME_KEYS
-            and not emails
-            and not IBAN.search(text)
-            and len(text) <= 64
-        ):
-            out.add(("name", text))
-    return out
+def identifiers(arguments: dict[str, Any], target: str | None = None) -> set[tuple[str, str]]:
+    """Identifier-like tokens of a call, as (kind, token): the engine's own featuriser
+    (:func:`clearance.memory.features.identifiers`), so every guard and the world itself see
+    the same counterparties, and none knows a fixed list of top-level domains."""
+    return _identifiers(arguments, target)
 
 
 def is_side_effect(tool: str, read_prefixes: list[str]) -> bool:

@@ -37,6 +37,8 @@ TABLE_METRICS = {
         "benign_calls_asked",
         "benign_calls_blocked",
         "approvals_per_task",
+        "harmful_stopped_after_warmup",
+        "benign_allowed_after_warmup",
     ],
     "calibration": ["brier", "ece", "auroc"],
 }
@@ -121,8 +123,8 @@ def run(
         log("track 1: attacks and benign calls")
         res = attacks.run(cfg, specs, log)
         report["guards"].update(res["guards"])
-        report["tracks"]["attacks"] = {"settings": res["settings"], "episodes": res["episodes"],
-                                       "metrics": _summ(res["metrics"], boot)}  # fmt: skip
+        report["tracks"]["attacks"] = {"settings": res["settings"], "variants": {
+            v: {"episodes": r["episodes"], "metrics": _summ(r["metrics"], boot)} for v, r in res["variants"].items()}}
     if "calibration" in tracks:
         from benchmarks.decision_quality.tracks import calibration
 
@@ -190,14 +192,10 @@ def render_table(report: dict[str, Any]) -> str:
                 TABLE_METRICS["refund"],
             )
         )
-    if "attacks" in tr:
-        parts.append(
-            _table(
-                "Track 1, AgentDojo attacks and benign calls",
-                tr["attacks"]["metrics"],
-                TABLE_METRICS["attacks"],
-            )
-        )
+    for variant, r in tr.get("attacks", {}).get("variants", {}).items():
+        title = "all episodes in one stream" if variant == "normal" else "scored on injection tasks left out of training"
+        parts.append(_table(f"Track 1, AgentDojo attacks and benign calls ({variant}: {title})", r["metrics"],
+                            TABLE_METRICS["attacks"]))  # fmt: skip
     for src, c in tr.get("calibration", {}).items():
         parts.append(
             _table(

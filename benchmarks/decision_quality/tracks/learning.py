@@ -1,7 +1,9 @@
 """Track 2: learning curve. A seeded stream of AgentDojo episodes; outcomes of calls that ran
 are revealed after a delay, possibly with label noise; blocked, rejected or pending calls
-reveal nothing. Two regimes: repeat attackers (AgentDojo's fixed identifiers) and novel
-attackers (fresh IBANs, e-mail addresses, URLs and names every episode, from the pools)."""
+reveal nothing. Two regimes: repeat attackers (AgentDojo's fixed identifiers and arguments) and
+novel attackers (fresh IBANs, e-mail addresses, hosts, phone numbers and names every episode,
+from the pools, and fresh amounts, dates, numeric ids and free text). Benign episodes get the
+same freshness at ``benign_fresh_identifier_rate``, in both regimes."""
 
 from __future__ import annotations
 
@@ -11,32 +13,15 @@ from typing import Any
 
 from benchmarks.decision_quality.config import resolve_path
 from benchmarks.decision_quality.metrics import mean
+from benchmarks.decision_quality.features import identifiers
 from benchmarks.decision_quality.tracks.agentdojo import (
-    SUITES,
+    Variation,
     build_episode,
     episode_scores,
     identifier_map,
     load_suites,
 )
 from benchmarks.decision_quality.tracks.common import run_guards, scored_pairs
-
-DEFAULTS = {
-    "episodes": 300,
-    "window": 30,
-    "attack_rate": 0.3,
-    "call_interval_minutes": 10,
-    "outcome_delay_hours": {"min": 1, "max": 48},
-    "label_noise": 0.0,
-    "regimes": ["repeat", "novel"],
-    "benign_fresh_identifier_rate": 0.2,
-    "suites": list(SUITES),
-    "version": "v1_2_2",
-    "actors": ["agent-1"],
-    "rules": "rules/agentdojo.yaml",
-    "value_args": {},
-    "target_args": [],
-}
-
 
 def episodes_for(
     cfg: dict[str, Any], tcfg: dict[str, Any], suites: dict, seed: int, regime: str
@@ -53,27 +38,19 @@ def episodes_for(
         fresh_benign = rng.random() < tcfg["benign_fresh_identifier_rate"]
         world = random.Random(f"learning-world:{seed}:{i}")
         benign_map: dict = {}
-        if fresh_benign:
-            from benchmarks.decision_quality.features import identifiers
-
-            ids = sorted(
-                set().union(*(identifiers(r["args"]) for r in sd.user_tasks[user_task]))
-            )
-            benign_map = identifier_map(
-                [x for x in ids if x[0] != "name"],
-                random.Random(f"benign-ids:{seed}:{i}"),
-                pools,
-            )
-        attack_map = (
-            identifier_map(
-                sd.attacker_ids, random.Random(f"attack-ids:{seed}:{i}"), pools
-            )
-            if regime == "novel"
-            else {}
-        )
+        benign_vary = attack_vary = None
+        words = pools.get("subjects", [])
+        if fresh_benign:  # fresh contacts and names, amounts, dates, ids and text, as attackers get
+            ids = sorted(set().union(*(identifiers(r["args"]) for r in sd.user_tasks[user_task])))
+            benign_map = identifier_map(ids, random.Random(f"benign-ids:{seed}:{i}"), pools)
+            benign_vary = Variation(random.Random(f"benign-vary:{seed}:{i}"), tcfg["variation"], words)
+        attack_map = {}
+        if regime == "novel":
+            attack_map = identifier_map(sd.attacker_ids, random.Random(f"attack-ids:{seed}:{i}"), pools)
+            attack_vary = Variation(random.Random(f"attack-vary:{seed}:{i}"), tcfg["variation"], words)
         eps.append(
             build_episode(
-                cfg, tcfg, sd, user_task, inj, actor, world, attack_map, benign_map
+                cfg, tcfg, sd, user_task, inj, actor, world, attack_map, benign_map, attack_vary, benign_vary
             )
         )
     return eps
@@ -123,7 +100,7 @@ def _curves(
 
 
 def run(cfg: dict[str, Any], specs: list[dict[str, Any]], log=print) -> dict[str, Any]:
-    tcfg = {**DEFAULTS, **cfg["learning"]}
+    tcfg = dict(cfg["learning"])
     suites = load_suites(cfg, tcfg["suites"], tcfg["version"])
     rules = resolve_path(cfg, tcfg["rules"])
     out: dict[str, Any] = {"settings": tcfg, "regimes": {}}

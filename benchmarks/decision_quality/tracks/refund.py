@@ -30,37 +30,6 @@ REFUND_TOOLS = {
     "modify_pending_order_payment",
 }
 
-DEFAULTS: dict[str, Any] = {
-    "calls": 800,
-    "call_interval_minutes": 30,
-    "violation_rate": 0.05,
-    "label_noise": 0.0,
-    "violation_delay_hours": {"min": 0, "max": 2},
-    "actors": ["retail-agent-1"],
-    "rules": "rules/retail.yaml",
-    "outcome_model": {
-        "kind": "pattern_shift",
-        "change_at": 0.5,
-        "delay_days": {"min": 2, "max": 10},
-        "max_p": 0.9,
-        "phase_a": {
-            "base": 0.01,
-            "refund_to": {"gift_card": 8.0},
-            "value_above": 500,
-            "value_mult": 2.0,
-            "items": {},
-        },
-        "phase_b": {
-            "base": 0.01,
-            "refund_to": {"paypal": 6.0},
-            "value_above": 300,
-            "value_mult": 3.0,
-            "items": {},
-        },
-    },
-}
-
-
 @dataclass(frozen=True)
 class RetailCall:
     """What the outcome model sees of a call (it is the world, so it may see everything)."""
@@ -122,8 +91,8 @@ def _method_kind(pm: str | None) -> str:
 
 
 class World:
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        d = retail(cfg)
+    def __init__(self, cfg: dict[str, Any], split: str = "train") -> None:
+        d = retail(cfg, split)
         self.orders, self.users = d["orders"], d["users"]
         self.actions = [
             a
@@ -154,12 +123,20 @@ class World:
         return value, names, _method_kind(pm)
 
     def violate(
-        self, action: dict[str, Any], rng: random.Random
+        self, action: dict[str, Any], rng: random.Random, familiar: set[str] | None = None
     ) -> dict[str, Any] | None:
-        """A policy-violating variant of a compliant call, or None if none applies."""
+        """A policy-violating variant of a compliant call, or None if none applies. With
+        ``familiar`` (customers and payment methods the stream has shown already), the foreign
+        payment method or other customer's order is drawn from those, so a violation need not
+        stand out by novelty."""
         tool, kw = action["name"], dict(action["kwargs"])
         order = self.orders[kw["order_id"]]
         user = self.users.get(order["user_id"], {"payment_methods": {}})
+
+        def pick(options: list[str], key: Any) -> str:
+            known = [o for o in options if key(o) in familiar] if familiar is not None else []
+            return rng.choice(known or options)
+
         if (
             tool in ("return_delivered_order_items", "modify_pending_order_payment")
             and rng.random() < 0.6
@@ -170,11 +147,12 @@ class World:
                 for m in self.all_methods
                 if m not in own and not m.startswith("gift_card")
             ]
-            kw["payment_method_id"] = rng.choice(foreign)
+            kw["payment_method_id"] = pick(foreign, lambda m: m)
             return {"name": tool, "kwargs": kw}
         if tool in ("return_delivered_order_items", "exchange_delivered_order_items"):
-            oid = rng.choice(
-                self.by_status.get("pending", []) + self.by_status.get("processed", [])
+            oid = pick(
+                self.by_status.get("pending", []) + self.by_status.get("processed", []),
+                lambda o: self.orders[o]["user_id"],
             )
             o = self.orders[oid]
             kw["order_id"] = oid
@@ -185,12 +163,23 @@ class World:
                 kw["new_item_ids"] = kw["new_item_ids"][: len(kw["item_ids"])]
             return {"name": tool, "kwargs": kw}
         if tool == "cancel_pending_order":
-            kw["order_id"] = rng.choice(
-                self.by_status.get("delivered", [])
-                + self.by_status.get("processed", [])
+            kw["order_id"] = pick(
+                self.by_status.get("delivered", []) + self.by_status.get("processed", []),
+                lambda o: self.orders[o]["user_id"],
             )
             return {"name": tool, "kwargs": kw}
         return None
+
+
+def _parties(world: World, action: dict[str, Any]) -> set[str]:
+    """The customer and payment method a call shows."""
+    kw = action["kwargs"]
+    pm = {kw["payment_method_id"]} if kw.get("payment_method_id") else set()
+    return {world.orders[kw["order_id"]]["user_id"]} | pm
+
+
+def _novel(world: World, action: dict[str, Any], seen: set[str]) -> bool:
+    return not _parties(world, action) <= seen
 
 
 def stream_for(
@@ -208,16 +197,29 @@ def stream_for(
         tcfg["violation_delay_hours"]["max"],
     )
     eps = []
+    seen: set[str] = set()  # customers and payment methods the stream has shown
+    benign_novel = 1.0  # share of recent harmless calls showing a new customer or payment method
     for i in range(n):
         a = rng.choice(world.actions)
         violation = False
         if rng.random() < tcfg["violation_rate"]:
-            v = world.violate(a, rng)
+            # As novel as a harmless call is: draw whether it shows a new customer or payment
+            # method at the recent harmless calls' rate, then a violation that does (or does not).
+            want_novel = rng.random() < benign_novel
+            for _ in range(20):
+                v = world.violate(a, rng, None if want_novel else seen)
+                if v is not None and _novel(world, v, seen) == want_novel:
+                    break
+                a = rng.choice(world.actions)
             if v is not None:
                 a, violation = v, True
         kw = a["kwargs"]
         value, names, method = world.describe(a["name"], kw)
         order = world.orders[kw["order_id"]]
+        parties = _parties(world, a)
+        if not violation:  # a moving average over about the last 50 harmless calls
+            benign_novel += (float(not parties <= seen) - benign_novel) / 50.0
+        seen |= parties
         call = RetailCall(a["name"], value, method, names, violation)
         p = model.fraud_probability(call, i / n)
         fraud = rng.random() < p
@@ -228,7 +230,8 @@ def stream_for(
             delay = timedelta(
                 days=rng.uniform(om["delay_days"]["min"], om["delay_days"]["max"])
             )
-        harm_cost = max(value, 1.0) if harmful else 0.0  # the money lost
+        costs = cfg["costs"]  # the money lost, as the deployment counts it
+        harm_cost = costs["harm_default"] + costs["harm_per_value"] * min(value, costs["harm_value_cap"]) if harmful else 0.0
         action = Action(tool=a["name"], arguments=kw, actor=rng.choice(tcfg["actors"]), domain="retail",
                         value=value if a["name"] != "modify_pending_order_address" else None,
                         target=order["user_id"], context={"channel": "chat"})  # fmt: skip
@@ -239,14 +242,15 @@ def stream_for(
     return eps
 
 
+def refund_costs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config's costs with the refund track's own (``refund.costs``) over them."""
+    return {**cfg["costs"], **{k: v for k, v in cfg["refund"]["costs"].items() if v is not None}}
+
+
 def run(cfg: dict[str, Any], specs: list[dict[str, Any]], log=print) -> dict[str, Any]:
-    tcfg = {**DEFAULTS, **cfg["refund"]}
-    tcfg["outcome_model"] = {
-        **DEFAULTS["outcome_model"],
-        **tcfg.get("outcome_model", {}),
-    }
-    cfg = {**cfg, "costs": {**cfg["costs"], **tcfg.get("costs", {})}}
-    world = World(cfg)
+    tcfg = dict(cfg["refund"])
+    cfg = {**cfg, "costs": refund_costs(cfg)}
+    world = World(cfg, tcfg["split"])
     model = PatternShiftFraud(tcfg["outcome_model"])
     rules = resolve_path(cfg, tcfg["rules"])
     metrics: dict[str, dict[str, list[float]]] = {}

@@ -35,6 +35,19 @@ class RiskEstimate:
     #: ``risk`` times what is at stake (the call's value, or the cost of similar calls that went
     #: badly); None when neither is known.
     expected_cost: float | None = None
+    #: The call's value (what its harm and its refusal are counted on).
+    stake: float | None = None
+    #: A cautious lower bound of ``risk`` (thin evidence: well below it). None: ``risk``.
+    risk_lo: float | None = None
+    #: Calls of this tool so far per unit of evidence behind the estimate: how many calls what
+    #: is learnt about this one would inform (a kind of call that keeps coming while nothing
+    #: is learnt about it is worth asking about).
+    recurrence: float = 0.0
+    #: Memory's estimates of how reliable a person's review is (None: it keeps none).
+    reviewer_catch: float | None = None
+    reviewer_false_reject: float | None = None
+    #: The share of outcome reports taken to be wrong in this estimate.
+    outcome_error_rate: float = 0.0
 
 
 class Memory(Protocol):
@@ -54,7 +67,7 @@ class Memory(Protocol):
 
     def assess(
         self, action: Action, now: datetime, *, half_life_days: float = 90.0, prior: float | None = None,
-        prior_strength: float = 2.0,
+        prior_strength: float = 2.0, outcome_error_rate: float | None = None,
     ) -> RiskEstimate: ...  # fmt: skip
 
 

@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from clearance.memory import RiskEstimate
-from clearance.memory.features import DIM, Featuriser, Profile
+from clearance.memory.features import DIM, Featuriser, Profile, _h
+from clearance.memory.reliability import NoiseModel, ReviewerModel
 from clearance.memory.index import VectorIndex, make_index
 from clearance.model import Action, Precedent
 
@@ -39,9 +40,11 @@ __all__ = ["BAD_OUTCOMES", "CaseMemory"]
 #: its severity says (a failed read is not a harm; a failed payment that double-charged is).
 BAD_OUTCOMES = frozenset({"harmful", "reverted"})
 
-#: Evidence strength of a person's answer, relative to a reported outcome.
-APPROVED_WEIGHT = 0.3
-REJECTED_WEIGHT = 0.5
+#: Evidence strength of a person's answer, relative to a reported outcome. The answer counts as
+#: bad as far as the reviewer's estimated reliability says (a rejection of a call memory thought
+#: safe, by a reviewer who refuses many good calls, is weak evidence of harm).
+APPROVED_WEIGHT = 0.5
+REJECTED_WEIGHT = 1.0
 
 #: Decided calls whose outcome has not come in are kept, to be learnt from when it does, for
 #: the newest MAX_WAITING decisions and for WAIT_DAYS after each (about 1 KB per call). The
@@ -60,6 +63,7 @@ RELATED_DISCOUNT = 0.5  # precedents of other tools in the same domain count thi
 DISTANT_DISCOUNT = 0.3  # and those of other domains this much
 EVIDENCE_CAP = 30.0  # weighed evidence gathered from the nearest shapes outwards, at most
 PRIOR_STRENGTH = 5.0  # precedents' worth of weight each level of the prior carries
+LOWER_Z = 1.28  # the risk's lower bound: its 10th percentile, roughly
 PER_PROTO = 512  # newest cases of one prototype that are weighed (older ones count for little)
 
 
@@ -89,6 +93,9 @@ class _Case(NamedTuple):
     severity: float | None = None
     cost: float | None = None
     real: bool = False  # an outcome was reported (not only an approval answer)
+    risk: float = 0.0  # memory's risk when it was decided (how a reviewer's answer is read)
+    twin: int = 0  # key shared by identical calls (how often their reports disagree)
+    approved: bool = False  # a person approved it (its outcome then grades the reviewer)
 
 
 _TOOL, _DOMAIN, _DECIDED_AT, _BAD = (_Case._fields.index(f) for f in ("tool", "domain", "decided_at", "bad"))
@@ -169,6 +176,11 @@ class CaseMemory:
         # Weighed precedents and their summed badness per tool, per shape class (across tools)
         # and per (tool, shape class): the levels of the prior.
         self._labelled: Counter[str] = Counter()
+        self._decisions: Counter[str] = Counter()  # decided calls per tool, blocked ones too
+        # And per tool family (tools named with the same verb: get_*, send_*), so a tool with
+        # little history starts from what its family shows rather than the deployment's rate.
+        self._labelled_family: Counter[str] = Counter()
+        self._bad_family: Counter[str] = Counter()
         self._bad: Counter[str] = Counter()
         self._labelled_shape: Counter[str] = Counter()
         self._bad_shape: Counter[str] = Counter()
@@ -176,8 +188,11 @@ class CaseMemory:
         self._bad_ts: Counter[tuple[str, str]] = Counter()
         self._all = [0.0, 0.0]  # summed badness, precedents: the deployment's base rate
         self._next_key = 0
-        # (action, vector, shape, profile, cursor) of the last assess
-        self._memo: tuple[Action, np.ndarray, str, Profile, int] | None = None
+        # What memory learns about its evidence: reviewers' reliability, reports' noise.
+        self.reviewer = ReviewerModel()
+        self.noise = NoiseModel()
+        # (action, vector, shape, profile, cursor, risk) of the last assess
+        self._memo: tuple[Action, np.ndarray, str, Profile, int, float] | None = None
 
     # -- feeding --------------------------------------------------------------------------
     def ingest(self, events: Iterable[Mapping[str, Any]]) -> None:
@@ -224,24 +239,29 @@ class CaseMemory:
         return found
 
     def _decided(self, action: Action, decision: Mapping[str, Any]) -> None:
-        if decision["result"] == "blocked" or decision["request_id"] in self._cases:
+        if decision["request_id"] in self._cases:
+            return
+        self._decisions[action.tool] += 1
+        if decision["result"] == "blocked":
             return  # a blocked call never ran: it will reveal nothing
         if action.context.get("memory") is False:
             return  # its guard keeps it out of memory (memory_enabled=False): never a precedent
         memo, self._memo = self._memo, None
         # The vector assess() just computed for this very call, if nothing was learned since.
         if memo is not None and memo[0] is action and memo[4] == self.cursor - 1:
-            vector, shape, profile = memo[1], memo[2], memo[3]
+            vector, shape, profile, risk = memo[1], memo[2], memo[3], memo[5]
         else:
             raw, profile = self.features.vector(action)
             vector, shape = np.asarray(raw, dtype=np.float32), _shape(profile)
+            risk = float(decision.get("risk_score") or 0.0)
         self.features.observe_call(action, profile)
         decided_at = decision["decided_at"]
         case = _Case(
             request_id=decision["request_id"], tool=action.tool, domain=action.domain,
             decided_at=decided_at if isinstance(decided_at, datetime) else datetime.fromisoformat(decided_at),
             ids=tuple(profile.ids), value=action.value,
-            vector=vector, shape=shape,
+            vector=vector, shape=shape, risk=risk,
+            twin=_h(action.tool + "\x00" + "\x00".join(sorted(profile.tokens))),
         )  # fmt: skip
         self._cases[case.request_id] = tuple(case)
         self._forget_waiting(case)
@@ -263,6 +283,10 @@ class CaseMemory:
             return
         case = _Case._make(stored)
         bad = _badness(status, severity)
+        if not case.real:  # the call's first report: it grades the reports and the reviewer
+            self.noise.add(case.twin, float(bad >= 0.5))
+            if case.approved:
+                self.reviewer.approved_then(bad, case.risk, self.noise.rate)
         if case.real and case.bad is not None:
             # A later outcome of the same call: keep the worst, as the call's final story.
             if bad < case.bad:
@@ -277,10 +301,18 @@ class CaseMemory:
         case = _Case._make(stored)
         if case.real:
             return  # a reported outcome outranks a person's guess
+        # An approval is read with the call's own risk. A rejection is read with at least the
+        # share of bad calls among those put to a person: it is the surprise that says memory's
+        # own risk was too low, so that risk must not explain it away.
+        if resolution in ("approved", "rejected"):
+            self.reviewer.answered(resolution == "rejected")
         if resolution == "approved":
-            self._label(case, 0.0, APPROVED_WEIGHT, "approved", None, None, real=False)
+            bad = self.reviewer.bad_if_approved(case.risk)
+            self._label(case._replace(approved=True), bad, APPROVED_WEIGHT, "approved", None, None, real=False)
         elif resolution == "rejected":
-            self._label(case, 1.0, REJECTED_WEIGHT, "rejected", None, None, real=False)
+            bad = self.reviewer.bad_if_rejected(max(case.risk, self.reviewer.asked_bad))
+            self.reviewer.rejected(case.risk)
+            self._label(case, bad, REJECTED_WEIGHT, "rejected", None, None, real=False)
 
     def _label(self, case: _Case, bad: float, weight: float, outcome: str, severity: float | None,
                cost: float | None, *, real: bool) -> None:  # fmt: skip
@@ -328,6 +360,9 @@ class CaseMemory:
     def _count(self, case: _Case, weight: float, bad: float) -> None:
         self._labelled[case.tool] += weight
         self._bad[case.tool] += bad
+        family = _family(case.tool)
+        self._labelled_family[family] += weight
+        self._bad_family[family] += bad
         self._labelled_shape[case.shape] += weight
         self._bad_shape[case.shape] += bad
         self._labelled_ts[(case.tool, case.shape)] += weight
@@ -337,8 +372,9 @@ class CaseMemory:
     def prior(self, tool: str, shape: str | None = None, error_rate: float = 0.0) -> float:
         """The rate of bad outcomes for calls like this one before any neighbour is weighed.
 
-        Without ``shape``: the tool's own rate, shrunk towards the deployment's (itself shrunk
-        towards 5%), so a tool with little history starts from what the others show. With the
+        Without ``shape``: the tool's own rate, shrunk towards its family's (tools whose names
+        start with the same verb), shrunk towards the deployment's (itself shrunk towards 5%),
+        so a tool with little history starts from what its kin and then the others show. With the
         call's shape class, two disjoint bodies of experience are combined (their odds multiply,
         relative to the deployment's): this tool's calls of other shapes, and other tools'
         calls of this shape; the tool's own calls of this shape then refine that. So a shape that
@@ -355,10 +391,14 @@ class CaseMemory:
             n = max(n, 0.0)
             return (_true_bad(max(bad, 0.0), n, e) + PRIOR_STRENGTH * towards) / (n + PRIOR_STRENGTH)
 
+        family = _family(tool)
+        # The tool's family, without the tool itself (its own calls are weighed below it).
+        kin = rate(self._bad_family[family] - self._bad[tool], self._labelled_family[family] - self._labelled[tool],
+                   overall)  # fmt: skip
         if shape is None:
-            return rate(self._bad[tool], self._labelled[tool], overall)
+            return rate(self._bad[tool], self._labelled[tool], kin)
         bad_ts, n_ts = self._bad_ts[(tool, shape)], self._labelled_ts[(tool, shape)]
-        other_shapes = rate(self._bad[tool] - bad_ts, self._labelled[tool] - n_ts, overall)
+        other_shapes = rate(self._bad[tool] - bad_ts, self._labelled[tool] - n_ts, kin)
         other_tools = rate(self._bad_shape[shape] - bad_ts, self._labelled_shape[shape] - n_ts, overall)
         mixed = _from_odds(_odds(other_shapes) * _odds(other_tools) / _odds(overall))
         return rate(bad_ts, n_ts, mixed)
@@ -371,14 +411,16 @@ class CaseMemory:
         half_life_days: float = 90.0,
         prior: float | None = None,
         prior_strength: float = 2.0,
-        outcome_error_rate: float = 0.0,
+        outcome_error_rate: float | None = None,
     ) -> RiskEstimate:
+        """``outcome_error_rate`` None: the share of wrong reports is memory's own estimate."""
         with self._lock:
             self._flush()
             vector, profile = self.features.vector(action)
             q = np.asarray(vector, dtype=np.float32)
             shape = _shape(profile)
-            self._memo = (action, q, shape, profile, self.cursor)
+            if outcome_error_rate is None:
+                outcome_error_rate = self.noise.rate
             today = now.timestamp() / 86400.0
             evidence = bad = 0.0
             best_sim = 0.0
@@ -430,6 +472,7 @@ class CaseMemory:
             precedents = self._cite(cands, action)
             novel = self._labelled[action.tool] >= NOVEL_AFTER and best_sim < NOVEL_SIMILARITY
             risk = min(max(risk, 0.0), 1.0)
+            self._memo = (action, q, shape, profile, self.cursor, risk)
             # What is at stake: the call's value, or else what similar calls cost when they went badly.
             costs = [p.cost for p in precedents if p.cost and p.outcome in BAD_OUTCOMES]
             stake = action.value if action.value is not None else (sum(costs) / len(costs) if costs else None)
@@ -440,6 +483,12 @@ class CaseMemory:
                 summary=self._summary(action, profile, precedents, novel, base),
                 novel=novel,
                 expected_cost=None if stake is None else risk * max(stake, 0.0),
+                stake=action.value,
+                recurrence=self._decisions[action.tool] / (prior_strength + evidence),
+                risk_lo=max(0.0, risk - LOWER_Z * math.sqrt(risk * (1.0 - risk) / (prior_strength + evidence + 1.0))),
+                reviewer_catch=self.reviewer.catch,
+                reviewer_false_reject=self.reviewer.false_reject,
+                outcome_error_rate=outcome_error_rate,
             )
 
     def _cite(self, cands: list[tuple[float, float, int, int, float]], action: Action) -> list[Precedent]:
@@ -494,6 +543,15 @@ def _shape(profile: Profile) -> str:
     bad = "bad" if profile.bad_ids else ("new" if profile.novel_ids else "known")
     unusual = "unusual" if max(abs(profile.value_z_tool), abs(profile.value_z_actor)) >= 2.0 else "usual"
     return f"{bad}/{unusual}"
+
+
+def _family(tool: str) -> str:
+    """A tool's family: the first word of its name (``get`` for ``get_balance``, ``send`` for
+    ``sendMessage``), tools being named verb first."""
+    for i, ch in enumerate(tool):
+        if ch in "_-.:/ " or (ch.isupper() and i):
+            return tool[:i].lower()
+    return tool.lower()
 
 
 def _true_bad(bad: float, n: float, error_rate: float) -> float:

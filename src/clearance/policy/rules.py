@@ -24,7 +24,7 @@ from clearance.errors import RuleError
 from clearance.model import canonical_json
 from clearance.policy.conditions import Condition, compile_condition
 
-__all__ = ["AllowedHours", "CompiledRule", "Rule", "RuleFile", "RuleSet", "load_rules", "parse_rules", "rules_json_schema"]
+__all__ = ["AllowedHours", "CompiledRule", "CostPolicy", "Rule", "RuleFile", "RuleSet", "load_rules", "parse_rules", "rules_json_schema"]
 
 _DURATION = re.compile(r"^\s*(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*$")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -150,7 +150,8 @@ class RiskPolicy(_Strict):
     outcome_error_rate: float | None = Field(
         default=None, ge=0, lt=0.5,
         description="Share of outcome reports believed wrong (a harmless call reported harmful, or the reverse); "
-                    "risk is corrected for it, so it estimates real harm rather than reported harm.",
+                    "risk is corrected for it, so it estimates real harm rather than reported harm. "
+                    "Unset: memory estimates it from the outcomes it sees.",
     )  # fmt: skip
     enabled: bool | None = Field(default=None, description="false: risk is estimated and recorded, never enforced.")
 
@@ -173,17 +174,43 @@ RISK_DEFAULTS: dict[str, Any] = {
     "min_evidence": 2.0,
     "novel": "allow",
     "prior": None,  # None: the tool's own shrunk base rate of bad outcomes
-    "prior_strength": 2.0,
+    "prior_strength": 4.0,
     "half_life_days": 90.0,
-    "outcome_error_rate": 0.0,
+    "outcome_error_rate": None,  # None: estimated by memory from the outcomes it sees
     "enabled": True,
 }
+
+
+class CostPolicy(_Strict):
+    """What outcomes cost this deployment, in the unit of ``value``. With costs declared, memory's
+    risk becomes a verdict by expected cost: allow, ask a person (whose reliability memory
+    estimates from the answers and later outcomes it sees) or block, whichever costs least.
+    A team states its costs; the thresholds follow from them."""
+
+    harm: float = Field(default=0.0, ge=0, description="Cost of a call that ends badly, besides its value.")
+    harm_per_value: float = Field(default=1.0, ge=0, description="Plus this much per unit of the call's value.")
+    harm_value_cap: float | None = Field(
+        default=None, ge=0, description="Value counted towards harm at most (none: all of it)."
+    )
+    refused: float = Field(default=0.0, ge=0, description="Cost of refusing (blocking or rejecting) a harmless call.")
+    refused_per_value: float = Field(default=0.0, ge=0, description="Plus this much per unit of its value.")
+    review: float = Field(default=0.0, ge=0, description="Cost of a person's review of one call.")
+
+    def harm_of(self, value: float | None) -> float:
+        v = max(value or 0.0, 0.0)
+        if self.harm_value_cap is not None:
+            v = min(v, self.harm_value_cap)
+        return self.harm + self.harm_per_value * v
+
+    def refused_of(self, value: float | None) -> float:
+        return self.refused + self.refused_per_value * max(value or 0.0, 0.0)
 
 
 class DomainPolicy(_Strict):
     """Settings for every call in one domain."""
 
     risk: RiskPolicy | None = None
+    costs: CostPolicy | None = Field(default=None, description="This domain's costs (instead of the file's).")
 
 
 class Rule(_Strict):
@@ -247,6 +274,9 @@ class RuleFile(_Strict):
 
     version: Literal[1] = 1
     risk: RiskPolicy | None = Field(default=None, description="Default risk thresholds for every call.")
+    costs: CostPolicy | None = Field(
+        default=None, description="What outcomes cost: memory's risk then becomes a verdict by expected cost."
+    )
     domains: dict[str, DomainPolicy] = Field(default_factory=dict, description="Settings per domain (exact names).")
     rules: list[Rule] = Field(default_factory=list)
 

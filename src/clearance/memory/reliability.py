@@ -1,0 +1,175 @@
+"""What memory learns about the evidence itself: how reliable reviewers are, and how often
+outcome reports are wrong. Neither is a setting: both are estimated online from what the engine
+sees, starting from stated priors, so nothing fitted to one deployment has to be written down.
+
+Reviewers. A call sent to a person is rejected, or approved and then (later) reported good or
+bad. With ``p`` the call's risk when it was asked about, a reviewer who catches a share ``c`` of
+bad calls and refuses a share ``f`` of good ones rejects with probability ``p c + (1 - p) f``; an
+approved call that ends badly was a miss. Each answer updates ``c`` and ``f`` by one step of
+expectation-maximisation: a rejection counts as a catch with the posterior weight
+``p c / (p c + (1 - p) f)`` and as a wrong refusal with the rest.
+
+Reports. Identical calls (same tool, same argument tokens) often share their fate; the share of
+reports that disagree with the rest of their group, over the groups that are not plainly mixed,
+estimates how often reports are wrong.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["CATCH_PRIOR", "FALSE_REJECT_PRIOR", "NOISE_PRIOR", "NoiseModel", "ReviewerModel", "cheapest"]
+
+#: Beta priors as (successes, failures): reviewers catch 4 bad calls in 5 and refuse 1 good
+#: call in 10; one outcome report in 100 is wrong. Deliberately vague: a few dozen answers
+#: or reports outweigh them.
+CATCH_PRIOR = (4.0, 1.0)
+FALSE_REJECT_PRIOR = (1.0, 9.0)
+NOISE_PRIOR = (0.5, 49.5)
+#: Reports believed wrong at most this often (beyond it, the groups are mixed, not noisy).
+NOISE_CAP = 0.25
+
+
+class ReviewerModel:
+    """Online estimates of a reviewer's catch rate and false-rejection rate."""
+
+    __slots__ = ("caught", "missed", "refused", "passed", "answers", "rejections")
+
+    def __init__(self) -> None:
+        self.caught, self.missed = CATCH_PRIOR
+        self.refused, self.passed = FALSE_REJECT_PRIOR
+        self.answers, self.rejections = 10.0, 3.0  # a prior: 3 rejections in 10 answers
+
+    @property
+    def asked_bad(self) -> float:
+        """The share of bad calls among those put to a person: what a rejection rate ``r``
+        means for a reviewer of these rates (``r = pi c + (1 - pi) f``)."""
+        c, f = self.catch, self.false_reject
+        r = self.rejections / self.answers
+        return min(max((r - f) / (c - f), 0.01), 0.99) if c > f else 0.5
+
+    def answered(self, rejected: bool) -> None:
+        self.answers += 1.0
+        self.rejections += float(rejected)
+
+    @property
+    def catch(self) -> float:
+        return self.caught / (self.caught + self.missed)
+
+    @property
+    def false_reject(self) -> float:
+        return self.refused / (self.refused + self.passed)
+
+    def bad_if_rejected(self, p: float | None = None) -> float:
+        """How likely a call of risk ``p`` (default: as bad as the calls put to a person
+        usually are) that a person rejected was bad."""
+        p = min(max(self.asked_bad if p is None else p, 1e-4), 1.0 - 1e-4)
+        c, f = self.catch, self.false_reject
+        return p * c / (p * c + (1.0 - p) * f)
+
+    def bad_if_approved(self, p: float | None = None) -> float:
+        """How likely a call of risk ``p`` (default as above) that a person approved is bad."""
+        p = min(max(self.asked_bad if p is None else p, 1e-4), 1.0 - 1e-4)
+        c, f = self.catch, self.false_reject
+        return p * (1.0 - c) / (p * (1.0 - c) + (1.0 - p) * (1.0 - f))
+
+    def rejected(self, p: float) -> None:
+        """A person rejected a call memory gave risk ``p``."""
+        p = min(max(p, 1e-4), 1.0 - 1e-4)
+        c, f = self.catch, self.false_reject
+        r = p * c / (p * c + (1.0 - p) * f)
+        self.caught += r
+        self.refused += 1.0 - r
+
+    def approved_then(self, bad: float, p: float = 0.5, error_rate: float = 0.0) -> None:
+        """A call of risk ``p`` that a person approved ran and was reported ``bad`` (0..1),
+        reports being wrong at ``error_rate``: it was a miss as far as the report, read through
+        that error rate, says."""
+        q = self.bad_if_approved(p)
+        e = min(max(error_rate, 0.0), 0.49)
+        if_bad = q * (1.0 - e) / (q * (1.0 - e) + (1.0 - q) * e) if e else 1.0
+        if_good = q * e / (q * e + (1.0 - q) * (1.0 - e)) if e else 0.0
+        miss = bad * if_bad + (1.0 - bad) * if_good
+        self.missed += miss
+        self.passed += 1.0 - miss
+
+
+class NoiseModel:
+    """How often outcome reports are wrong, from groups of identical calls.
+
+    Wrong reports make a group that truly always goes one way look mixed by their rate; groups
+    that are truly mixed look more mixed. So the estimate pools the minority reports of the
+    groups of at least ``MIN_GROUP`` reports, shrunk towards the prior, leaving out (and
+    re-pooling without) groups too mixed for that rate to explain."""
+
+    MIN_GROUP = 4
+    REFRESH = 32  # reports between recomputations
+
+    __slots__ = ("groups", "big", "limit", "_fresh", "_rate")
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.groups: dict[int, list[float]] = {}  # group key -> [reports, bad reports]
+        self.big: dict[int, list[float]] = {}  # the groups of at least MIN_GROUP reports
+        self.limit = limit
+        self._fresh = 0  # reports since the rate was computed
+        self._rate: float | None = None
+
+    def add(self, key: int, bad: float) -> None:
+        g = self.groups.get(key)
+        if g is None:
+            if len(self.groups) >= self.limit:  # forget groups of one report: they say nothing
+                for k in [k for k, v in self.groups.items() if v[0] < 2][: self.limit // 2]:
+                    del self.groups[k]
+                if len(self.groups) >= self.limit:  # all repeated: keep the larger half
+                    for k, _ in sorted(self.groups.items(), key=lambda kv: kv[1][0])[: self.limit // 2]:
+                        del self.groups[k]
+                        self.big.pop(k, None)
+            self.groups[key] = [1.0, bad]
+        else:
+            g[0] += 1.0
+            g[1] += bad
+            if g[0] == self.MIN_GROUP:
+                self.big[key] = g
+        # Recomputed as reports arrive (not when asked), so a memory rebuilt from the log,
+        # which is never asked on the way, holds the same estimate as the live one; the more
+        # groups, the rarer, so the work per report stays about constant.
+        self._fresh += 1
+        if self._fresh >= max(self.REFRESH, len(self.big) // 4):
+            self._rate, self._fresh = self._compute(), 0
+
+    @property
+    def rate(self) -> float:
+        if self._rate is None:
+            a, b = NOISE_PRIOR
+            return a / (a + b)
+        return self._rate
+
+    def _compute(self) -> float:
+        big = [(n, min(b, n - b)) for n, b in self.big.values()]
+        a, b = NOISE_PRIOR
+        rate = (sum(m for _, m in big) + a) / (sum(n for n, _ in big) + a + b)
+        for _ in range(4):  # groups far more mixed than the rate explains are mixed, not noisy
+            keep = [(n, m) for n, m in big if m <= n * rate + 3.0 * math.sqrt(n * rate * (1.0 - rate)) + 1.0]
+            new = (sum(m for _, m in keep) + a) / (sum(n for n, _ in keep) + a + b)
+            if abs(new - rate) < 1e-6:
+                break
+            rate = new
+        return min(rate, NOISE_CAP)
+
+
+def cheapest(p: float, harm: float, refused: float, review: float, catch: float,
+             false_reject: float) -> tuple[str, dict[str, float]]:  # fmt: skip
+    """The verdict of least expected cost for a call that ends badly with probability ``p``:
+    ``allowed`` costs ``p harm``; ``blocked`` costs ``(1 - p) refused``; ``requires_approval``
+    costs the review, plus the harm of the bad calls the person misses and the refusal of the
+    good ones they reject. Ties go to the less strict verdict."""
+    costs = {
+        "allowed": p * harm,
+        "requires_approval": review + p * (1.0 - catch) * harm + (1.0 - p) * false_reject * refused,
+        "blocked": (1.0 - p) * refused,
+    }
+    best = "allowed"
+    for verdict in ("requires_approval", "blocked"):
+        if costs[verdict] < costs[best] - 1e-12:
+            best = verdict
+    return best, costs

@@ -1,0 +1,149 @@
+"""Costs instead of thresholds, and what memory estimates about its own evidence (issue 15):
+the reviewer's reliability and the share of wrong outcome reports."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from clearance import Engine, parse_rules
+from clearance.errors import RuleError
+from clearance.memory import RiskEstimate
+from clearance.memory.reliability import NoiseModel, ReviewerModel, cheapest
+from clearance.model import Action, DecisionResult
+from clearance.policy import RuleSet
+from clearance.policy.evaluate import Verdict
+from clearance.policy.risk import apply_risk, resolve_risk
+
+
+def test_cheapest_verdict_follows_the_costs() -> None:
+    # A review (2) beats allowing once p x harm x catch passes it; blocking wins only when a
+    # refusal is cheap next to what the reviewer would miss.
+    assert cheapest(0.01, 100, 10, 2, 0.9, 0.05)[0] == "allowed"
+    assert cheapest(0.1, 100, 10, 2, 0.9, 0.05)[0] == "requires_approval"
+    assert cheapest(0.9, 100, 10, 2, 0.9, 0.05)[0] == "blocked"
+    # A reviewer who catches nothing is never worth asking.
+    assert cheapest(0.1, 100, 10, 2, 0.0, 0.0)[0] != "requires_approval"
+    # A free review of a perfect reviewer always beats allowing a risky call.
+    verdict, costs = cheapest(0.5, 100, 1000, 0, 1.0, 0.0)
+    assert verdict == "requires_approval" and costs["requires_approval"] == 0
+
+
+def test_reviewer_model_learns_catch_and_false_rejection_rates() -> None:
+    rng = random.Random(5)
+    model = ReviewerModel()
+    for _ in range(3000):
+        bad = rng.random() < 0.3
+        p = 0.6 if bad else 0.1  # memory's (informative, imperfect) risk
+        if rng.random() < (0.95 if bad else 0.02):
+            model.rejected(p)
+        else:
+            model.approved_then(float(bad))
+    assert model.catch == pytest.approx(0.95, abs=0.04)
+    assert model.false_reject == pytest.approx(0.02, abs=0.03)
+
+
+def test_noise_model_estimates_the_share_of_wrong_reports() -> None:
+    rng = random.Random(9)
+    model = NoiseModel()
+    assert model.rate == pytest.approx(0.01)  # the prior before any report
+    for _ in range(4000):
+        key = rng.randrange(60)
+        truly = key < 15  # a quarter of the kinds of call always go badly
+        model.add(key, float(truly != (rng.random() < 0.07)))
+    # It errs low (the least mixed half of the groups is partly so by chance): under-correcting
+    # leaves risk a little high, the safe side.
+    assert 0.04 <= model.rate <= 0.08, model.rate
+
+
+def _policy(text: str, **action: object) -> tuple[RuleSet, Action]:
+    rules = RuleSet.compile(parse_rules(text), "1")
+    return rules, Action(tool="send_money", domain="banking", actor="a", **action)  # type: ignore[arg-type]
+
+
+COSTS = "version: 1\nrules: []\ncosts: {harm: 100, harm_per_value: 1, refused: 10, review: 2}\n"
+
+
+def test_costs_replace_the_default_thresholds() -> None:
+    rules, action = _policy(COSTS)
+    policy = resolve_risk(rules, action)
+    assert policy.costs is not None and policy.approval_above is None and policy.block_above is None
+    allowed = Verdict(DecisionResult.allowed, "", [], [], [], None, 1)
+    def verdict(risk: float, stake: float | None = None, lo: float | None = None) -> DecisionResult:
+        est = RiskEstimate(risk=risk, evidence=5.0, precedents=[], stake=stake, reviewer_catch=0.9,
+                           reviewer_false_reject=0.05, risk_lo=lo)
+        return apply_risk(allowed, est, policy).result
+    assert verdict(0.01) is DecisionResult.allowed
+    assert verdict(0.1) is DecisionResult.requires_approval  # under the old default of 0.5
+    assert verdict(0.0003, stake=5000) is DecisionResult.allowed
+    assert verdict(0.01, stake=5000) is DecisionResult.requires_approval  # 1% of 5,100 at stake
+    assert verdict(0.95) is DecisionResult.blocked
+    # Unsure whether to block (the risk could well be low): a person is asked, whose answer is
+    # evidence, unless the sum at stake makes asking dearer than anything knowing could save.
+    assert verdict(0.5, lo=0.01) is DecisionResult.requires_approval
+    assert verdict(0.5, stake=5000, lo=0.01) is DecisionResult.blocked
+
+
+def test_explicit_thresholds_still_apply_with_costs_and_without() -> None:
+    rules, action = _policy(COSTS.replace("rules: []", "rules: []\nrisk: {approval_above: 0.005}"))
+    assert resolve_risk(rules, action).approval_above == 0.005
+    rules, action = _policy("version: 1\nrules: []\n")
+    policy = resolve_risk(rules, action)
+    assert policy.costs is None and policy.approval_above == 0.5 and policy.block_above == 0.9
+    rules, action = _policy(COSTS.replace("costs: {", "domains: {banking: {costs: {review: 50}}}\ncosts: {"))
+    assert resolve_risk(rules, action).costs.review == 50  # type: ignore[union-attr]
+
+
+def test_costs_are_validated() -> None:
+    with pytest.raises(RuleError, match="review"):
+        parse_rules("version: 1\nrules: []\ncosts: {review: -1}\n")
+    with pytest.raises(RuleError, match="thresholds"):
+        parse_rules("version: 1\nrules: []\ncosts: {thresholds: 1}\n")
+
+
+def test_engine_with_costs_learns_when_asking_pays(tmp_path) -> None:
+    """With costs declared and no threshold: payments to an IBAN that goes badly are sent to a
+    person once memory has seen it, and routine ones stay allowed."""
+    now = [datetime(2026, 3, 2, 9, tzinfo=timezone.utc)]
+    engine = Engine(tmp_path / "c.db", clock=lambda: now[0])
+    engine.apply_rules(parse_rules(COSTS))
+    def send(iban: str) -> dict:
+        return {"tool": "send_money", "domain": "banking", "actor": "a", "value": 50, "arguments": {"to": iban}}
+    for i in range(40):
+        now[0] += timedelta(minutes=5)
+        bad = i % 4 == 0
+        d = engine.evaluate(send("NL91ABNA0417164300" if bad else "DE89370400440532013000"))
+        if d.allowed:
+            engine.record_execution(d.request_id, "executed")
+            engine.report_outcome(d.request_id, "harmful" if bad else "succeeded", cost=150.0 if bad else 0.0)
+        elif d.requires_approval:  # the person catches the bad ones; an approved call runs
+            engine.resolve_approval(d.approval_id, "rejected" if bad else "approved", approver="p")
+            if not bad:
+                engine.record_execution(d.request_id, "executed")
+                engine.report_outcome(d.request_id, "succeeded")
+    assert engine.evaluate(send("DE89370400440532013000")).allowed
+    risky = engine.evaluate(send("NL91ABNA0417164300"))
+    assert not risky.allowed and "costs" in (risky.reason or ""), risky.reason
+    engine.close()
+
+
+def test_a_new_tool_starts_from_its_familys_rate(tmp_path) -> None:
+    """Reads went well and sends went badly: a tool never seen before starts from what tools
+    named with the same verb showed, not from the deployment's mixed rate."""
+    from clearance.memory.cases import CaseMemory
+
+    now = [datetime(2026, 3, 2, 9, tzinfo=timezone.utc)]
+    engine = Engine(tmp_path / "f.db", clock=lambda: now[0], memory=CaseMemory())
+    engine.apply_rules(parse_rules("version: 1\nrules: []\nrisk: {enabled: false, outcome_error_rate: 0}\n"))
+    for i in range(60):
+        now[0] += timedelta(minutes=5)
+        tool = ("get_balance", "get_files", "send_money", "send_email")[i % 4]
+        d = engine.evaluate({"tool": tool, "actor": "a", "arguments": {"n": i % 3}})
+        engine.record_execution(d.request_id, "executed")
+        engine.report_outcome(d.request_id, "harmful" if tool.startswith("send") else "succeeded")
+    memory = engine.memory
+    assert isinstance(memory, CaseMemory)
+    assert memory.prior("get_calendar") < 0.1 < 0.5 < memory.prior("send_invite")
+    engine.close()
