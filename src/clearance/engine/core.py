@@ -399,7 +399,7 @@ class Engine:
         if self.memory.learns and not self._memory_warm:
             self.warm_memory()
         # The writer lock, though nothing is written: memory catches up only under it.
-        with self.store.write(sync=False) as tx:
+        with self.store.write() as tx:
             ruleset = RuleSet.compile(rules, "dry-run") if rules is not None else self._rules(tx)
             return ruleset.policy_version, [self._judge(tx, ruleset, a, now)[0] for a in parsed]
 
