@@ -25,9 +25,15 @@ from starlette.concurrency import run_in_threadpool
 from clearance.server.errors import ApiError
 from clearance.engine.keys import ROLES, ApiKey, Keys, Principal, Role
 
-__all__ = ["ROLES", "ApiKey", "Keys", "Principal", "Role", "refuse", "require"]
+__all__ = ["ROLES", "ApiKey", "Keys", "Principal", "Role", "bearer_token", "refuse", "require"]
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer clr_...`.")
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header; empty when there is none."""
+    auth = authorization or ""
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
 
 
 def refuse(request: Request, status: int, message: str, principal: Principal | None = None,

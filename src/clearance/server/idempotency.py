@@ -22,14 +22,23 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clearance.server.auth import Keys
-from clearance.server.errors import envelope
+from clearance.server.auth import Keys, bearer_token
+from clearance.server.errors import ApiError, envelope
 
 __all__ = ["IdempotencyMiddleware", "request_fingerprint"]
 
 #: How long a retry waits for the request that holds its key (RemoteEngine reads for 10 s).
 WAIT_SECONDS = 3.0
 _METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+
+
+def idempotency_key(raw: bytes) -> str:
+    """An ``Idempotency-Key`` header's value, or the 422 :class:`ApiError` for one we refuse."""
+    key = raw.decode("latin-1")
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise ApiError(422, "validation_error", "Idempotency-Key must be 1 to 255 printable characters",
+                       field="header.idempotency-key")  # fmt: skip
+    return key
 
 
 def request_fingerprint(scope: Scope, body: bytes) -> str:
@@ -61,17 +70,17 @@ class IdempotencyMiddleware:
             return
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         raw_key = headers.get(b"idempotency-key")
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        if raw_key is None or not auth.lower().startswith("bearer "):
+        token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+        if raw_key is None or not token:
             await self.app(scope, receive, send)
             return
         correlation = scope.get("state", {}).get("correlation_id")
-        idem_key = raw_key.decode("latin-1")
-        if not 1 <= len(idem_key) <= 255 or not idem_key.isprintable():
-            await envelope(422, "validation_error", "Idempotency-Key must be 1 to 255 printable characters",
-                           field="header.idempotency-key", correlation_id=correlation)(scope, receive, send)  # fmt: skip
+        try:
+            idem_key = idempotency_key(raw_key)
+        except ApiError as exc:
+            await envelope(exc.status, exc.type, exc.message, field=exc.field, correlation_id=correlation)(scope, receive, send)
             return
-        principal = self.keys.authenticate(auth[7:].strip())  # cached: reads the store about once a second
+        principal = self.keys.authenticate(token)  # cached: reads the store about once a second
         if principal is None:  # the route answers 401 (and audits it)
             await self.app(scope, receive, send)
             return

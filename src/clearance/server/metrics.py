@@ -102,10 +102,9 @@ def _check_scraper(request: Request) -> None:
     key = request.app.state.metrics_key
     if key is None:
         return
-    from clearance.server.auth import refuse
+    from clearance.server.auth import bearer_token, refuse
 
-    auth = request.headers.get("authorization", "")
-    token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    token = bearer_token(request.headers.get("authorization"))
     if token and hmac.compare_digest(token.encode(), key.encode()):
         return
     principal = request.app.state.keys.authenticate(token) if token else None

@@ -18,8 +18,8 @@ from clearance.model import Action, Decision, Execution, Outcome
 from clearance.server import schemas as S
 from clearance.server.auth import Keys, Principal, require
 from clearance.server.deps import check_actor, engine_of
-from clearance.server.auth import refuse
-from clearance.server.idempotency import request_fingerprint
+from clearance.server.auth import bearer_token, refuse
+from clearance.server.idempotency import idempotency_key, request_fingerprint
 from clearance.server.errors import ApiError, ErrorBody, ErrorEnvelope, error_type, validation_message
 from clearance.telemetry import evaluate_span
 
@@ -260,8 +260,7 @@ class DecisionEndpoint:
 
     async def _admit(self, scope: Any, headers: dict[bytes, bytes], body: bytes) -> tuple[Principal, Any, tuple[str, str, str] | None]:
         """Who calls, what they ask for, under which key: or the :class:`ApiError` to answer."""
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
         principal = self.keys.authenticate(token) if token else None  # cached: reads the store about once a second per key
         if principal is None:
             message = "the API key is not valid or was revoked" if token else "an API key is required: send Authorization: Bearer <key>"
@@ -270,10 +269,7 @@ class DecisionEndpoint:
             raise await run_in_threadpool(refuse, Request(scope), 403, f"the {principal.role} role may not POST {self.path} "
                                           "(needs admin or agent)", principal)  # fmt: skip
         raw_key = headers.get(b"idempotency-key")
-        idem_key = raw_key.decode("latin-1") if raw_key is not None else None
-        if idem_key is not None and (not 1 <= len(idem_key) <= 255 or not idem_key.isprintable()):
-            raise ApiError(422, "validation_error", "Idempotency-Key must be 1 to 255 printable characters",
-                           field="header.idempotency-key")  # fmt: skip
+        idem_key = idempotency_key(raw_key) if raw_key is not None else None
         try:
             action = Action.model_validate_json(body)
         except ValidationError as exc:
