@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +41,7 @@ from clearance.model import canonical_json
 from clearance.store import SqlTx
 
 __all__ = ["FORMAT", "Checkpoint", "PrivateKeySource", "PublicKeySource", "checkpoint", "generate_keys", "key_id",
-           "load_private_key", "load_public_key", "periodic", "sign", "verify"]  # fmt: skip
+           "load_private_key", "load_public_key", "periodic", "settings_from_env", "sign", "verify"]  # fmt: skip
 
 #: The format of a checkpoint document; part of what is signed.
 FORMAT = "clearance.audit-checkpoint/1"
@@ -216,6 +216,18 @@ def periodic(key: Ed25519PrivateKey, every: int) -> Callable[[SqlTx, Sequence[di
             _keep(tx, sign(key, last["seq"], last["hash"], last["created_at"]))
 
     return after_append
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``Engine`` options from ``CLEARANCE_ANCHOR_KEY`` (a private key file) and
+    ``CLEARANCE_CHECKPOINT_EVERY`` (N), as ``clearance serve`` passes them to its workers."""
+    env = os.environ if environ is None else environ
+    path, every = env.get("CLEARANCE_ANCHOR_KEY") or None, (env.get("CLEARANCE_CHECKPOINT_EVERY") or "0").strip()
+    try:
+        n = int(every)
+    except ValueError:
+        raise ValueError(f"CLEARANCE_CHECKPOINT_EVERY must be a whole number, not {every!r}") from None
+    return {"anchor_key": path, "checkpoint_every": n} if path else ({"checkpoint_every": n} if n else {})
 
 
 # -- verifying -------------------------------------------------------------------------------
