@@ -85,23 +85,27 @@ def rewrite_body(eng: Engine, t: dict[str, Any]) -> None:
 
 
 def reorder(eng: Engine, t: dict[str, Any]) -> None:
-    """The kill switch switched off before it was switched on."""
+    """The first call's outcome now reported after the second call was decided (no state row
+    depends on that order, so only the anchor can tell)."""
     bodies = read_bodies(eng)
-    bodies[-1], bodies[-2] = bodies[-2], bodies[-1]
+    assert [bodies[4]["type"], bodies[5]["type"]] == ["outcome.reported", "decision.made"]
+    bodies[4], bodies[5] = bodies[5], bodies[4]
     rechain(eng, bodies)
 
 
 def forge_insert(eng: Engine, t: dict[str, Any]) -> None:
-    """A kill switch that was never activated, in the middle of history."""
+    """A refusal that never happened, in the middle of history (no state row goes with it)."""
     bodies = read_bodies(eng)
-    forged = {**bodies[4], "event_id": "evt_forged", "type": "kill_switch.activated", "request_id": None, "trace_id": None,
-              "payload": {"scope": "all", "value": "", "reason": "forged", "activated_by": "mallory"}}  # fmt: skip
+    forged = {**bodies[4], "event_id": "evt_forged", "type": "proposal.refused", "request_id": None, "trace_id": None,
+              "payload": {"tool": "wire_money", "reason": "forged", "actor": "bot", "domain": "default"}}  # fmt: skip
     rechain(eng, [*bodies[:5], forged, *bodies[5:]])
 
 
 def truncate(eng: Engine, t: dict[str, Any]) -> None:
     """The newest two events (the kill switch on and off) removed."""
-    rechain(eng, read_bodies(eng)[:-2])
+    bodies = read_bodies(eng)
+    assert [b["type"] for b in bodies[-2:]] == ["kill_switch.activated", "kill_switch.deactivated"]
+    rechain(eng, bodies[:-2])
 
 
 def edit_decision_row(eng: Engine, t: dict[str, Any]) -> None:
@@ -329,9 +333,65 @@ def test_the_server_signs_on_demand_for_admins(tmp_path: Path, keys: tuple[Path,
         assert eng.verify_anchor(cp, [public]).ok
 
 
+def test_the_server_takes_its_key_from_the_environment(tmp_path: Path, keys: tuple[Path, Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from clearance.server import create_app
+
+    monkeypatch.setenv("CLEARANCE_ANCHOR_KEY", str(keys[0]))
+    monkeypatch.setenv("CLEARANCE_CHECKPOINT_EVERY", "2")
+    eng = create_app(tmp_path / "c.db").state.engine
+    try:
+        for _ in range(3):
+            eng.evaluate({"tool": "t", "actor": "a"})
+        assert [c.seq for c in eng.audit_checkpoints()] == [2]
+    finally:
+        eng.close()
+
+
 def test_settings_from_env() -> None:
     assert anchor.settings_from_env({}) == {}
     assert anchor.settings_from_env({"CLEARANCE_ANCHOR_KEY": "/k.pem", "CLEARANCE_CHECKPOINT_EVERY": "100"}) == {
         "anchor_key": "/k.pem", "checkpoint_every": 100}  # fmt: skip
     with pytest.raises(ValueError, match="whole number"):
         anchor.settings_from_env({"CLEARANCE_ANCHOR_KEY": "/k.pem", "CLEARANCE_CHECKPOINT_EVERY": "ten"})
+
+
+# -- state rows edited alone: the plain check compares every state table with the chain ----------
+def _policy_loosened(eng: Engine, t: dict[str, Any]) -> None:
+    with eng.store.read() as tx:
+        doc = json.loads(json.dumps(tx.get_policy(1)["document"]))
+    doc["rules"][0]["require_approval_above"] = 1_000_000
+    sql(eng, "UPDATE policies SET document = :d WHERE version = 1", d=json.dumps(doc))
+
+
+ROW_EDITS: list[tuple[str, Callable[[Engine, dict[str, Any]], None], str]] = [
+    ("decision result", edit_decision_row, "decision row"),
+    ("approval shown to the approver", lambda eng, t: sql(eng, "UPDATE approvals SET data = :d WHERE approval_id = :a",
+     d=json.dumps({"tool": "refund", "actor": "bot", "domain": "default", "value": 5.0, "arguments": {"order": 2},
+                   "reason": "small"}), a=t["held"].approval_id), "(data)"),
+    ("expired approval made approved", lambda eng, t: sql(eng, "UPDATE approvals SET status = 'approved', resolved_by = "
+     "'mallory' WHERE approval_id = :a", a=t["late"].approval_id), "(status, resolved_by)"),
+    ("execution status", lambda eng, t: sql(eng, "UPDATE executions SET status = 'not_run'"), "execution row"),
+    ("outcome status", lambda eng, t: sql(eng, "UPDATE outcomes SET status = 'harmful'"), "outcome row"),
+    ("rules loosened", _policy_loosened, "(document)"),
+    ("API key made admin", lambda eng, t: sql(eng, "UPDATE api_keys SET role = 'admin' WHERE key_id = :k", k=t["key"]),
+     "(role)"),
+    ("API key forged", lambda eng, t: sql(eng, "INSERT INTO api_keys (key_id, secret_hash, name, role, identity, created_at) "
+     "VALUES ('f0f0f0f0f0f0f0f0', 'x', 'evil', 'admin', 'evil', '2025-06-01 00:00:00')"), "not in the audit trail"),
+    ("kill switch removed", lambda eng, t: sql(eng, "DELETE FROM kill_switches"), "calls it should block"),
+    ("decision row removed", lambda eng, t: sql(eng, "DELETE FROM decisions WHERE request_id = :r", r=t["ok"].request_id),
+     "its row is missing"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("edit", "said"), [e[1:] for e in ROW_EDITS], ids=[e[0] for e in ROW_EDITS])
+def test_a_state_row_edited_alone_is_reported(tmp_path: Path, edit: Callable[..., None], said: str) -> None:
+    db = tmp_path / "c.db"
+    t = build_trail(db)
+    with Engine(db) as eng:
+        t["key"] = eng.keys.create("bot", "agent")[0].key_id
+        eng.activate_kill_switch(domain="payments", reason="incident", by="oncall")
+        assert eng.verify_audit().ok
+        edit(eng, t)
+        report = eng.verify_audit()
+    assert not report.ok and any(said in p for p in report.problems), report

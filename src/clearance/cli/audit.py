@@ -83,12 +83,12 @@ def audit_checkpoint(
         with _engine(anchor_key=key) as engine:
             cp = engine.checkpoint_audit()
     document = cp.document() + "\n"
-    if webhook_url:
-        _post(webhook_url, webhook_secret or "", cp)
-    if out is not None:
+    if out is not None:  # first: a webhook that fails still leaves the file
         _write_atomically(out, document)
         render.err.print(f"checkpoint of event {cp.seq} written to {render.safe(str(out))}")
-    elif not webhook_url:
+    if webhook_url:
+        _post(webhook_url, webhook_secret or "", cp)
+    if out is None and not webhook_url:
         print(document, end="")
 
 

@@ -1,13 +1,16 @@
 """The state tables checked against the audit chain.
 
 The engine acts on its tables (a decision row says whether a call may run, an approvals row
-what the approver is shown and whether it was approved), but the chain is the record. A row
+what the approver is shown and whether it was approved, the policies what the rules are, an API
+key's row what role it has, a kill switch's row that calls stop), but the chain is the record. A row
 edited in the database, or inserted without its event, is a row the chain does not vouch for:
 ``claim_execution`` already refuses to act on one; :class:`Reconciler` finds every such row.
 
 It is fed each event of the chain once, in order (riding on :func:`audit.verify`'s reading),
-and keeps, per decision, approval, execution and outcome, what the events say its row must
-hold (large values as digests); then it reads each table once and compares.
+and keeps, per decision, approval, execution, outcome, policy version, API key and kill switch,
+what the events say its row must hold (large values as digests); then it reads each table once
+and compares. Not covered: an API key's secret hash (the chain never holds it), votes, usage
+counters, and runs (checked by their digest when resumed).
 """
 
 from __future__ import annotations
@@ -103,6 +106,10 @@ class Reconciler:
         self.approvals: dict[str, tuple[int, dict[str, Any]]] = {}
         self.executions: dict[str, tuple[int, dict[str, Any]]] = {}
         self.outcomes: dict[str, tuple[int, str]] = {}
+        # policy version, API key id, kill switch (scope, value) -> (seq, view)
+        self.policies: dict[int, tuple[int, dict[str, Any]]] = {}
+        self.api_keys: dict[str, tuple[int, dict[str, Any]]] = {}
+        self.kill_switches: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
         self.problems: list[Problem] = []
         self._decided: tuple[str, dict[str, Any]] | None = None  # the last decision.made: (request_id, payload)
 
@@ -165,6 +172,31 @@ class Reconciler:
     def _outcome_reported(self, seq: int, body: dict[str, Any]) -> None:
         self.outcomes[body["payload"]["event_id"]] = (seq, _digest(_outcome_view(body["payload"])))
 
+    def _rules_applied(self, seq: int, body: dict[str, Any]) -> None:
+        p = body["payload"]
+        self.policies[int(p["policy_version"])] = (seq, {"digest": p["digest"], "applied_by": p.get("applied_by"),
+                                                         "applied_at": _instant(body["created_at"])})  # fmt: skip
+
+    def _kill_switch(self, seq: int, body: dict[str, Any]) -> None:
+        p = body["payload"]
+        if body["type"] == "kill_switch.activated":
+            self.kill_switches[(p["scope"], p.get("value", ""))] = (seq, {
+                "reason": p.get("reason"), "activated_by": p.get("activated_by"), "activated_at": _instant(p["activated_at"])})  # fmt: skip
+        else:
+            self.kill_switches.pop((p["scope"], p.get("value", "")), None)
+
+    def _api_key(self, seq: int, body: dict[str, Any]) -> None:
+        p = body["payload"]
+        if body["type"] == "api_key.created":
+            self.api_keys[p["key_id"]] = (seq, {"name": p["name"], "role": p["role"], "identity": p["identity"],
+                                                "created_by": p.get("created_by"), "created_at": _instant(body["created_at"]),
+                                                "revoked_at": None, "revoked_by": None})  # fmt: skip
+        elif p["key_id"] in self.api_keys:
+            view = dict(self.api_keys[p["key_id"]][1], revoked_at=_instant(body["created_at"]), revoked_by=p.get("revoked_by"))
+            self.api_keys[p["key_id"]] = (seq, view)
+        else:
+            self.problems.append((seq, f"event {seq} revokes API key {p['key_id']}, which was never created"))
+
     # -- the tables ------------------------------------------------------------------------
     def check(self, tx: SqlTx) -> tuple[int, list[Problem]]:
         """Compare every row of the four tables with what the chain says; returns the rows read
@@ -195,6 +227,24 @@ class Reconciler:
         table("approvals", "approval_id", "approval", self.approvals, _compare_view(_approval_from_row, "approval"))
         table("executions", "request_id", "the execution of", self.executions, _compare_view(_execution_from_row, "execution"))
         table("outcomes", "event_id", "outcome", self.outcomes, _compare_outcome)
+        table("policies", "version", "policy version", self.policies, _compare_policy)
+        table("api_keys", "key_id", "API key", self.api_keys, _compare_view(_api_key_from_row, "API key"))
+        switches = {(r["scope"], r["value"]): r for r in tx.kill_switches()}
+        rows += len(switches)
+        for ident, row in switches.items():
+            want = self.kill_switches.get(ident)
+            name = "everything" if ident[0] == "all" else f"{ident[0]} {ident[1]}"
+            if want is None:
+                problems.append((None, f"the kill switch for {name} is in the kill_switches table but not in the audit "
+                                 "trail: the row was added outside clearance"))  # fmt: skip
+            elif fields := _differs(_kill_switch_from_row(row), want[1]):
+                problems.append((want[0], f"the kill switch row for {name} disagrees with its audit event {want[0]} "
+                                 f"({', '.join(fields)}): the row was edited outside clearance"))  # fmt: skip
+        for ident in self.kill_switches.keys() - switches.keys():
+            seq = self.kill_switches[ident][0]
+            name = "everything" if ident[0] == "all" else f"{ident[0]} {ident[1]}"
+            problems.append((seq, f"the kill switch for {name} was activated (event {seq}) and never deactivated, but its "
+                             "row is missing: calls it should block are let through"))  # fmt: skip
         return rows, problems
 
 
@@ -232,6 +282,32 @@ def _compare_outcome(tx: SqlTx, ident: str, row: dict[str, Any], want: tuple[int
     return (seq, f"the outcome row {ident} disagrees with its audit event {seq}: the row was edited outside clearance")
 
 
+def _compare_policy(tx: SqlTx, version: int, row: dict[str, Any], want: tuple[int, dict[str, Any]]) -> Problem | None:
+    from clearance.policy import RuleFile, RuleSet
+
+    seq, view = want
+    fields = _differs({"digest": row["digest"], "applied_by": row["applied_by"], "applied_at": _instant(row["applied_at"])}, view)
+    try:
+        if RuleSet.compile(RuleFile.model_validate(row["document"]), "verify").digest() != row["digest"]:
+            fields.append("document")
+    except Exception:  # noqa: BLE001 - a document that no longer loads was edited too
+        fields.append("document")
+    if not fields:
+        return None
+    return (seq, f"the rules of policy version {version} disagree with their audit event {seq} ({', '.join(fields)}): "
+            "the policy was edited outside clearance")  # fmt: skip
+
+
+def _api_key_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"name": row["name"], "role": row["role"], "identity": row["identity"], "created_by": row["created_by"],
+            "created_at": _instant(row["created_at"]), "revoked_at": _instant(row["revoked_at"]),
+            "revoked_by": row["revoked_by"]}  # fmt: skip
+
+
+def _kill_switch_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {"reason": row["reason"], "activated_by": row["activated_by"], "activated_at": _instant(row["activated_at"])}
+
+
 _HANDLERS: dict[str, Callable[[Reconciler, int, dict[str, Any]], None]] = {
     "decision.made": Reconciler._decision_made,
     "approval.requested": Reconciler._approval_requested,
@@ -240,4 +316,9 @@ _HANDLERS: dict[str, Callable[[Reconciler, int, dict[str, Any]], None]] = {
     "execution.claimed": Reconciler._execution_claimed,
     "execution.recorded": Reconciler._execution_recorded,
     "outcome.reported": Reconciler._outcome_reported,
+    "rules.applied": Reconciler._rules_applied,
+    "kill_switch.activated": Reconciler._kill_switch,
+    "kill_switch.deactivated": Reconciler._kill_switch,
+    "api_key.created": Reconciler._api_key,
+    "api_key.revoked": Reconciler._api_key,
 }

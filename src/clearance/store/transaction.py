@@ -357,8 +357,8 @@ class SqlTx:
         return self._one(select(t.events).where(t.events.c.seq == seq))
 
     def iter_rows(self, table: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
-        """Every row of a state table (``decisions``, ``approvals``, ``executions``, ``outcomes``),
-        in pages by its key, so a large table is never held whole."""
+        """Every row of a table with a one-column key (``decisions``, ``approvals``, ``executions``,
+        ``outcomes``, ``policies``, ``api_keys``), in pages by its key, never held whole."""
         tbl = t.metadata.tables[table]
         (key,) = tbl.primary_key.columns
         last: Any = None
