@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -320,8 +319,7 @@ def verify(tx: SqlTx, *, anchor: Checkpoint | None = None, public_keys: Iterable
         rows, state = rec.check(tx)
         problems.extend(state)
         anchored["rows_checked"] = rows
-    report = _report(chain, problems, checkpoints_checked=stored.checked, **anchored)
-    return report
+    return _report(chain, problems, checkpoints_checked=stored.checked, **anchored)
 
 
 def _against_anchor(tx: SqlTx, anchor: Checkpoint, chain: AuditReport, good_seq: int) -> list[tuple[int | None, str]]:
