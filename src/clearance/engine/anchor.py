@@ -22,7 +22,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Union
@@ -238,8 +238,8 @@ class _Stored:
     keys: dict[str, Ed25519PublicKey]
     problems: list[tuple[int, str]]
     checked: int = 0
-    #: The newest kept checkpoint that a trusted key signed and the chain still matches.
-    good_seq: int = 0
+    #: The kept checkpoints that a trusted key signed and the chain still matches (their seqs).
+    good: list[int] = field(default_factory=list)
 
     def see(self, row: dict[str, Any], body: dict[str, Any]) -> None:
         for cp in self.by_seq.get(row["seq"], ()):
@@ -252,7 +252,7 @@ class _Stored:
                 self.problems.append((cp.seq, f"history up to event {cp.seq} is not what the checkpoint kept there "
                                       f"(signed {cp.created_at}) recorded: events up to {cp.seq} were rewritten"))  # fmt: skip
             elif key is not None:
-                self.good_seq = max(self.good_seq, cp.seq)
+                self.good.append(cp.seq)
 
 
 def _stored(tx: SqlTx, keys: dict[str, Ed25519PublicKey]) -> _Stored:
@@ -307,7 +307,8 @@ def verify(tx: SqlTx, *, anchor: Checkpoint | None = None, public_keys: Iterable
     anchored = {"anchored_seq": anchor.seq if anchor is not None else None}
     problems: list[tuple[int | None, str]] = []
     if anchor is not None:
-        problems.extend(_against_anchor(tx, anchor, chain, stored.good_seq))
+        good_seq = max((s for s in stored.good if s < anchor.seq), default=0)
+        problems.extend(_against_anchor(tx, anchor, chain, good_seq))
     if not chain.ok:
         problems.append((chain.first_broken_seq, chain.problem or "the chain is broken"))
     else:
