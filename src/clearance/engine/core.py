@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from clearance.engine import audit
+from clearance.engine import audit, executions
 from clearance.engine.audit import AuditReport
 from clearance.engine.keys import Keys
 from clearance.errors import (
@@ -73,8 +73,6 @@ __all__ = ["Engine", "PolicyInfo"]
 DEFAULT_APPROVAL_TTL = timedelta(hours=24)
 #: How long a resumer may hold a run before another may take it (a crashed resumer's lease lapses).
 RUN_LEASE = timedelta(minutes=10)
-_FINAL = frozenset({ExecutionStatus.executed, ExecutionStatus.failed, ExecutionStatus.not_run,
-                    ExecutionStatus.rejected, ExecutionStatus.blocked})  # fmt: skip
 
 
 #: The estimate of a memory that does not learn.
@@ -572,10 +570,12 @@ class Engine:
         if row is None:
             raise UnknownRequest(request_id)
         existing = tx.get_execution(request_id)
-        if existing is not None and ExecutionStatus(existing["status"]) in _FINAL:
-            if existing["status"] == status.value:
-                return _execution(existing)
-            raise ConflictError(f"the execution of {request_id} is already recorded as {existing['status']}")
+        result = DecisionResult(row["decision"]["result"])
+        approval = tx.approval_for_request(request_id) if result is DecisionResult.requires_approval else None
+        if executions.check_report(request_id, result=result, wanted=status, approval=approval, now=now,
+                                   current=ExecutionStatus(existing["status"]) if existing else None,
+                                   shadow=executions.is_shadow(row["context"])):  # fmt: skip
+            return _execution(existing)  # type: ignore[arg-type]
         record = {
             "request_id": request_id, "status": status.value,
             "claimed_by": existing["claimed_by"] if existing else None,

@@ -55,6 +55,7 @@ ERROR_TYPES: list[tuple[type[Exception], int, str]] = [
     (E.AlreadyClaimed, 409, "already_claimed"),
     (E.NotApproved, 409, "not_approved"),
     (E.ArgumentsMismatch, 409, "arguments_mismatch"),
+    (E.IllegalTransition, 409, "illegal_transition"),
     (E.RunStateTampered, 409, "run_state_tampered"),
     (E.RunBusy, 409, "run_busy"),
     (E.ConflictError, 409, "conflict"),

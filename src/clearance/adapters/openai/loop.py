@@ -23,6 +23,7 @@ import jsonschema
 from clearance._version import __version__
 from clearance.adapters.openai import effects as fx
 from clearance.adapters.openai.tools import FunctionTool, ToolArgumentsError
+from clearance.engine.executions import SHADOW_KEY
 from clearance.errors import ApprovalNotPending, ClearanceError, StructuredOutputError
 from clearance.model import Action, Approval, ApprovalStatus, Decision, DecisionResult, new_id
 
@@ -274,7 +275,7 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
         try:
             args = tool.parse_arguments(raw)
             action = Action(tool=name, arguments=args, actor=cfg.actor, domain=cfg.domain, value=tool.value(args),
-                            target=tool.target(args), context=dict(cfg.context), trace_id=state.trace_id)  # fmt: skip
+                            target=tool.target(args), context=_context(cfg), trace_id=state.trace_id)  # fmt: skip
         except (ToolArgumentsError, ValueError, TypeError) as exc:
             error = exc.to_model_output() if isinstance(exc, ToolArgumentsError) else {
                 "error": "invalid_arguments", "tool": name, "message": str(exc)}  # fmt: skip
@@ -323,6 +324,14 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
             reports += yield from _after_run(state, run, res, meta["decision"], {k: v for k, v in meta.items() if k != "decision"})
         if reports:
             yield fx.Record(reports)
+
+
+def _context(cfg: LoopConfig) -> dict[str, Any]:
+    """The caller's context; in shadow mode it says so, since the call will run whatever the verdict."""
+    context = dict(cfg.context)
+    if cfg.mode == "shadow":
+        context[SHADOW_KEY] = "shadow"
+    return context
 
 
 def _capture_unschematised(state: RunState, call_id: str, name: str, raw: Any) -> Generator[Any, Any, None]:
