@@ -50,7 +50,7 @@ _BUILTIN = re.compile(
     r"|(?P<jwt>\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"
     r"|(?P<bearer>\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC)\s+)(?P<bv>[A-Za-z0-9\-._~+/]{8,}=*)"
     r"|(?P<kv>(?<![A-Za-z0-9])(?i:" + _TEXT_NAMES + r")[\"']?\s*[:=]\s*)"
-    r"(?:\"(?P<kvq>(?:[^\"\\]|\\.){1,512})\"|'(?P<kvs>[^']{1,512})'|(?P<kvb>(?:(?:[Bb]earer|[Bb]asic)\s+)?[^\s,;&}\"')\]]{1,512}))"
+    r"(?:\"(?P<kvq>(?:[^\"\\]|\\.){1,512})\"|'(?P<kvs>[^']{1,512})'|(?P<kvb>(?:(?:[Bb]earer|[Bb]asic)\s+)?[^\s,;}\"')\]]{1,512}))"
     r"|(?P<api_key>\b(?:sk-(?:proj-|svcacct-|admin-|ant-[a-z0-9]{2,8}-)?[A-Za-z0-9_-]{20,}"
     r"|[rs]k_(?:live|test)_[A-Za-z0-9]{16,}"
     r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"
