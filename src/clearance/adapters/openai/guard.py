@@ -249,7 +249,10 @@ class _GuardBase:
         if instructions is not None:
             request["instructions"] = instructions
         if self._tools:
-            request["tools"] = [t.responses_spec() for t in self._tools.values()]  # the wire translates
+            # Hosted tools the caller asks for (say {"type": "web_search"}) ride along with ours;
+            # their calls are the provider's to run, so nothing here decides or runs them.
+            hosted = [t for t in request.get("tools") or [] if isinstance(t, Mapping) and t.get("type") != "function"]
+            request["tools"] = [t.responses_spec() for t in self._tools.values()] + hosted  # the wire translates
         if not store and self.api == "responses":
             # Stateless: reasoning must travel with the transcript we carry.
             include = list(request.get("include") or [])
