@@ -244,3 +244,18 @@ def test_the_readme_step_yaml_runs(serve: Serve, engine: Engine) -> None:
     check_request("chat", sent)
     assert sent["modalities"] == ["text", "audio"] and sent["web_search_options"]["search_context_size"] == "medium"
     assert [t["function"]["name"] for t in sent["tools"]] == ["run_story", "extract_fields"]
+
+
+def test_every_engram_input_field_is_a_step_input() -> None:
+    """The engram's 38 input fields (its Inputs table and its list of request-time overrides;
+    ``user`` is both a history role and a field)."""
+    if not SEEDS.is_dir():
+        pytest.skip(f"seeds not found at {SEEDS}")
+    [seed] = SEEDS.glob("002_*.txt")
+    inputs = seed.read_text().split("Supported fields:")[1].split("Example payload:")[0]
+    fields = sorted({f for f in re.findall(r"`(\w+)`", inputs) if f not in ("role", "system", "developer", "assistant")})
+    assert len(fields) == 38, fields
+    from clearance.step import _ALIASES, StepInput
+
+    unknown = [f for f in fields if _ALIASES.get(f, f) not in StepInput.model_fields and f != "useResponsesAPI"]
+    assert unknown == []
