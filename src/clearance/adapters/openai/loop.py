@@ -280,7 +280,7 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
         try:
             args = tool.parse_arguments(raw)
             action = Action(tool=name, arguments=args, actor=cfg.actor, domain=cfg.domain, value=tool.value(args),
-                            target=tool.target(args), context=_context(cfg), trace_id=state.trace_id)  # fmt: skip
+                            target=tool.target(args), context=_context(cfg, name), trace_id=state.trace_id)  # fmt: skip
         except (ToolArgumentsError, ValueError, TypeError) as exc:
             error = exc.to_model_output() if isinstance(exc, ToolArgumentsError) else {
                 "error": "invalid_arguments", "tool": name, "message": str(exc)}  # fmt: skip
@@ -332,10 +332,11 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
             yield fx.Record(reports)
 
 
-def _context(cfg: LoopConfig) -> dict[str, Any]:
-    """The caller's context; in shadow mode it says so, since the call will run whatever the verdict."""
+def _context(cfg: LoopConfig, tool: str) -> dict[str, Any]:
+    """The caller's context; in shadow mode (the guard's, or this tool's decision_mode) it says so,
+    since the call will run whatever the verdict."""
     context = dict(cfg.context)
-    if cfg.mode == "shadow":
+    if cfg.mode_for(tool) == "shadow":
         context[SHADOW_KEY] = "shadow"
     return context
 
