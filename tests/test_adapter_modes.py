@@ -18,7 +18,8 @@ from clearance.testing import ScriptedOpenAI, turn
 
 Serve = Callable[..., ScriptedOpenAI]
 USER = [{"role": "user", "content": "Close acc_1 and refund ord_9"}]
-BOTH = turn.function_calls([("delete_account", {"account_id": "acc_1"}), ("refund_payment", {"order_id": "ord_9", "amount": 700})])
+BOTH = turn.function_calls([("delete_account", {"account_id": "acc_1"}),
+                            ("refund_payment", {"order_id": "ord_9", "amount": 700})])
 
 
 def _tools(guard: Any, ran: list[str], **modes: str) -> None:

@@ -156,7 +156,8 @@ def test_the_engrams_output_names_beside_ours(serve: Serve, engine: Engine, api:
     lookup = {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}
     story = {"name": "run_story", "parameters": {"type": "object", "properties": {"storyName": {"type": "string"},
                                                                                   "inputs": {"type": "object"}}}}  # fmt: skip
-    config = {"useResponsesAPI": api == "responses", "tools": [story, lookup], "dispatchTools": {"run_story": "create-ticket-story"}}
+    config = {"useResponsesAPI": api == "responses", "tools": [story, lookup],
+              "dispatchTools": {"run_story": "create-ticket-story"}}
     out = step_for(server, engine, config).run({"userPrompt": "open a ticket"})
     assert out["action_request"] == {"tool": "run_story", "target": "create-ticket-story", "inputs": {"priority": "high"}}
     assert out["actionRequest"] == {"storyName": "create-ticket-story", "inputs": {"priority": "high"}}

@@ -433,7 +433,8 @@ class GuardedOpenAI(_GuardBase):
         yield from self._drive_stream(run_steps(state, self._config()), response_format)
 
     def resume_after_approval_stream(self, approval_id: str, resolution: Literal["approved", "rejected"] | None = None,
-                                     comment: str | None = None, approver: str | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+                                     comment: str | None = None,
+                                     approver: str | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
         """The streaming twin of ``resume_after_approval``."""
         self._resolve_first(approval_id, resolution, comment, approver)
         self._check_resumable(self.engine.get_approval(approval_id))
