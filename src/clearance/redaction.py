@@ -24,10 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clearance.errors import ClearanceError
 from clearance.model import canonical_json
 
-__all__ = ["DEFAULT_FIELDS", "MARKER", "RedactionSettings", "Redactor", "SealUnavailable", "luhn_valid"]
+__all__ = ["DEFAULT_FIELDS", "MARKER", "RedactionSettings", "Redactor", "luhn_valid"]
 
 #: A marker as :class:`Redactor` writes it.
 MARKER = re.compile(r"\[redacted:[a-z0-9_]{1,32}:[0-9a-f]{16}\]")
@@ -79,11 +78,6 @@ def luhn_valid(digits: str) -> bool:
 
 def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-class SealUnavailable(ClearanceError):
-    """A value that must be kept whole holds a secret, and nothing can seal it (the
-    ``cryptography`` package is missing: ``pip install "clearance[seal]"``)."""
 
 
 class RedactionSettings(BaseModel):
@@ -232,11 +226,8 @@ def _json(value: Any) -> str:
 
 
 def _fernet(key: bytes) -> Any:
-    try:
-        from cryptography.fernet import Fernet
-    except ImportError:  # pragma: no cover - exercised only without the extra
-        raise SealUnavailable('this value holds a secret and must be kept sealed; install "clearance[seal]" '
-                              "(the cryptography package)") from None  # fmt: skip
+    from cryptography.fernet import Fernet  # imported when first needed: most processes never seal
+
     return Fernet(key)
 
 
