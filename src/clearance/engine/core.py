@@ -457,6 +457,42 @@ class Engine:
             raise UnknownRequest(request_id)
         return Decision.model_validate(row["decision"])
 
+    #: Rows read per page while ``list_decisions`` looks for a rule among matched rules.
+    _LIST_PAGE = 500
+
+    def list_decisions(self, *, result: DecisionResult | str | None = None, tool: str | None = None,
+                       actor: str | None = None, domain: str | None = None, rule: str | None = None,
+                       since: datetime | None = None, until: datetime | None = None, before: str | None = None,
+                       limit: int = 100) -> list[Decision]:  # fmt: skip
+        """Decisions newest first, filtered by result, tool, actor, domain, a rule among the
+        matched (or shadow) rules, and ``since <= decided_at < until``; ``before`` is the
+        request id of the last decision of the previous page."""
+        result = DecisionResult(result).value if result is not None else None
+        if limit < 1:
+            return []
+        out: list[Decision] = []
+        with self.store.read() as tx:
+            cursor: tuple[datetime, str] | None = None
+            if before is not None:
+                row = tx.get_decision(before)
+                if row is None:
+                    raise UnknownRequest(before)
+                cursor = (row["decided_at"], row["request_id"])
+            page = limit if rule is None else max(limit, self._LIST_PAGE)
+            while len(out) < limit:
+                rows = tx.list_decisions(result=result, tool=tool, actor=actor, domain=domain, since=since, until=until,
+                                         before=cursor, limit=page)  # fmt: skip
+                for row in rows:
+                    decision = Decision.model_validate(row["decision"])
+                    if rule is None or any(m.rule_id == rule for m in (*decision.matched_rules, *decision.shadow_rules)):
+                        out.append(decision)
+                        if len(out) == limit:
+                            break
+                if len(rows) < page:
+                    break
+                cursor = (rows[-1]["decided_at"], rows[-1]["request_id"])
+        return out
+
     def precedents(self, request_id: str) -> list[Precedent]:
         """The past cases a decision rested on, strongest first, as it recorded them."""
         return self.get_decision(request_id).precedents
@@ -867,9 +903,13 @@ class Engine:
 
     # -- audit ----------------------------------------------------------------------------
     def audit_events(self, *, request_id: str | None = None, trace_id: str | None = None, type: str | None = None,
-                     after_seq: int = 0, limit: int = 100) -> list[Event]:  # fmt: skip
+                     after_seq: int = 0, limit: int = 100, since: datetime | None = None,
+                     until: datetime | None = None) -> list[Event]:  # fmt: skip
+        """Audit events oldest first after ``after_seq``, by request, trace or type, and
+        ``since <= created_at < until``."""
         with self.store.read() as tx:
-            rows = tx.query_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq, limit=limit)
+            rows = tx.query_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq, limit=limit,
+                                   since=since, until=until)  # fmt: skip
         return [audit.to_event(r) for r in rows]
 
     def refuse_proposal(self, tool: str, reason: str, *, actor: str = "anonymous", domain: str = "default",
