@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -468,6 +468,7 @@ class Engine:
         matched (or shadow) rules, and ``since <= decided_at < until``; ``before`` is the
         request id of the last decision of the previous page."""
         result = DecisionResult(result).value if result is not None else None
+        since, until = _aware(since), _aware(until)
         if limit < 1:
             return []
         out: list[Decision] = []
@@ -909,7 +910,7 @@ class Engine:
         ``since <= created_at < until``."""
         with self.store.read() as tx:
             rows = tx.query_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq, limit=limit,
-                                   since=since, until=until)  # fmt: skip
+                                   since=_aware(since), until=_aware(until))  # fmt: skip
         return [audit.to_event(r) for r in rows]
 
     def refuse_proposal(self, tool: str, reason: str, *, actor: str = "anonymous", domain: str = "default",
@@ -962,6 +963,11 @@ class _UsageAt:
     def last_at(self, rule_id: str, actor: str, target: str | None) -> datetime | None:
         found = self.known.get(("last", rule_id, actor, target), _MISSING)
         return self.tx.last_at(rule_id, actor, target, self.now) if found is _MISSING else found  # type: ignore[return-value]
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    """A time bound as given, or one without a zone read as UTC (a person typing a time range)."""
+    return at.replace(tzinfo=timezone.utc) if at is not None and at.tzinfo is None else at
 
 
 def _line(text: str, limit: int) -> str:
