@@ -32,9 +32,12 @@ def _cards(request: Request) -> list[dict[str, Any]]:
     cards = []
     for approval in engine.list_approvals(ApprovalStatus.pending, limit=200):
         decision = engine.get_decision(approval.request_id)
-        approved = sum(v.resolution is ApprovalStatus.approved for v in approval.votes)
-        cards.append({"approval": approval, "decision": decision, "approved": approved})
+        cards.append({"approval": approval, "decision": decision, "approved": _approvals(approval)})
     return cards
+
+
+def _approvals(approval: Approval) -> int:
+    return sum(v.resolution == "approved" for v in approval.votes)
 
 
 def _state(approvals: list[Approval]) -> tuple[tuple[str, int], ...]:
@@ -70,7 +73,7 @@ def resolve(request: Request, viewer: Viewer, form: FormData | None) -> Response
     verb = "Approved" if resolution == "approved" else "Rejected"
     if approval.status is ApprovalStatus.pending:
         flash(request, f"{verb} {approval.tool} ({approval_id}); it still needs "
-                       f"{approval.approvals_required - sum(v.resolution is ApprovalStatus.approved for v in approval.votes)} more approval.")  # fmt: skip
+                       f"{approval.approvals_required - _approvals(approval)} more approval.")  # fmt: skip
     else:
         flash(request, f"{verb} {approval.tool} ({approval_id}).")
     return redirect("/")
