@@ -43,6 +43,10 @@ def seed(db: Path) -> dict[str, Any]:
         eng.apply_rules(parse_rules(RULES))
         tokens = {name: eng.keys.create(name, role, identity=ident)[1] for name, (role, ident) in PEOPLE.items()}
         refund = {"tool": "refund_payment", "domain": "payments", "actor": "agent-7"}
+        for i, (status, cost) in enumerate((("succeeded", 0), ("harmful", 250), ("succeeded", 0), ("reverted", 120))):
+            past = eng.evaluate({**refund, "arguments": {"order_id": f"ord_past{i}", "currency": "EUR"}, "value": 200 + 50 * i})
+            eng.record_execution(past.request_id, "executed", {"refund_id": f"rf_past{i}"})
+            eng.report_outcome(past.request_id, status, cost=cost, severity=0.7 if cost else 0.0, event_id=f"past-{i}")
         waiting = [eng.evaluate({**refund, "arguments": {"order_id": f"ord_{i}", "currency": "EUR"}, "value": 600 + i})
                    for i in range(3)]  # fmt: skip
         wire = eng.evaluate({"tool": "wire_transfer", "domain": "payments", "actor": "agent-9", "value": 90,

@@ -119,16 +119,17 @@ def test_approve_and_reject_while_a_second_browser_follows_live(browser: Any, si
 def test_filter_the_log_and_open_a_decision(browser: Any, site: dict[str, Any], shots: Path) -> None:
     page = signed_in(browser, site, "alice")
     page.get_by_role("link", name="Decisions").click()
-    page.get_by_label("Result").select_option("allowed")
+    page.get_by_label("Result").select_option("blocked")
     page.get_by_label("Tool").fill("refund_payment")
+    page.get_by_label("Rule").fill("refunds-cap")
     page.get_by_role("button", name="Filter").click()
     rows = page.locator("table.log tbody tr")
-    assert rows.count() == 1 and "allowed" in rows.first.inner_text()
+    assert rows.count() == 1 and "blocked" in rows.first.inner_text()
     screenshot(page, shots, "decision-log")
     rows.first.get_by_role("link").click()
-    page.wait_for_url(f"**/decisions/{site['allowed']}")
+    page.wait_for_url(f"**/decisions/{site['blocked']}")
     text = page.locator("main").inner_text()
-    for expected in ("Matched rules", "Precedents", "executed", "succeeded", "decision.made", "outcome.reported", "intact"):
+    for expected in ("refunds-cap", "exceeds max_value", "Precedents", "harmful", "decision.made", "intact"):
         assert expected in text, expected
     screenshot(page, shots, "decision-page", docs=True)
     page.context.close()
