@@ -89,6 +89,7 @@ def mount(api: Any, *, secret: str | None = None, secure_cookies: bool = True) -
     """Serve the dashboard from the API app: each of its paths is routed into it, so every
     other path (an unknown ``/v1/...``) still gets the API's own answer."""
     dashboard = create_dashboard(api.state, secret=secret, secure_cookies=secure_cookies)
+    api.state.dashboard = dashboard
     for route in dashboard.routes:
         if isinstance(route, Mount):
             api.router.routes.append(route)  # the vendored static files: no session needed
