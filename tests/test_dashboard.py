@@ -228,3 +228,15 @@ def test_engine_lists_decisions_by_filter_and_page(site: dict[str, Any], tmp_pat
 
     with RemoteEngine(site["app"].url, site["tokens"]["alice"], transport=site["app"].transport()) as remote:
         assert [d.request_id for d in remote.list_decisions(rule="refunds-cap", result="blocked")] == [site["blocked"]]
+
+
+def test_serve_says_where_the_dashboard_is_and_how_to_make_the_first_admin_key(tmp_path: Path) -> None:
+    from clearance.server.runner import announce
+
+    with Engine(tmp_path / "new.db") as engine:
+        first = announce(engine, "0.0.0.0", 8080, "new.db")
+        engine.keys.create("ops", "admin")
+        later = announce(engine, "127.0.0.1", 9000)
+    assert "dashboard at http://127.0.0.1:8080/" in first
+    assert "clearance --db new.db keys create NAME --role admin" in first
+    assert "dashboard at http://127.0.0.1:9000/" in later and "keys create" not in later
