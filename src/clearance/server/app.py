@@ -139,9 +139,12 @@ def create_app(
     for module in ROUTERS:
         app.include_router(module.router, prefix="/v1")
     if dashboard:
-        from clearance.server.dashboard import mount
-
-        mount(app, secret=session_secret)
+        try:
+            from clearance.server.dashboard import mount
+        except ImportError as exc:  # pragma: no cover - jinja2 and itsdangerous are in the server extra
+            log.warning("the dashboard is off: %s is not installed (pip install 'clearance[server]')", exc.name)
+        else:
+            mount(app, secret=session_secret)
     app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, kept=eng.idempotency)
     app.state.decisions = decisions.DecisionEndpoint(eng, app.state.keys, app.state.metrics, app.state.webhooks)
     app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe)
