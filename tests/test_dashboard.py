@@ -5,6 +5,7 @@ one's own call, admin-only actions refused to approvers; and bad input answered 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -228,6 +229,11 @@ def test_engine_lists_decisions_by_filter_and_page(site: dict[str, Any], tmp_pat
 
     with RemoteEngine(site["app"].url, site["tokens"]["alice"], transport=site["app"].transport()) as remote:
         assert [d.request_id for d in remote.list_decisions(rule="refunds-cap", result="blocked")] == [site["blocked"]]
+        # The ends of the calendar, with an offset that UTC cannot hold, are bounds like any other.
+        since = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
+        until = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-5)))
+        assert len(remote.list_decisions(since=since, until=until, limit=1000)) == len(every)
+        assert len(remote.audit_events(since=since, until=until, limit=1000)) == len(engine.audit_events(limit=1000))
 
 
 def test_serve_says_where_the_dashboard_is_and_how_to_make_the_first_admin_key(tmp_path: Path) -> None:

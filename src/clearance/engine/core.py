@@ -966,8 +966,14 @@ class _UsageAt:
 
 
 def _aware(at: datetime | None) -> datetime | None:
-    """A time bound as given, or one without a zone read as UTC (a person typing a time range)."""
-    return at.replace(tzinfo=timezone.utc) if at is not None and at.tzinfo is None else at
+    """A time bound in UTC; one without a zone is read as UTC (a person typing a time range),
+    and one at the very ends of the calendar that UTC cannot hold becomes that end."""
+    if at is None or at.tzinfo is None:
+        return None if at is None else at.replace(tzinfo=timezone.utc)
+    try:
+        return at.astimezone(timezone.utc)
+    except OverflowError:
+        return (datetime.min if at.year == 1 else datetime.max).replace(tzinfo=timezone.utc)
 
 
 def _line(text: str, limit: int) -> str:
