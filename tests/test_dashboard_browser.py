@@ -69,8 +69,8 @@ def screenshot(page: Any, shots: Path, name: str, *, docs: bool = False) -> Path
     return path
 
 
-def signed_in(browser: Any, site: dict[str, Any], who: str) -> Any:
-    context = browser.new_context(viewport={"width": 1366, "height": 768})
+def signed_in(browser: Any, site: dict[str, Any], who: str, **context_kw: Any) -> Any:
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, **context_kw)
     context.set_default_timeout(10_000)
     page = context.new_page()
     page.goto(site["url"] + "/")
@@ -154,13 +154,15 @@ def test_engage_and_release_the_kill_switch(browser: Any, site: dict[str, Any], 
 
 
 def test_pages_make_no_request_to_any_other_host(browser: Any, site: dict[str, Any], shots: Path) -> None:
-    page = signed_in(browser, site, "ops")
+    page = signed_in(browser, site, "ops", color_scheme="dark")
     seen: list[str] = []
     page.context.route("**/*", lambda route: (seen.append(route.request.url), route.continue_()))
     for path in ("/", "/decisions", f"/decisions/{site['blocked']}", "/rules", "/kill-switch", "/learning", "/audit?verify=1"):
         page.goto(site["url"] + path)
         page.wait_for_load_state("networkidle") if path != "/" else page.wait_for_selector("#live:has-text('Live')")
-    screenshot(page, shots, "audit")
+    screenshot(page, shots, "audit-dark")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(13, 17, 23)", background  # dark mode follows prefers-color-scheme
     ours = urlsplit(site["url"]).netloc
     assert seen and {urlsplit(u).netloc for u in seen} == {ours}, sorted({urlsplit(u).netloc for u in seen})
     assert any(u.endswith("/static/dashboard.css") for u in seen) and any(u.endswith("/static/dashboard.js") for u in seen)

@@ -117,6 +117,7 @@ def create_app(
     app.state.keys = eng.keys
     app.state.refusals = Refusals(eng.record_refusal)
     app.state.approval_waiters = {}
+    app.state.approval_listeners = set()  # woken when any approval is answered here (the dashboard's live list)
     app.state.metrics = None
     app.state.metrics_key = metrics_key if metrics_key is not None else os.environ.get("CLEARANCE_METRICS_KEY") or None
     app.state.webhooks = None

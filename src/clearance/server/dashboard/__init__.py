@@ -81,7 +81,8 @@ def create_dashboard(state: Any, *, secret: str | None = None, secure_cookies: b
         Middleware(SessionMiddleware, secret_key=session_secret(secret), session_cookie=SESSION_COOKIE,
                    max_age=SESSION_SECONDS, same_site="strict", https_only=secure_cookies)])  # fmt: skip
     app.state = state
-    state.dashboard_listeners = set()
+    if not hasattr(state, "approval_listeners"):
+        state.approval_listeners = set()
     return app
 
 

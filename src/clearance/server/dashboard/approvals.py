@@ -19,8 +19,9 @@ from clearance.server.dashboard.render import flash, redirect, render
 from clearance.server.dashboard.session import Viewer, engine_of, form_text, page, viewer_of
 from clearance.server.deps import answering_as
 from clearance.server.errors import ApiError
+from clearance.server.routes.approvals import answered
 
-#: How often the live list looks at the store (changes made through this server wake it at once).
+#: How often the live list looks at the store (answers given through this server wake it at once).
 POLL_SECONDS = 0.5
 #: A comment line every so often keeps proxies from closing a quiet stream, and notices a revoked key.
 HEARTBEAT_SECONDS = 15.0
@@ -69,7 +70,7 @@ def resolve(request: Request, viewer: Viewer, form: FormData | None) -> Response
     except ClearanceError as exc:
         flash(request, str(exc), "error")
         return redirect("/")
-    changed(request)
+    answered(request, approval_id)
     verb = "Approved" if resolution == "approved" else "Rejected"
     if approval.status is ApprovalStatus.pending:
         flash(request, f"{verb} {approval.tool} ({approval_id}); it still needs "
@@ -79,17 +80,9 @@ def resolve(request: Request, viewer: Viewer, form: FormData | None) -> Response
     return redirect("/")
 
 
-def changed(request: Request) -> None:
-    """Wake every live list of this server (called from a worker thread)."""
-    loop = getattr(request.app.state, "loop", None)
-    for event in list(request.app.state.dashboard_listeners):
-        if loop is not None:
-            loop.call_soon_threadsafe(event.set)
-
-
 async def _stream(request: Request) -> AsyncIterator[str]:
     wake = asyncio.Event()
-    listeners: set[asyncio.Event] = request.app.state.dashboard_listeners
+    listeners: set[asyncio.Event] = request.app.state.approval_listeners
     listeners.add(wake)
     engine = engine_of(request)
     loop = asyncio.get_running_loop()

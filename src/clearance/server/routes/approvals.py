@@ -160,8 +160,18 @@ def resolve(approval_id: ApprovalId, body: S.ResolveRequest, request: Request, p
     engine = engine_of(request)
     approver = answering_as(request, principal, approval_id, body.approver)
     result = engine.resolve_approval(approval_id, body.resolution, approver=approver, comment=body.comment)
+    answered(request, approval_id)
+    return result
+
+
+def answered(request: Request, approval_id: str) -> None:
+    """After an answer given through this server (the API or the dashboard): wake whoever waits
+    on that approval or on any, and send ``approval.resolved`` now rather than at the next poll."""
     notify(request, approval_id)
+    loop = getattr(request.app.state, "loop", None)
+    if loop is not None:
+        for event in list(getattr(request.app.state, "approval_listeners", ())):
+            loop.call_soon_threadsafe(event.set)
     webhooks = getattr(request.app.state, "webhooks", None)
     if webhooks is not None:
-        webhooks.wake()  # send approval.resolved now rather than at the next poll
-    return result
+        webhooks.wake()
