@@ -48,7 +48,7 @@ def calibration_plot(rows: Sequence[dict[str, float]], *, size: int = 260) -> Ma
     pad = 30
     span = size - 2 * pad
     biggest = max((r["n"] for r in rows), default=1) or 1
-    parts = [f'<svg class="chart" viewBox="0 0 {size} {size}" role="img" aria-label="Calibration: predicted risk against '
+    parts = [f'<svg class="chart square" viewBox="0 0 {size} {size}" role="img" aria-label="Calibration: predicted risk against '
              f'observed bad-outcome rate"><title>Calibration</title>',
              f'<rect class="frame" x="{pad}" y="{pad}" width="{span}" height="{span}"/>',
              f'<line class="diagonal" x1="{pad}" y1="{size - pad}" x2="{size - pad}" y2="{pad}"/>',
