@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 from app_support import InProcessApp
-from dashboard_support import csrf_of, seed, sign_in
+from dashboard_support import RULES, csrf_of, seed, sign_in
 
-from clearance import Engine
+from clearance import Engine, parse_rules
 from clearance.server.dashboard import SESSION_COOKIE
 
 URL = "https://clearance.test"  # the session cookie is Secure: sent over https only
@@ -246,3 +246,17 @@ def test_serve_says_where_the_dashboard_is_and_how_to_make_the_first_admin_key(t
     assert "dashboard at http://127.0.0.1:8080/" in first
     assert "clearance --db new.db keys create NAME --role admin" in first
     assert "dashboard at http://127.0.0.1:9000/" in later and "keys create" not in later
+
+
+def test_list_decisions_and_audit_time_ranges_on_postgresql(pg_url: str) -> None:
+    with Engine(pg_url) as engine:
+        engine.apply_rules(parse_rules(RULES))
+        made = [engine.evaluate({"tool": "refund_payment", "domain": "payments", "actor": "agent-7", "value": v})
+                for v in (20, 700, 9000)]  # fmt: skip
+        newest = engine.list_decisions()
+        assert [d.request_id for d in newest] == [d.request_id for d in reversed(made)]
+        assert [d.request_id for d in engine.list_decisions(before=newest[0].request_id, limit=1)] == [made[1].request_id]
+        assert [d.request_id for d in engine.list_decisions(rule="refunds-cap")] == [made[2].request_id]
+        assert [d.result.value for d in engine.list_decisions(result="requires_approval", domain="payments")] == ["requires_approval"]
+        since = made[1].decided_at
+        assert {e.request_id for e in engine.audit_events(since=since, type="decision.made")} == {made[1].request_id, made[2].request_id}

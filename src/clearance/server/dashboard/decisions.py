@@ -85,6 +85,6 @@ def decision(request: Request, viewer: Viewer, form: FormData | None) -> Respons
 
 
 ROUTES = [
-    ("/decisions", page(log), ["GET"]),
-    ("/decisions/{request_id}", page(decision), ["GET"]),
+    ("/decisions", page(log, needs="list_decisions"), ["GET"]),
+    ("/decisions/{request_id}", page(decision, needs="get_decision"), ["GET"]),
 ]
