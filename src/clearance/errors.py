@@ -15,6 +15,7 @@ __all__ = [
     "ClearanceError",
     "ConflictError",
     "DuplicateVote",
+    "IllegalTransition",
     "NotApproved",
     "NotFound",
     "RuleError",
@@ -73,6 +74,10 @@ class NotYours(ClearanceError):
 
 class ArgumentsMismatch(ConflictError):
     pass
+
+
+class IllegalTransition(ConflictError):
+    """An execution report that the call's decision, approval or current status rules out."""
 
 
 class RunStateTampered(ConflictError):
