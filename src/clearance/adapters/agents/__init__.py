@@ -1,0 +1,14 @@
+"""clearance for OpenAI Agents SDK agents (``pip install "clearance[agents]"``).
+
+``govern(agent, engine, actor=..., domain=...)`` puts an existing ``agents.Agent``'s function
+tools under the engine, without rewriting them: blocked calls do not run and the model reads the
+structured refusal as the tool's output; calls that need approval become the SDK's own
+interruptions (``result.interruptions``, ``RunState``), answered by clearance approvals (the CLI,
+the API, or ``Governance.approve`` / ``RunState.approve``); approved calls are claimed before they
+run, so a resumed run runs each of them exactly once; every execution is recorded.
+"""
+
+from clearance.adapters.agents.gate import Approver, ApproverRequired, ValueFrom, trace_for
+from clearance.adapters.agents.govern import Governance, govern
+
+__all__ = ["Approver", "ApproverRequired", "Governance", "ValueFrom", "govern", "trace_for"]
