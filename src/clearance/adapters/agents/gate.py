@@ -38,6 +38,7 @@ from typing import Any, Union
 
 import jsonschema
 from agents import FunctionTool, RunContextWrapper
+from agents.exceptions import UserError
 from agents.tool import resolve_function_tool_failure_error_function, set_function_tool_failure_error_function
 from agents.tool_context import ToolContext
 from agents.tracing import get_current_trace
@@ -60,8 +61,10 @@ CLAIMANT = "clearance-agents"
 _FAILED: ContextVar[list[BaseException] | None] = ContextVar("clearance_agents_failed", default=None)
 
 
-class ApproverRequired(ClearanceError):
-    """A call was approved with the SDK's ``RunState.approve`` but no approver identity is known."""
+class ApproverRequired(ClearanceError, UserError):
+    """A call was approved with the SDK's ``RunState.approve`` but no approver identity is known.
+
+    A ``UserError`` too, so the SDK lets it through as it is rather than wrapping it."""
 
 
 def trace_for(call_id: str) -> str:
