@@ -239,16 +239,30 @@ def test_failures_and_unusable_arguments_are_recorded_and_told(serve, store, tmp
     assert refused.payload["tool"] == "lookup_order"
 
 
-def test_govern_refuses_settings_for_tools_the_agent_lacks_and_is_idempotent(store) -> None:
+def test_govern_covers_handoffs_lists_what_it_leaves_and_is_idempotent(store) -> None:
+    from agents import WebSearchTool
+    from agents.mcp import MCPServerStdio
+
     @function_tool
     def ping() -> str:
         """Ping."""
         return "pong"
 
-    agent = Agent(name="a", tools=[ping])
+    @function_tool
+    def pong() -> str:
+        """Pong."""
+        return "ping"
+
+    billing = Agent(name="billing", tools=[pong])
+    files = MCPServerStdio(params={"command": "files-server"}, name="files")  # not started: only listed
+    agent = Agent(name="front", tools=[ping, WebSearchTool()], handoffs=[billing], mcp_servers=[files])
     with pytest.raises(ClearanceError, match="nope"):
         govern(agent, store, actor=ACTOR, value={"nope": "amount"})
+    assert agent.tools[0] is ping  # refused before anything changed
     first = govern(agent, store, actor=ACTOR)
+    assert sorted(first.gates) == ["ping", "pong"] and billing.tools[0] is not pong
+    assert any("files" in u and "clearance mcp proxy" in u for u in first.ungoverned)
+    assert any("web_search" in u for u in first.ungoverned)
     governed_ping = agent.tools[0]
     second = govern(agent, store, actor=ACTOR)
-    assert agent.tools[0] is governed_ping and list(first.gates) == list(second.gates) == ["ping"]
+    assert agent.tools[0] is governed_ping and sorted(second.gates) == ["ping", "pong"]

@@ -43,7 +43,8 @@ from agents.tool import resolve_function_tool_failure_error_function, set_functi
 from agents.tool_context import ToolContext
 from agents.tracing import get_current_trace
 
-from clearance.adapters.openai.loop import SUMMARY_LIMIT
+# What an execution record keeps of an output: the OpenAI adapter's bound, one implementation.
+from clearance.adapters.openai.loop import SUMMARY_LIMIT, _summary
 from clearance.engine.contract import AsyncEngineAPI
 from clearance.errors import ApprovalNotPending, ClearanceError, ConflictError
 from clearance.model import Action, Approval, ApprovalStatus, Decision, DecisionResult, arguments_hash
@@ -236,7 +237,8 @@ class Gate:
         if failures:
             await self.settings.engine.record_execution(decision.request_id, "failed", None, _error(failures[0]))
         else:
-            await self.settings.engine.record_execution(decision.request_id, "executed", _summary(output))
+            plain = output.model_dump(mode="json") if hasattr(output, "model_dump") else output  # ToolOutputText, ...
+            await self.settings.engine.record_execution(decision.request_id, "executed", _summary(plain))
         return output
 
     async def _failed(self, ctx: RunContextWrapper[Any], error: Exception) -> str | None:
@@ -297,16 +299,6 @@ def _text(value: Any) -> str | None:
 
 def _json(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, ensure_ascii=False, default=str)
-
-
-def _summary(output: Any) -> Any:
-    """What the execution record keeps of a tool's output (bounded as the OpenAI adapter bounds it)."""
-    if isinstance(output, (dict, list, int, float, bool)) or output is None:
-        text = json.dumps(output, default=str, ensure_ascii=False)
-        return output if len(text) <= SUMMARY_LIMIT else text[:SUMMARY_LIMIT]
-    text = output if isinstance(output, str) else (
-        output.model_dump_json() if hasattr(output, "model_dump_json") else str(output))  # fmt: skip
-    return text[:SUMMARY_LIMIT]
 
 
 def _error(exc: BaseException) -> str:

@@ -52,7 +52,11 @@ def govern(
     settings = Settings(engine=aengine, actor=actor, domain=domain, context=dict(context or {}), approver=approver)
     governance = Governance(settings)
     value, target = dict(value or {}), dict(target or {})
-    for one in _agents(agent):
+    agents = list(_agents(agent))
+    unknown = (set(value) | set(target)) - {t.name for one in agents for t in one.tools if isinstance(t, FunctionTool)}
+    if unknown:  # refused before anything is changed
+        raise ClearanceError(f"value= or target= names tools the agent does not have: {', '.join(sorted(unknown))}")
+    for one in agents:
         tools = []
         for tool in one.tools:
             if isinstance(tool, FunctionTool):
@@ -67,9 +71,6 @@ def govern(
         one.tools = tools
         governance.ungoverned += [f"{one.name}: MCP server {getattr(s, 'name', s)} (govern it with `clearance mcp proxy`)"
                                   for s in one.mcp_servers]  # fmt: skip
-    unknown = (set(value) | set(target)) - set(governance.gates)
-    if unknown:
-        raise ClearanceError(f"value= or target= names tools the agent does not have: {', '.join(sorted(unknown))}")
     governance.agent = agent
     return governance
 
