@@ -53,6 +53,12 @@ def build_agent(base_url: str, runs: Path) -> Agent[Any]:
         return "deleted"
 
     @function_tool
+    def wire_transfer(to: str, amount: float) -> str:
+        """Send money by wire."""
+        ran(f"wire_transfer {to} {amount}")
+        return "sent"
+
+    @function_tool
     def flaky_export(customer_id: str) -> str:
         """Export a customer's data."""
         ran(f"flaky_export {customer_id}")
@@ -60,11 +66,11 @@ def build_agent(base_url: str, runs: Path) -> Agent[Any]:
 
     client = AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0, timeout=10)
     return Agent(name="support", instructions="Help the customer.", model=OpenAIResponsesModel("gpt-5", client),
-                 tools=[lookup_order, refund_payment, delete_account, flaky_export])  # fmt: skip
+                 tools=[lookup_order, refund_payment, delete_account, wire_transfer, flaky_export])  # fmt: skip
 
 
 def governed(agent: Agent[Any], engine: Any, **kwargs: Any) -> Governance:
-    return govern(agent, engine, actor=ACTOR, domain=DOMAIN, value={"refund_payment": "amount"},
+    return govern(agent, engine, actor=ACTOR, domain=DOMAIN, value={"refund_payment": "amount", "wire_transfer": "amount"},
                   target={"refund_payment": "order_id"}, **kwargs)  # fmt: skip
 
 

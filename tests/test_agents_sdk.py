@@ -186,6 +186,47 @@ def test_reject_in_clearance_tells_the_model_and_records_it(serve, store, tmp_pa
     assert store.get_approval(refund.approval_id).resolved_by == "carol"
 
 
+def test_two_approvers_keep_the_call_interrupted_until_the_second_answers(serve, store, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    server = serve(turn.function_call("wire_transfer", {"to": "acme", "amount": 50}), turn.text("Sent."))
+    agent = build_agent(server.base_url, runs)
+    governance = governed(agent, store)
+
+    async def main() -> Any:
+        result = await Runner.run(agent, "Pay acme 50.", run_config=CONFIG)
+        state = result.to_state()
+        [item] = state.get_interruptions()
+        first = await governance.approve(state, item, approver="alice")
+        assert first is not None and first.status.value == "pending"  # one of two: still waiting
+        assert [i.raw_item.call_id for i in await governance.apply_approvals(state)] == [item.raw_item.call_id]
+        assert ran(runs) == []
+        await governance.approve(state, item, approver="bob")
+        return await Runner.run(agent, state, run_config=CONFIG)
+
+    assert asyncio.run(main()).final_output == "Sent."
+    assert ran(runs) == ["wire_transfer acme 50.0"]
+    approval = store.get_approval(decisions(store)["wire_transfer"].approval_id)
+    assert (approval.status.value, sorted(v.approver for v in approval.votes)) == ("approved", ["alice", "bob"])
+
+
+def test_an_engine_that_cannot_decide_blocks_the_call(serve, tmp_path) -> None:
+    import socket
+
+    from clearance.remote import RemoteEngine
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    runs = tmp_path / "runs"
+    server = serve(turn.function_call("lookup_order", {"order_id": "ord_7"}), turn.text("I cannot look it up now."))
+    agent = build_agent(server.base_url, runs)
+    governed(agent, RemoteEngine(f"http://127.0.0.1:{port}", "clr_0000000000000000_x", retries=0))
+    assert asyncio.run(Runner.run(agent, "Where is ord_7?", run_config=CONFIG)).final_output == "I cannot look it up now."
+    assert ran(runs) == []
+    [told] = outputs(server.requests[1]).values()
+    assert told["status"] == "blocked" and "failing closed" in told["reason"]
+
+
 def test_streamed_run_is_governed_the_same_way(serve, store, tmp_path) -> None:
     runs = tmp_path / "runs"
     server = serve(

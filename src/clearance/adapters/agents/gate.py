@@ -27,7 +27,6 @@ is filed under the trace ``agents-<call_id>``.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import inspect
 import json
 from collections.abc import Callable, Mapping
@@ -110,7 +109,8 @@ class Gate:
 
     def governed(self) -> FunctionTool:
         """The tool the agent gets instead of the original: same name, schema and settings."""
-        tool = dataclasses.replace(self.original, on_invoke_tool=self.invoke, needs_approval=self.needs_approval)
+        tool = copy.copy(self.original)  # the SDK's own copy: subclasses with their own __init__ copy too
+        tool.on_invoke_tool, tool.needs_approval = self.invoke, self.needs_approval
         tool.__dict__["_clearance_gate"] = self
         return tool
 
