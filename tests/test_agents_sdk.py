@@ -280,7 +280,7 @@ def test_failures_and_unusable_arguments_are_recorded_and_told(serve, store, tmp
     assert refused.payload["tool"] == "lookup_order"
 
 
-def test_govern_covers_handoffs_lists_what_it_leaves_and_is_idempotent(store) -> None:
+def test_govern_covers_handoffs_lists_what_it_leaves_and_governs_once(store) -> None:
     from agents import WebSearchTool
     from agents.mcp import MCPServerStdio
 
@@ -304,6 +304,7 @@ def test_govern_covers_handoffs_lists_what_it_leaves_and_is_idempotent(store) ->
     assert sorted(first.gates) == ["ping", "pong"] and billing.tools[0] is not pong
     assert any("files" in u and "clearance mcp proxy" in u for u in first.ungoverned)
     assert any("web_search" in u for u in first.ungoverned)
-    governed_ping = agent.tools[0]
-    second = govern(agent, store, actor=ACTOR)
-    assert agent.tools[0] is governed_ping and sorted(second.gates) == ["ping", "pong"]
+    second = govern(agent, store, actor="agent-8")  # governed again: the new settings, one gate
+    assert sorted(second.gates) == ["ping", "pong"] and second.gates["ping"] is not first.gates["ping"]
+    assert agent.tools[0].__dict__["_clearance_gate"].original is ping
+    assert agent.tools[0].on_invoke_tool == second.gates["ping"].invoke

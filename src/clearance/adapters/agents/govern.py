@@ -60,10 +60,10 @@ def govern(
         tools = []
         for tool in one.tools:
             if isinstance(tool, FunctionTool):
-                gate = tool.__dict__.get("_clearance_gate")
-                if gate is None:
-                    gate = Gate(tool, settings, value=value.get(tool.name), target=target.get(tool.name))
-                    tool = gate.governed()
+                earlier = tool.__dict__.get("_clearance_gate")  # governed again: the new settings, never two gates
+                original = earlier.original if earlier is not None else tool
+                gate = Gate(original, settings, value=value.get(tool.name), target=target.get(tool.name))
+                tool = gate.governed()
                 governance.gates[tool.name] = gate
             else:
                 governance.ungoverned.append(f"{one.name}: {getattr(tool, 'name', type(tool).__name__)}")
