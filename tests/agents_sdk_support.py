@@ -70,8 +70,8 @@ def build_agent(base_url: str, runs: Path) -> Agent[Any]:
 
 
 def governed(agent: Agent[Any], engine: Any, **kwargs: Any) -> Governance:
-    return govern(agent, engine, actor=ACTOR, domain=DOMAIN, value={"refund_payment": "amount", "wire_transfer": "amount"},
-                  target={"refund_payment": "order_id"}, **kwargs)  # fmt: skip
+    kwargs.setdefault("value", {"refund_payment": "amount", "wire_transfer": "amount"})
+    return govern(agent, engine, actor=ACTOR, domain=DOMAIN, target={"refund_payment": "order_id"}, **kwargs)
 
 
 def ran(runs: Path) -> list[str]:

@@ -280,9 +280,41 @@ def test_failures_and_unusable_arguments_are_recorded_and_told(serve, store, tmp
     assert refused.payload["tool"] == "lookup_order"
 
 
+def test_an_agents_mcp_tools_are_governed_the_same_way(serve, store, tmp_path) -> None:
+    from agents.mcp import MCPServerStdio
+
+    store.apply_rules(parse_rules(RULES + "  - id: credits\n    tool: issue_credit\n    require_approval_above: 500\n"))
+    runs = tmp_path / "runs"
+    server = serve(
+        turn.function_calls([("issue_credit", {"customer_id": "cus_1", "amount": 20}),
+                             ("issue_credit", {"customer_id": "cus_2", "amount": 900})]),  # fmt: skip
+        turn.text("Credited both."),
+    )
+    credits = MCPServerStdio(params={"command": sys.executable, "args": [str(SUPPORT.with_name("agents_sdk_mcp_server.py")),
+                                                                          str(runs)]}, name="credits")  # fmt: skip
+    agent = build_agent(server.base_url, runs)
+    agent.mcp_servers = [credits]
+    governance = governed(agent, store, value={"refund_payment": "amount", "issue_credit": "amount"})
+
+    async def main() -> Any:
+        async with credits:
+            result = await Runner.run(agent, "Credit cus_1 20 and cus_2 900.", run_config=CONFIG)
+            assert ran(runs) == ["issue_credit cus_1 20.0"]  # allowed: ran; above 500: interrupted
+            state = result.to_state()
+            [item] = state.get_interruptions()
+            assert item.tool_name == "issue_credit"
+            await governance.approve(state, item, approver="alice")
+            return await Runner.run(agent, state, run_config=CONFIG)
+
+    assert asyncio.run(main()).final_output == "Credited both."
+    assert ran(runs) == ["issue_credit cus_1 20.0", "issue_credit cus_2 900.0"]
+    credit = decisions(store)["issue_credit"]  # the newest: the 900 one
+    assert store.get_approval(credit.approval_id).resolved_by == "alice"
+    assert store.get_execution(credit.request_id).status.value == "executed"
+
+
 def test_govern_covers_handoffs_lists_what_it_leaves_and_governs_once(store) -> None:
     from agents import WebSearchTool
-    from agents.mcp import MCPServerStdio
 
     @function_tool
     def ping() -> str:
@@ -295,14 +327,12 @@ def test_govern_covers_handoffs_lists_what_it_leaves_and_governs_once(store) -> 
         return "ping"
 
     billing = Agent(name="billing", tools=[pong])
-    files = MCPServerStdio(params={"command": "files-server"}, name="files")  # not started: only listed
-    agent = Agent(name="front", tools=[ping, WebSearchTool()], handoffs=[billing], mcp_servers=[files])
+    agent = Agent(name="front", tools=[ping, WebSearchTool()], handoffs=[billing])
     with pytest.raises(ClearanceError, match="nope"):
         govern(agent, store, actor=ACTOR, value={"nope": "amount"})
     assert agent.tools[0] is ping  # refused before anything changed
     first = govern(agent, store, actor=ACTOR)
     assert sorted(first.gates) == ["ping", "pong"] and billing.tools[0] is not pong
-    assert any("files" in u and "clearance mcp proxy" in u for u in first.ungoverned)
     assert any("web_search" in u for u in first.ungoverned)
     second = govern(agent, store, actor="agent-8")  # governed again: the new settings, one gate
     assert sorted(second.gates) == ["ping", "pong"] and second.gates["ping"] is not first.gates["ping"]

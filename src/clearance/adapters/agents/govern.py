@@ -2,7 +2,8 @@
 
 :func:`govern` swaps each function tool of the agent (and of the agents it hands off to) for a
 governed twin (:class:`~clearance.adapters.agents.gate.Gate`), in place, so the ``Agent`` the user
-already has, and the ``RunState`` workflow around it, stay as they are.
+already has, and the ``RunState`` workflow around it, stay as they are; the tools of its MCP
+servers get governed twins as the SDK lists them.
 
 :class:`Governance` answers for the interruptions. The SDK keeps an interruption until the
 ``RunState`` itself says approved or rejected, so an answer given elsewhere (``clearance approvals
@@ -45,8 +46,9 @@ def govern(
     holding the money or units at stake and the call's target, for the rules. ``context`` is added
     to every action. ``approver`` names who approved a call approved with the SDK's own
     ``RunState.approve(item)``: a string, or a function of the run context wrapper (for example
-    ``lambda ctx: ctx.context["user"]``). Other tools (hosted, shell, computer, MCP) are listed in
-    ``Governance.ungoverned``; MCP servers are governed by ``clearance mcp proxy``.
+    ``lambda ctx: ctx.context["user"]``). The tools of the agent's MCP servers are governed the
+    same way, as the servers list them. Other tools (hosted, shell, computer, patch) are listed in
+    ``Governance.ungoverned``.
     """
     aengine: AsyncEngineAPI = engine if inspect.iscoroutinefunction(getattr(engine, "evaluate", None)) else AsyncEngine(engine)  # type: ignore[arg-type]
     settings = Settings(engine=aengine, actor=actor, domain=domain, context=dict(context or {}), approver=approver)
@@ -54,7 +56,8 @@ def govern(
     value, target = dict(value or {}), dict(target or {})
     agents = list(_agents(agent))
     unknown = (set(value) | set(target)) - {t.name for one in agents for t in one.tools if isinstance(t, FunctionTool)}
-    if unknown:  # refused before anything is changed
+    if unknown and not any(one.mcp_servers for one in agents):  # refused before anything is changed (MCP
+        # tools are known only once their servers list them)
         raise ClearanceError(f"value= or target= names tools the agent does not have: {', '.join(sorted(unknown))}")
     for one in agents:
         tools = []
@@ -69,8 +72,8 @@ def govern(
                 governance.ungoverned.append(f"{one.name}: {getattr(tool, 'name', type(tool).__name__)}")
             tools.append(tool)
         one.tools = tools
-        governance.ungoverned += [f"{one.name}: MCP server {getattr(s, 'name', s)} (govern it with `clearance mcp proxy`)"
-                                  for s in one.mcp_servers]  # fmt: skip
+        if one.mcp_servers:
+            _govern_mcp_tools(one, settings, governance, value, target)
     governance.agent = agent
     return governance
 
@@ -83,7 +86,7 @@ class Governance:
         self.agent: Agent[Any] | None = None
         #: tool name -> its gate
         self.gates: dict[str, Gate] = {}
-        #: Tools left ungoverned, with the agent they belong to (hosted tools, MCP servers, ...).
+        #: Tools left ungoverned, with the agent they belong to (hosted tools, shell, computer, ...).
         self.ungoverned: list[str] = []
 
     async def approval(self, item: ToolApprovalItem) -> Approval | None:
@@ -148,6 +151,28 @@ class Governance:
             return None
         entry = self.settings.calls.get(call_id)
         return entry if entry is not None else await gate.find(call_id, arguments or "{}")
+
+
+def _govern_mcp_tools(agent: Agent[Any], settings: Settings, governance: Governance, value: Mapping[str, ValueFrom],
+                      target: Mapping[str, ValueFrom]) -> None:  # fmt: skip
+    """Govern the tools of the agent's MCP servers as they are listed, turn by turn.
+
+    The SDK turns each server's tools into function tools when it asks ``agent.get_mcp_tools``;
+    the agent's own method is shadowed by one that governs what the class's method returns (so
+    governing again replaces it rather than wrapping it twice)."""
+    fetch = type(agent).get_mcp_tools.__get__(agent)
+
+    async def get_mcp_tools(run_context: Any) -> list[Any]:
+        tools = []
+        for tool in await fetch(run_context):
+            if isinstance(tool, FunctionTool):
+                gate = Gate(tool, settings, value=value.get(tool.name), target=target.get(tool.name))
+                governance.gates[tool.name] = gate
+                tool = gate.governed()
+            tools.append(tool)
+        return tools
+
+    agent.get_mcp_tools = get_mcp_tools  # type: ignore[method-assign]
 
 
 def _agents(agent: Agent[Any]) -> Iterable[Agent[Any]]:
