@@ -227,6 +227,33 @@ def test_an_engine_that_cannot_decide_blocks_the_call(serve, tmp_path) -> None:
     assert told["status"] == "blocked" and "failing closed" in told["reason"]
 
 
+def test_a_forgotten_decision_is_found_in_the_audit_trail_not_made_twice(serve, store, tmp_path, monkeypatch) -> None:
+    import clearance.adapters.agents.gate as gate
+
+    monkeypatch.setattr(gate, "MEMO_LIMIT", 0)  # nothing stays in memory between the SDK's two questions
+    runs = tmp_path / "runs"
+    server = serve(
+        turn.function_calls([("lookup_order", {"order_id": "ord_8"}), ("delete_account", {"customer_id": "cus_8"}),
+                             ("refund_payment", {"order_id": "ord_8", "amount": 700})]),  # fmt: skip
+        turn.text("Done."),
+    )
+    agent = build_agent(server.base_url, runs)
+    governance = governed(agent, store)
+
+    async def main() -> Any:
+        result = await Runner.run(agent, "Refund ord_8, delete cus_8.", run_config=CONFIG)
+        state = result.to_state()
+        [item] = state.get_interruptions()
+        await governance.approve(state, item, approver="alice")
+        return await Runner.run(agent, state, run_config=CONFIG)
+
+    assert asyncio.run(main()).final_output == "Done."
+    assert ran(runs) == ["lookup_order ord_8", "refund_payment ord_8 700.0"]
+    made = store.audit_events(type="decision.made", limit=100)
+    assert sorted(e.payload["decision"]["tool"] for e in made) == ["delete_account", "lookup_order", "refund_payment"]
+    assert outputs(server.requests[1])[call_ids(server.requests[1])["delete_account"]]["status"] == "blocked"
+
+
 def test_streamed_run_is_governed_the_same_way(serve, store, tmp_path) -> None:
     runs = tmp_path / "runs"
     server = serve(

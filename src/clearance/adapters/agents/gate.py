@@ -57,6 +57,7 @@ Approver = Union[str, Callable[[RunContextWrapper[Any]], "str | None"]]
 ValueFrom = Union[str, Callable[[dict[str, Any]], Any]]
 
 CLAIMANT = "clearance-agents"
+MEMO_LIMIT = 10_000
 #: The failures of the original tool during one invocation (set around it by ``Gate.invoke``).
 _FAILED: ContextVar[list[BaseException] | None] = ContextVar("clearance_agents_failed", default=None)
 
@@ -89,8 +90,16 @@ class Settings:
     domain: str
     context: Mapping[str, Any]
     approver: Approver | None
-    #: call id -> what clearance said, from the decision until the invoker ran (or was skipped).
+    #: call id -> what clearance said, from the decision until the invoker ran. Only a cache: an
+    #: entry dropped (the oldest, past ``MEMO_LIMIT``; runs interrupted and resumed elsewhere) is
+    #: found again in the audit trail.
     calls: dict[str, Entry] = field(default_factory=dict)
+
+    def remember(self, call_id: str, entry: Entry) -> Entry:
+        self.calls[call_id] = entry
+        while len(self.calls) > MEMO_LIMIT:
+            self.calls.pop(next(iter(self.calls)))
+        return entry
 
 
 class Gate:
@@ -120,7 +129,7 @@ class Gate:
         # so the call is decided here, once per call in this process.
         entry = self.settings.calls.get(call_id)
         if entry is None:
-            entry = self.settings.calls[call_id] = await self._decide(call_id, params)
+            entry = self.settings.remember(call_id, await self._decide(call_id, params))
         decision = entry.decision
         if decision is None or decision.result is DecisionResult.blocked:
             return False
