@@ -335,7 +335,8 @@ def test_an_agents_mcp_tools_are_governed_the_same_way(serve, store, tmp_path) -
 
     assert asyncio.run(main()).final_output == "Credited both."
     assert ran(runs) == ["issue_credit cus_1 20.0", "issue_credit cus_2 900.0"]
-    credit = decisions(store)["issue_credit"]  # the newest: the 900 one
+    [credit] = [Decision.model_validate(e.payload["decision"]) for e in store.audit_events(type="decision.made")
+                if e.payload["action"]["arguments"]["amount"] == 900]  # fmt: skip
     assert store.get_approval(credit.approval_id).resolved_by == "alice"
     assert store.get_execution(credit.request_id).status.value == "executed"
 
@@ -365,3 +366,13 @@ def test_govern_covers_handoffs_lists_what_it_leaves_and_governs_once(store) -> 
     assert sorted(second.gates) == ["ping", "pong"] and second.gates["ping"] is not first.gates["ping"]
     assert agent.tools[0].__dict__["_clearance_gate"].original is ping
     assert agent.tools[0].on_invoke_tool == second.gates["ping"].invoke
+
+
+def test_without_the_agents_sdk_the_import_says_what_to_install(monkeypatch) -> None:
+    import importlib
+
+    for name in [m for m in sys.modules if m.startswith("clearance.adapters.agents")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "agents", None)  # as if openai-agents were not installed
+    with pytest.raises(ImportError, match=r'pip install "clearance\[agents\]"'):
+        importlib.import_module("clearance.adapters.agents")

@@ -8,6 +8,11 @@ the API, or ``Governance.approve`` / ``RunState.approve``); approved calls are c
 run, so a resumed run runs each of them exactly once; every execution is recorded.
 """
 
+try:
+    import agents as _sdk  # noqa: F401
+except ImportError as exc:  # said plainly rather than as a missing module deep in the import
+    raise ImportError('clearance.adapters.agents needs the OpenAI Agents SDK: pip install "clearance[agents]"') from exc
+
 from clearance.adapters.agents.gate import Approver, ApproverRequired, ValueFrom, trace_for
 from clearance.adapters.agents.govern import Governance, govern
 

@@ -180,12 +180,13 @@ class Gate:
                         for e in self._validator.iter_errors(args)]  # fmt: skip
             if problems:
                 raise ValueError("; ".join(problems))
-            action = Action(tool=name, arguments=args, actor=s.actor, domain=s.domain, value=self._read(self.value_from, args),
-                            target=_text(self._read(self.target_from, args)), context=self._context(call_id),
-                            trace_id=trace_for(call_id))  # fmt: skip
+            value, target = self._read(self.value_from, args), _text(self._read(self.target_from, args))
+            action = Action(tool=name, arguments=args, actor=s.actor, domain=s.domain, value=value, target=target,
+                            context=self._context(call_id), trace_id=trace_for(call_id))  # fmt: skip
         except (ValueError, TypeError) as exc:
             error = {"error": "invalid_arguments", "tool": name, "message": str(exc)}
-            await s.engine.refuse_proposal(name, error["message"], actor=s.actor, domain=s.domain, trace_id=trace_for(call_id))
+            await s.engine.refuse_proposal(name, error["message"], actor=s.actor, domain=s.domain,
+                                           trace_id=trace_for(call_id))  # fmt: skip
             return Entry(refusal=error)
         try:
             return Entry(decision=await s.engine.evaluate(action))
@@ -204,7 +205,8 @@ class Gate:
         found, after = None, 0
         try:
             while True:
-                events = await s.engine.audit_events(trace_id=trace_for(call_id), type="decision.made", after_seq=after, limit=100)
+                events = await s.engine.audit_events(trace_id=trace_for(call_id), type="decision.made",
+                                                     after_seq=after, limit=100)  # fmt: skip
                 for event in events:
                     decision = event.payload.get("decision") or {}
                     if (decision.get("tool"), decision.get("actor"), decision.get("domain"), decision.get("args_hash")) == (
@@ -228,8 +230,8 @@ class Gate:
                 "clearance records who approved: pass approver= to govern(), or approve with "
                 "governance.approve(state, item, approver=...) or `clearance approvals approve`")  # fmt: skip
         try:
-            return await self.settings.engine.resolve_approval(approval.approval_id, "approved", approver=who,
-                                                               comment="approved in the Agents SDK (RunState.approve)")  # fmt: skip
+            return await self.settings.engine.resolve_approval(
+                approval.approval_id, "approved", approver=who, comment="approved in the Agents SDK (RunState.approve)")
         except ApprovalNotPending:  # answered meanwhile, or expired: the recorded answer stands
             return await self.settings.engine.get_approval(approval.approval_id)
 

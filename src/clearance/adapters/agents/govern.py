@@ -50,7 +50,8 @@ def govern(
     same way, as the servers list them. Other tools (hosted, shell, computer, patch) are listed in
     ``Governance.ungoverned``.
     """
-    aengine: AsyncEngineAPI = engine if inspect.iscoroutinefunction(getattr(engine, "evaluate", None)) else AsyncEngine(engine)  # type: ignore[arg-type]
+    asynchronous = inspect.iscoroutinefunction(getattr(engine, "evaluate", None))
+    aengine: AsyncEngineAPI = engine if asynchronous else AsyncEngine(engine)  # type: ignore[assignment,arg-type]
     settings = Settings(engine=aengine, actor=actor, domain=domain, context=dict(context or {}), approver=approver)
     governance = Governance(settings)
     value, target = dict(value or {}), dict(target or {})
