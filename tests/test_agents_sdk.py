@@ -147,6 +147,27 @@ def test_state_approve_records_the_approver_from_the_run_context(serve, engine, 
     assert engine.get_execution(refund.request_id).status.value == "executed"
 
 
+def test_always_approve_in_the_sdk_approves_later_calls_under_the_same_approver(serve, store, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    server = serve(turn.function_call("refund_payment", {"order_id": "ord_a", "amount": 600}),
+                   turn.function_call("refund_payment", {"order_id": "ord_b", "amount": 700}), turn.text("Both."))  # fmt: skip
+    agent = build_agent(server.base_url, runs)
+    governed(agent, store, approver="bob")
+
+    async def main() -> Any:
+        result = await Runner.run(agent, "Refund ord_a and ord_b.", run_config=CONFIG)
+        state = result.to_state()
+        state.approve(state.get_interruptions()[0], always_approve=True)
+        return await Runner.run(agent, state, run_config=CONFIG)
+
+    result = asyncio.run(main())
+    assert result.final_output == "Both." and not result.interruptions
+    assert ran(runs) == ["refund_payment ord_a 600.0", "refund_payment ord_b 700.0"]
+    approvals = store.list_approvals(None)
+    assert [(a.arguments["order_id"], a.status.value, a.resolved_by) for a in approvals] == [
+        ("ord_a", "approved", "bob"), ("ord_b", "approved", "bob")]
+
+
 def test_state_approve_without_an_approver_identity_is_refused_and_runs_nothing(serve, store, tmp_path) -> None:
     runs = tmp_path / "runs"
     server = serve(turn.function_call("refund_payment", {"order_id": "ord_3", "amount": 900}))
