@@ -46,7 +46,7 @@ from agents.tracing import get_current_trace
 from clearance.adapters.openai.loop import SUMMARY_LIMIT, _summary
 from clearance.engine.contract import AsyncEngineAPI
 from clearance.errors import ApprovalNotPending, ClearanceError, ConflictError
-from clearance.model import Action, Approval, ApprovalStatus, Decision, DecisionResult, arguments_hash
+from clearance.model import Action, Approval, ApprovalStatus, Decision, DecisionResult
 
 __all__ = ["Approver", "ApproverRequired", "Gate", "Settings", "ValueFrom", "trace_for"]
 
@@ -147,7 +147,10 @@ class Gate:
         # Decided by needs_approval in this process; else a call approved in the RunState, decided
         # in the process that was interrupted (found in the audit trail), or, when the SDK did not
         # ask (the call was approved for good with always_approve), decided now.
-        entry = self.settings.calls.pop(call_id, None) or await self.find(call_id, raw) or await self._decide(call_id, raw)
+        entry = self.settings.calls.pop(call_id, None)
+        found = entry is None and (entry := await self.find(call_id)) is not None
+        if entry is None:
+            entry = await self._decide(call_id, raw)
         if entry.refusal is not None:
             return _json(entry.refusal)
         decision = entry.decision
@@ -164,6 +167,9 @@ class Gate:
                 if approval.status is not ApprovalStatus.pending:
                     await eng.record_execution(decision.request_id, "rejected")
                 return _json(not_approved(decision, approval))
+        if decision.requires_approval or found:
+            # An approved call, or one decided before this process (a resumed run): claimed first,
+            # so it runs once, and only on the arguments that were decided.
             try:
                 await eng.claim_execution(decision.request_id, claimant=CLAIMANT, arguments=_arguments(raw))
             except ConflictError as exc:  # already claimed (run once, elsewhere), not approved, arguments changed
@@ -195,13 +201,13 @@ class Gate:
                                   "reason": f"engine unavailable, failing closed: {exc}",
                                   "message": "The policy engine could not decide, so this call did not run."})  # fmt: skip
 
-    async def find(self, call_id: str, raw: dict[str, Any] | str) -> Entry | None:
-        """The newest decision of this call (same tool, actor, domain and arguments) in the audit trail."""
+    async def find(self, call_id: str) -> Entry | None:
+        """The newest decision of this call (its trace, tool, actor and domain) in the audit trail.
+
+        The arguments are not compared here (the engine's hash of them is keyed, and the audit
+        keeps them redacted); the claim checks them: an approved call runs only on the
+        arguments that were approved."""
         s = self.settings
-        try:
-            digest = arguments_hash(_arguments(raw))
-        except (ValueError, TypeError):
-            return None
         found, after = None, 0
         try:
             while True:
@@ -209,8 +215,8 @@ class Gate:
                                                      after_seq=after, limit=100)  # fmt: skip
                 for event in events:
                     decision = event.payload.get("decision") or {}
-                    if (decision.get("tool"), decision.get("actor"), decision.get("domain"), decision.get("args_hash")) == (
-                            self.original.name, s.actor, s.domain, digest):  # fmt: skip
+                    if (decision.get("tool"), decision.get("actor"), decision.get("domain")) == (
+                            self.original.name, s.actor, s.domain):  # fmt: skip
                         found = decision
                 if len(events) < 100:
                     break

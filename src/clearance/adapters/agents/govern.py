@@ -146,12 +146,11 @@ class Governance:
     async def _entry(self, item: ToolApprovalItem) -> Entry | None:
         raw = item.raw_item
         call_id = raw.get("call_id") if isinstance(raw, dict) else getattr(raw, "call_id", None)
-        arguments = raw.get("arguments") if isinstance(raw, dict) else getattr(raw, "arguments", None)
         gate = self.gates.get(item.tool_name or "")
         if gate is None or not call_id:
             return None
         entry = self.settings.calls.get(call_id)
-        return entry if entry is not None else await gate.find(call_id, arguments or "{}")
+        return entry if entry is not None else await gate.find(call_id)
 
 
 def _govern_mcp_tools(agent: Agent[Any], settings: Settings, governance: Governance, value: Mapping[str, ValueFrom],
