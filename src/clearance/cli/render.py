@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -64,16 +65,37 @@ def decision(d: Any) -> None:
         out.print(f"  approval    {d.approval_id} (expires {when(d.approval_expires_at)})")
 
 
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Rows as a table that fits the console, wrapping at spaces but never inside a word (an id
+    stays whole, to copy), or, where that cannot fit (a narrow terminal, many columns), as one
+    block of ``header: value`` lines per row, which wrap like any text. Nothing is ever cut to
+    ``sta…``. Output that is not a terminal gets ``COLUMNS`` or 80 columns, by the same rules."""
+    words = [[max((len(w) for w in Text.from_markup(cell).plain.split()), default=1) for cell in (h, *col)]
+             for h, *col in zip(headers, *rows)] if rows else [[len(h)] for h in headers]  # fmt: skip
+    widths = [max(w) for w in words]
+    if sum(widths) + 3 * len(widths) + 1 <= out.width:
+        grid = Table(*headers)
+        for column, width in zip(grid.columns, widths):
+            column.min_width, column.overflow = width, "fold"
+        for row in rows:
+            grid.add_row(*row)
+        out.print(grid)
+        return
+    width = max(len(h) for h in headers)
+    for n, row in enumerate(rows):
+        if n:
+            out.print()
+        for header, cell in zip(headers, row):
+            out.print(f"{header:<{width}}  {cell}")
+
+
 def approvals(items: Sequence[Any]) -> None:
     if not items:
         out.print("no approvals")
         return
-    table = Table("approval_id", "status", "tool", "actor", "value", "expires", "reason")
-    table.columns[0].no_wrap = True
-    for a in items:
-        value = "-" if a.value is None else f"{a.value:,.2f}"
-        table.add_row(a.approval_id, badge(a.status.value), safe(a.tool), safe(a.actor), value, when(a.expires_at), safe(a.reason))
-    out.print(table)
+    table(("approval_id", "status", "tool", "actor", "value", "expires", "reason"),
+          [(a.approval_id, badge(a.status.value), safe(a.tool), safe(a.actor), "-" if a.value is None else f"{a.value:,.2f}",
+            when(a.expires_at), safe(a.reason)) for a in items])  # fmt: skip
 
 
 def approval(a: Any) -> None:
