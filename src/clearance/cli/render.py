@@ -70,23 +70,30 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     stays whole, to copy), or, where that cannot fit (a narrow terminal, many columns), as one
     block of ``header: value`` lines per row, which wrap like any text. Nothing is ever cut to
     ``sta…``. Output that is not a terminal gets ``COLUMNS`` or 80 columns, by the same rules."""
-    words = [[max((len(w) for w in Text.from_markup(cell).plain.split()), default=1) for cell in (h, *col)]
-             for h, *col in zip(headers, *rows)] if rows else [[len(h)] for h in headers]  # fmt: skip
-    widths = [max(w) for w in words]
-    if sum(widths) + 3 * len(widths) + 1 <= out.width:
+    plain = [[Text.from_markup(cell).plain for cell in (h, *col)] for h, *col in zip(headers, *rows)]
+    least = [max(len(w) for cell in col for w in cell.split() or [""]) for col in plain]  # the longest word
+    most = [max(len(line) for cell in col for line in cell.splitlines() or [""]) for col in plain]
+    room = out.width - 3 * len(headers) - 1  # each column's padding and border
+    if sum(least) <= room:
+        spare = max(room - sum(least), 0)
+        want = [m - lo for m, lo in zip(most, least)]
+        widths = most if sum(most) <= room else [lo + spare * w // max(sum(want), 1) for lo, w in zip(least, want)]
         grid = Table(*headers)
         for column, width in zip(grid.columns, widths):
-            column.min_width, column.overflow = width, "fold"
+            column.width, column.overflow = width, "fold"
         for row in rows:
             grid.add_row(*row)
         out.print(grid)
         return
-    width = max(len(h) for h in headers)
     for n, row in enumerate(rows):
         if n:
             out.print()
+        record = Table.grid(padding=(0, 2))
+        record.add_column(no_wrap=True)
+        record.add_column(overflow="fold")
         for header, cell in zip(headers, row):
-            out.print(f"{header:<{width}}  {cell}")
+            record.add_row(header, cell)
+        out.print(record)
 
 
 def approvals(items: Sequence[Any]) -> None:

@@ -84,13 +84,13 @@ def prepare(db: str | None, *, reading: bool, create: bool) -> Target:
         raise StoreProblem(f"cannot read the store {path}: {exc.strerror}") from None
     if head and head != _SQLITE_MAGIC:
         raise StoreProblem(f"{path} is not a clearance store (not a SQLite database): check --db")
-    if not os.access(path, os.W_OK):
-        raise StoreProblem(f"the store {path} is read-only: clearance writes to it even to read (its schema, its journal); "
-                           f"make it writable, or copy it somewhere writable")  # fmt: skip
     folder = path.parent if str(path.parent) else Path(".")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise StoreProblem(f"the folder {folder} of the store {path} is read-only: SQLite keeps its journal "
                            f"({path.name}-wal, {path.name}-shm) beside the store; make the folder writable")  # fmt: skip
+    if not os.access(path, os.W_OK):
+        raise StoreProblem(f"the store {path} is read-only: clearance writes to it even to read (its schema, its journal); "
+                           f"make it writable, or copy it somewhere writable")  # fmt: skip
     return where
 
 
