@@ -1,0 +1,70 @@
+"""Two servers (two engines, as two replicas on two machines would have) on one PostgreSQL
+database: an approval resolved through one wakes a waiter on the other within a second, and a
+kill switch set through one is enforced by the other within a second. Skipped without a server
+at 127.0.0.1:5432, except under CI (the ``pg_url`` fixture, conftest.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from server_support import RULES
+
+from clearance import Engine, parse_rules
+from clearance.remote import RemoteEngine
+
+
+@pytest.fixture(scope="module")
+def replicas(pg_url: str) -> Iterator[dict[str, Any]]:
+    from clearance.server import ServerThread
+
+    first, second = Engine(pg_url), Engine(pg_url)
+    first.apply_rules(parse_rules(RULES))
+    tokens = {name: first.keys.create(name, role, identity=name)[1]
+              for name, role in (("agent-7", "agent"), ("alice", "approver"), ("ops", "admin"))}  # fmt: skip
+    with ServerThread(first) as a, ServerThread(second) as b:
+        yield {"a": a.url, "b": b.url, "tokens": tokens}
+    first.close()
+    second.close()
+
+
+def test_a_waiter_on_one_replica_wakes_when_another_resolves(replicas: dict[str, Any]) -> None:
+    tokens = replicas["tokens"]
+    with RemoteEngine(replicas["a"], tokens["agent-7"]) as agent, RemoteEngine(replicas["b"], tokens["alice"]) as alice:
+        decision = agent.evaluate({"tool": "refund_payment", "value": 700})
+        assert decision.requires_approval
+        woke: dict[str, Any] = {}
+
+        def wait() -> None:
+            woke["approval"] = agent.wait_approval(decision.approval_id, timeout_seconds=20)  # long-poll on replica a
+            woke["at"] = time.monotonic()
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.5)  # the long-poll is waiting on replica a
+        assert "approval" not in woke
+        alice.resolve_approval(decision.approval_id, "approved", approver="alice")  # through replica b
+        resolved_at = time.monotonic()
+        waiter.join(timeout=10)
+        assert woke["approval"].status.value == "approved"
+        assert woke["at"] - resolved_at < 1.0
+
+
+def test_a_kill_switch_set_through_one_replica_is_enforced_by_the_other(replicas: dict[str, Any]) -> None:
+    tokens = replicas["tokens"]
+    with RemoteEngine(replicas["a"], tokens["agent-7"]) as agent, RemoteEngine(replicas["b"], tokens["ops"]) as ops:
+        assert agent.evaluate({"tool": "send_email"}).allowed
+        ops.activate_kill_switch(tool="send_email", reason="incident 7", by="ops")
+        switched = time.monotonic()
+        while True:  # enforced within one second (here: on the next decision; nothing is cached)
+            decision = agent.evaluate({"tool": "send_email"})
+            if decision.result.value == "blocked" or time.monotonic() - switched > 1.0:
+                break
+            time.sleep(0.05)
+        assert decision.result.value == "blocked" and "incident 7" in decision.reason
+        assert time.monotonic() - switched < 1.0
+        assert ops.deactivate_kill_switch(tool="send_email", by="ops")
+        assert agent.evaluate({"tool": "send_email"}).allowed
