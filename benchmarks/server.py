@@ -208,7 +208,7 @@ async def open_loop(port: int, token: str, idem: bool, rate: float, seconds: flo
             "p50_ms": pct(latencies, 50) * 1000, "p99_ms": pct(latencies, 99) * 1000}  # fmt: skip
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=16)
@@ -218,11 +218,21 @@ def main() -> None:
     ap.add_argument("--replicas", type=int, default=1, help="also measure N server processes on the one database")
     ap.add_argument("--workers", type=int, default=1, help="server worker processes (clearance serve --workers)")
     ap.add_argument("--no-idempotency-key", dest="idem", action="store_false")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def store_location(args: argparse.Namespace, tmp: str) -> str:
+    """The store the servers share: ``--db`` as given (a file or a URL: a string, as a Path
+    would turn ``postgresql://x`` into ``postgresql:/x``), else a fresh file in ``tmp``."""
+    return args.db if args.db is not None else str(Path(tmp) / "bench.db")
+
+
+def main() -> None:
+    args = parse_args()
 
     from clearance import Engine, parse_rules
     tmp = tempfile.TemporaryDirectory(prefix="clearance-bench-")
-    db = args.db or str(Path(tmp.name) / "bench.db")
+    db = store_location(args, tmp.name)
     with Engine(db) as engine:
         engine.apply_rules(parse_rules(RULES))
         _, token = engine.keys.create("bench", "agent", identity="agent-bench")

@@ -5,9 +5,11 @@ at 127.0.0.1:5432, except under CI (the ``pg_url`` fixture, conftest.py)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,3 +70,28 @@ def test_a_kill_switch_set_through_one_replica_is_enforced_by_the_other(replicas
         assert time.monotonic() - switched < 1.0
         assert ops.deactivate_kill_switch(tool="send_email", by="ops")
         assert agent.evaluate({"tool": "send_email"}).allowed
+
+
+def test_a_plain_postgresql_url_is_a_database_never_a_file(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from clearance.cli import app
+
+    plain = pg_url.replace("postgresql+psycopg://", "postgresql://")  # psycopg 3, not SQLAlchemy's default psycopg2
+    monkeypatch.chdir(tmp_path)
+    with Engine(plain) as engine:
+        assert engine.store.dialect == "postgresql"
+        assert engine.evaluate({"tool": "send_email"}).allowed
+    result = CliRunner().invoke(app, ["--db", plain, "audit", "verify", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["events_checked"] >= 1
+    assert list(tmp_path.iterdir()) == []  # no file named after the URL
+
+
+def test_the_server_benchmark_takes_a_url_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    from benchmarks.server import parse_args, store_location
+
+    url = "postgresql://postgres@127.0.0.1:5432/bench"
+    assert store_location(parse_args(["--db", url, "--replicas", "2"]), str(tmp_path)) == url
+    assert store_location(parse_args([]), str(tmp_path)) == str(tmp_path / "bench.db")
