@@ -123,6 +123,10 @@ def test_postgresql_without_its_driver_or_with_the_server_down(monkeypatch: pyte
     refused(*cli("--db", "mysql://u@h/d", "audit", "verify"), "not 'mysql'")
 
 
+def test_the_demo_takes_a_file_not_a_url() -> None:
+    refused(*cli("demo", "--demo-db", "postgresql://u@h/d"), "takes a SQLite file, not the URL postgresql://u@h/d")
+
+
 def test_serve_without_the_server_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # `import uvicorn` now fails as if it were not installed
     refused(*cli("--db", str(tmp_path / "c.db"), "serve"), "the server needs its extra: pip install 'clearance[server]'")
@@ -193,12 +197,12 @@ def test_every_command_that_prints_data_takes_json() -> None:
 def test_tables_wrap_and_are_never_cut(tmp_path: Path) -> None:
     db = str(tmp_path / "c.db")
     env = {k: v for k, v in os.environ.items() if k not in ("CLEARANCE_DB", "COLUMNS")}
-    assert run_cli(["--db", db, "rules", "apply", str(EXAMPLE_RULES)], env=env).returncode == 0
-    pending = run_cli(["--db", db, "check", "--tool", "refund_payment", "--actor", "agent-7", "--domain",
-                       "customer_transactions", "--value", "900", "--json"], env=env)  # fmt: skip
-    approval_id = json.loads(pending.stdout)["approval_id"]
+    assert cli("--db", db, "rules", "apply", str(EXAMPLE_RULES))[0] == 0
+    code, out, _ = cli("--db", db, "check", "--tool", "refund_payment", "--actor", "agent-7", "--domain",
+                       "customer_transactions", "--value", "900", "--json")  # fmt: skip
+    approval_id = json.loads(out)["approval_id"]
     reason = "refund_payment of 900.00 is above require_approval_above 500 in rule refunds-eu"
-    for columns in (None, "60", "120", "200"):  # piped: Rich's 80 columns unless COLUMNS says otherwise
+    for columns in (None, "60", "120"):  # piped: Rich's 80 columns unless COLUMNS says otherwise
         shown = run_cli(["--db", db, "approvals", "list"], env=env if columns is None else dict(env, COLUMNS=columns))
         assert shown.returncode == 0
         assert "…" not in shown.stdout
