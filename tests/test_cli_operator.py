@@ -143,6 +143,9 @@ def test_step_run_without_credentials_or_input(tmp_path: Path, monkeypatch: pyte
     refused(*cli("--db", db, "step", "run", "-c", str(config), "-i", str(tmp_path / "missing.json")),
             f"cannot read the input {tmp_path / 'missing.json'}: No such file")  # fmt: skip
     refused(*cli("--db", db, "step", "run", "-c", str(config), "-i", str(config)), "is not JSON")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [\n")
+    refused(*cli("--db", db, "step", "run", "-c", str(broken), "-i", str(inputs)), "not valid YAML at line 2, column 1")
     refused(*cli("--db", db, "step", "run", "-c", str(config), "-i", str(inputs)), "no OpenAI credentials: set OPENAI_API_KEY")
 
 
