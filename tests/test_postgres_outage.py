@@ -5,7 +5,8 @@ folder, a free port), stopped and started again while decisions are being asked 
   unavailable (never a 500, never an answer that was not recorded);
 - no tool runs without a recorded decision: each call a client was allowed to run is found in
   the store afterwards, and the audit chain verifies;
-- service resumes by itself once the database is back, with the same server process.
+- service resumes by itself once the database is back, with the same server process, and so
+  does the approval listener (PostgreSQL LISTEN) that wakes waiters across replicas.
 
 Skipped where PostgreSQL's server binaries are not installed (or, as root, there is no
 ``postgres`` user to run them as), except under CI."""
@@ -141,6 +142,8 @@ def test_an_outage_fails_closed_and_service_resumes_by_itself(cluster: Cluster) 
             while time.monotonic() < deadline and not any(t > up_at and s == 200 for t, s, _ in answers):
                 time.sleep(0.1)
             time.sleep(0.3)
+            # the approval listener (LISTEN on a connection of its own) is back too
+            relistened = server.app.state.approval_watcher.listening.wait(10)
         finally:
             stop.set()
             for t in agents:
@@ -153,6 +156,7 @@ def test_an_outage_fails_closed_and_service_resumes_by_itself(cluster: Cluster) 
     assert all(b["error"]["type"] == "unavailable" and "unavailable" in b["error"]["message"] for _, b in during)
     assert statuses <= {200, 503}, statuses  # failed closed: never a 500, never anything else
     resumed = [t for t, s, _ in answers if s == 200 and t > up_at]
+    assert relistened, "the approval listener did not reconnect"
     assert resumed, "service did not resume after the database came back"
     print(f"outage: {len(during)} decisions refused with 503; resumed {resumed[0] - up_at:.2f} s after the database")
     # every call whose tool ran has its decision in the store, and the audit chain is intact

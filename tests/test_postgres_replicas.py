@@ -1,5 +1,6 @@
 """Two servers (two engines, as two replicas on two machines would have) on one PostgreSQL
-database: an approval resolved through one wakes a waiter on the other within a second, and a
+database: an approval resolved through one wakes a waiter on the other within a second (by
+the store's NOTIFY, not by polling), and a
 kill switch set through one is enforced by the other within a second. Skipped without a server
 at 127.0.0.1:5432, except under CI (the ``pg_url`` fixture, conftest.py)."""
 
@@ -28,12 +29,18 @@ def replicas(pg_url: str) -> Iterator[dict[str, Any]]:
     tokens = {name: first.keys.create(name, role, identity=name)[1]
               for name, role in (("agent-7", "agent"), ("alice", "approver"), ("ops", "admin"))}  # fmt: skip
     with ServerThread(first) as a, ServerThread(second) as b:
+        for server in (a, b):  # each replica LISTENs for approval changes on a connection of its own
+            assert server.app.state.approval_watcher.listening.wait(10)
         yield {"a": a.url, "b": b.url, "tokens": tokens}
     first.close()
     second.close()
 
 
-def test_a_waiter_on_one_replica_wakes_when_another_resolves(replicas: dict[str, Any]) -> None:
+def test_a_waiter_on_one_replica_wakes_when_another_resolves(replicas: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from clearance.server.routes import approvals
+
+    # Polling alone would take this long: the wake-up has to come from PostgreSQL's NOTIFY.
+    monkeypatch.setattr(approvals, "WATCHED_POLL_SECONDS", 60.0)
     tokens = replicas["tokens"]
     with RemoteEngine(replicas["a"], tokens["agent-7"]) as agent, RemoteEngine(replicas["b"], tokens["alice"]) as alice:
         decision = agent.evaluate({"tool": "refund_payment", "value": 700})
