@@ -102,3 +102,14 @@ def test_the_server_benchmark_takes_a_url_as_it_is(tmp_path: Path, monkeypatch: 
     url = "postgresql://postgres@127.0.0.1:5432/bench"
     assert store_location(parse_args(["--db", url, "--replicas", "2"]), str(tmp_path)) == url
     assert store_location(parse_args([]), str(tmp_path)) == str(tmp_path / "bench.db")
+
+
+def test_the_pool_is_sized_from_the_environment(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLEARANCE_PG_POOL_SIZE", "3")
+    monkeypatch.setenv("CLEARANCE_PG_MAX_OVERFLOW", "2")
+    with Engine(pg_url) as engine:
+        pool = engine.store.engine.pool
+        assert (pool.size(), pool._max_overflow) == (3, 2)  # type: ignore[attr-defined]
+    monkeypatch.setenv("CLEARANCE_PG_POOL_SIZE", "lots")
+    with pytest.raises(ValueError, match="CLEARANCE_PG_POOL_SIZE must be a whole number"):
+        Engine(pg_url)

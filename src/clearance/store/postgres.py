@@ -4,6 +4,7 @@ snapshot reads, and the announcement of approval changes to every replica (NOTIF
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -19,8 +20,29 @@ log = logging.getLogger("clearance.store")
 _LOCK_HEAD = select(t.chain_head.c.id).where(t.chain_head.c.id == 1).with_for_update()
 
 
+#: Connections each process keeps (pool, then overflow), unless the environment says otherwise:
+#: replicas x workers x (pool + overflow + 1 listener) must fit the server's max_connections.
+POOL_SIZE, MAX_OVERFLOW = 8, 16
+
+
+def _setting(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} must be a whole number of connections, 0 or more, not {raw!r}")
+    return value
+
+
 def engine(url: URL, *, echo: bool) -> SAEngine:
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=8, max_overflow=16, json_serializer=json_dumps)
+    size = _setting("CLEARANCE_PG_POOL_SIZE", POOL_SIZE)
+    overflow = _setting("CLEARANCE_PG_MAX_OVERFLOW", MAX_OVERFLOW)
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=max(size, 1), max_overflow=overflow,
+                         json_serializer=json_dumps)  # fmt: skip
 
 
 def lock_writers(conn: Connection) -> None:
