@@ -56,8 +56,11 @@ def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
     # a writing command does not make missing folders either
     refused(*cli("--db", str(missing), "check", "--tool", "t"), f"no folder {missing.parent}", "--create")
     assert not missing.parent.exists()
-    code, out, _ = cli("--db", str(missing), "--create", "audit", "verify", "--json")
+    code, out, err = cli("--db", str(missing), "--create", "audit", "verify", "--json")
     assert code == 0 and json.loads(out)["events_checked"] == 0 and missing.exists()
+    assert f"note: created a new store at {missing}" in err  # a store made on the way is said
+    code, _, err = cli("--db", str(missing), "check", "--tool", "t")
+    assert code == 0 and "created" not in err
     fresh = tmp_path / "a" / "b" / "new.db"
     code, out, _ = cli("--db", str(fresh), "init", "--json")
     assert code == 0 and json.loads(out)["created"] is True and fresh.exists()
@@ -140,6 +143,7 @@ def test_step_run_without_credentials_or_input(tmp_path: Path, monkeypatch: pyte
     inputs = tmp_path / "in.json"
     inputs.write_text(json.dumps({"user_prompt": "hello"}))
     db = str(tmp_path / "c.db")
+    assert cli("--db", db, "init")[0] == 0
     refused(*cli("--db", db, "step", "run", "-c", str(config), "-i", str(tmp_path / "missing.json")),
             f"cannot read the input {tmp_path / 'missing.json'}: No such file")  # fmt: skip
     refused(*cli("--db", db, "step", "run", "-c", str(config), "-i", str(config)), "is not JSON")

@@ -84,12 +84,18 @@ def _root(
     state.db, state.create, state.debug = db, create, debug
 
 
-def _engine(*, reading: bool = False, **kw: Any) -> Engine:
+def _engine(*, reading: bool = False, quiet: bool = False, **kw: Any) -> Engine:
     """The engine on the store of ``--db``, checked first (:func:`store_access.prepare`): a
-    command that only reads (``reading``) never creates one."""
+    command that only reads (``reading``) never creates one; one that does says so on stderr
+    unless ``quiet`` (``step stream``, whose stderr begins with its ready line)."""
     from clearance.cli.store_access import prepare
 
-    return Engine(prepare(state.db, reading=reading, create=state.create).location, **kw)
+    where = prepare(state.db, reading=reading, create=state.create)
+    new = where.path is not None and not where.path.exists()
+    engine = Engine(where.location, **kw)
+    if new and not quiet:  # said, so that a mistyped --db of a writing command does not go unnoticed
+        render.err.print(f"note: created a new store at {render.safe(where.path)}")
+    return engine
 
 
 def _who(by: Optional[str]) -> str:

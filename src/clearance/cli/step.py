@@ -28,7 +28,7 @@ def _step(config: Path) -> Any:
     from clearance.cli import _engine
     from clearance.step import ChatStep
 
-    return ChatStep.from_yaml(config, engine=_engine())
+    return ChatStep.from_yaml(config, engine=_engine(quiet=True))
 
 
 def _dumps(value: Any) -> str:
