@@ -1,7 +1,8 @@
 """The ``clearance`` command line.
 
 Exit codes let shell scripts and CI gate on a decision: ``check`` exits 0 when allowed, 3 when
-blocked, 4 when approval is required; 1 is any refused operation, 2 a usage error.
+blocked, 4 when approval is required; 1 is any refused operation, 2 a usage error. Failures
+are one or two lines on stderr, never a traceback (``--debug`` shows it): see ``failures``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from pydantic import ValidationError
 
 from clearance import __version__
 from clearance.cli import render
+from clearance.cli.admin import db_app, init
 from clearance.cli.audit import audit_app
+from clearance.cli.failures import FailingClearly, Refusal, settings
 from clearance.cli.learning import explain, learning_app
 from clearance.cli.step import step_app
 from clearance.engine import Engine
-from clearance.errors import ClearanceError
 from clearance.model import Action, ApprovalStatus, DecisionResult, OutcomeStatus
 from clearance.policy import load_rules, rules_json_schema
 
@@ -36,6 +38,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=FailingClearly,
 )
 rules_app = typer.Typer(help="Validate, apply and inspect rules.", no_args_is_help=True)
 approvals_app = typer.Typer(help="List and resolve approval requests.", no_args_is_help=True)
@@ -48,35 +51,51 @@ for sub, name in ((rules_app, "rules"), (approvals_app, "approvals"), (outcomes_
     app.add_typer(sub, name=name)
 app.add_typer(step_app, name="step")
 app.add_typer(learning_app, name="learning")
+app.add_typer(db_app, name="db")
 app.command("explain")(explain)
+app.command("init")(init)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text.")]
 ByOption = Annotated[Optional[str], typer.Option("--by", help="Who does this (recorded in the audit trail).")]
 
 
-class _State:
-    db: Optional[str] = None
+state = settings  # --db, --create and --debug of this invocation (clearance.cli.failures)
 
 
-state = _State()
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"clearance {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(
     db: Annotated[
         Optional[str],
-        typer.Option("--db", envvar="CLEARANCE_DB", help="SQLite file or database URL. Default ./clearance.db."),
+        typer.Option("--db", envvar="CLEARANCE_DB", help="SQLite file or database URL (postgresql://USER@HOST/DB). "
+                     "Default ./clearance.db."),
     ] = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    create: Annotated[bool, typer.Option("--create", help="Create the store (and its folders) if it does not exist; "
+                      "commands that only read never do otherwise.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of a failure.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
-    if version:
-        print(f"clearance {__version__}")
-        raise typer.Exit()
-    state.db = db
+    state.db, state.create, state.debug = db, create, debug
 
 
-def _engine(**kw: Any) -> Engine:
-    return Engine(state.db, **kw)
+def _engine(*, reading: bool = False, quiet: bool = False, **kw: Any) -> Engine:
+    """The engine on the store of ``--db``, checked first (:func:`store_access.prepare`): a
+    command that only reads (``reading``) never creates one; one that does says so on stderr
+    unless ``quiet`` (``step stream``, whose stderr begins with its ready line)."""
+    from clearance.cli.store_access import prepare
+
+    where = prepare(state.db, reading=reading, create=state.create)
+    new = where.path is not None and not where.path.exists()
+    engine = Engine(where.location, **kw)
+    if new and not quiet:  # said, so that a mistyped --db of a writing command does not go unnoticed
+        render.err.print(f"note: created a new store at {render.safe(where.path)}")
+    return engine
 
 
 def _who(by: Optional[str]) -> str:
@@ -159,10 +178,19 @@ def rules_validate(file: Path, as_json: JsonFlag = False) -> None:
 
 
 @rules_app.command("apply")
-def rules_apply(file: Path, by: ByOption = None, as_json: JsonFlag = False) -> None:
+def rules_apply(
+    file: Path,
+    by: ByOption = None,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Apply it even though it removes every rule in force.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
     """Make a rules file the policy (a new version when anything changed)."""
+    source = load_rules(file)  # a file that does not load is refused before the store is opened
     with _engine() as engine:
-        info = engine.apply_rules(file, applied_by=_who(by))
+        if not source.rules and not allow_empty and (in_force := len(engine.current_rules().rules)):
+            raise Refusal(f"{file} has no rules: applying it would remove all {in_force} rule(s) in force; "
+                          f"pass --allow-empty to do that")  # fmt: skip
+        info = engine.apply_rules(source, applied_by=_who(by))
     if as_json:
         render.emit_json(info.__dict__)
     elif info.unchanged:
@@ -175,7 +203,7 @@ def rules_apply(file: Path, by: ByOption = None, as_json: JsonFlag = False) -> N
 @rules_app.command("show")
 def rules_show(as_json: JsonFlag = False) -> None:
     """Show the rules in force."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         ruleset = engine.current_rules()
     doc = ruleset.source.model_dump(mode="json", exclude_none=True)
     if as_json:
@@ -202,7 +230,7 @@ def approvals_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List approval requests, pending ones by default."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         items = engine.list_approvals(None if all_ else status, limit=limit)
     render.emit_json(items) if as_json else render.approvals(items)
 
@@ -210,7 +238,7 @@ def approvals_list(
 @approvals_app.command("show")
 def approvals_show(approval_id: str, as_json: JsonFlag = False) -> None:
     """Show one approval request with its votes."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         a = engine.get_approval(approval_id)
     render.emit_json(a) if as_json else render.approval(a)
 
@@ -302,7 +330,7 @@ def kill_off(
 @kill_app.command("status")
 def kill_status(as_json: JsonFlag = False) -> None:
     """Show active kill switches."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         switches = engine.kill_switches()
     if as_json:
         render.emit_json(switches)
@@ -320,7 +348,7 @@ def kill_status(as_json: JsonFlag = False) -> None:
 @decisions_app.command("show")
 def decisions_show(request_id: str, as_json: JsonFlag = False) -> None:
     """Show a recorded decision, its execution and outcomes."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         d = engine.get_decision(request_id)
         ex = engine.get_execution(request_id)
         outs = engine.outcomes(request_id)
@@ -368,16 +396,22 @@ def serve(
         os.environ["CLEARANCE_ANCHOR_KEY"] = str(anchor_key.expanduser().resolve())  # every worker process reads them
         os.environ["CLEARANCE_CHECKPOINT_EVERY"] = str(checkpoint_every)
     try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
         from clearance.server.runner import serve as run_server
     except ImportError as exc:
-        raise typer.BadParameter(f"the server needs its extra: pip install 'clearance[server]' ({exc.name} is missing)") from None
+        raise Refusal(f"the server needs its extra: pip install 'clearance[server]' ({exc.name} is missing)") from None
+    from clearance.cli.store_access import prepare
+
+    where = prepare(state.db, reading=False, create=state.create)
     try:
         from clearance.server.webhooks import WebhookSettings
 
         WebhookSettings.resolve(webhook_url or (), webhook_secret)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    run_server(state.db, host=host, port=port, max_body_bytes=max_body_bytes, log_level=log_level, json_logs=json_logs,
+    run_server(where.location, host=host, port=port, max_body_bytes=max_body_bytes, log_level=log_level, json_logs=json_logs,
                workers=workers, webhook_urls=webhook_url or (), webhook_secret=webhook_secret)
 
 
@@ -405,7 +439,7 @@ def keys_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List API keys (never their secrets)."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         items = engine.keys.list(include_revoked=all_)
     if as_json:
         render.emit_json([k.as_dict() for k in items])
@@ -438,7 +472,7 @@ def keys_revoke(key_id: str, by: ByOption = None, as_json: JsonFlag = False) -> 
 def demo(
     live: Annotated[bool, typer.Option("--live", help="Use the real OpenAI API (needs OPENAI_API_KEY).")] = False,
     model: Annotated[Optional[str], typer.Option(help="Model for --live (default gpt-4.1-mini).")] = None,
-    demo_db: Annotated[Path, typer.Option("--demo-db", help="Store for the demo; recreated on each run.")] = Path("clearance-demo.db"),
+    demo_db: Annotated[str, typer.Option("--demo-db", help="SQLite file for the demo; recreated on each run.")] = "clearance-demo.db",
 ) -> None:
     """A refund agent under governance: allowed, blocked, approved after waiting, outcome, audit. Offline by default."""
     from clearance.demo import run_demo
@@ -447,9 +481,6 @@ def demo(
 
 
 def main() -> None:
-    """Entry point: refused operations print one line to stderr and exit 1, never a traceback."""
-    try:
-        app()  # standalone mode: click exits with 2 on usage errors and with each Exit's code
-    except (ClearanceError, ValueError) as exc:
-        render.err.print(f"[bold red]error:[/] {exc}")
-        sys.exit(1)
+    """Entry point: failures print one or two lines to stderr and exit 1 (the root group,
+    :class:`FailingClearly`), usage errors exit 2, never a traceback unless ``--debug``."""
+    app()  # standalone mode: click exits with 2 on usage errors and with each Exit's code

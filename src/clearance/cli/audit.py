@@ -136,7 +136,7 @@ def audit_verify(
     chain, and with --anchor the history a checkpoint signed; exit 1 and say what is wrong."""
     if anchor is not None and not public_key:
         raise typer.BadParameter("checking an anchor needs the public key that signed it", param_hint="--public-key")
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         report = engine.verify_anchor(anchor, public_key or []) if anchor is not None else engine.verify_audit()
     if as_json:
         render.emit_json(report.as_dict())
@@ -165,7 +165,7 @@ def audit_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List audit events, oldest first."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         events = engine.audit_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after, limit=limit)
     if as_json:
         render.emit_json(events)

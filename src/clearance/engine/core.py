@@ -792,6 +792,12 @@ class Engine:
     #: How often ``wait_approval`` looks at the store.
     _WAIT_POLL = 0.05
 
+    def watch_approvals(self, on_change: Callable[[str], None]) -> Any:
+        """Call ``on_change(approval_id)`` when any process commits a change of an approval's
+        status (PostgreSQL: LISTEN/NOTIFY); returns the watcher (``.stop()``, ``.listening``),
+        or None where the store has no such channel (SQLite: poll it)."""
+        return self.store.watch_approvals(on_change)
+
     def resolve_approval(
         self,
         approval_id: str,

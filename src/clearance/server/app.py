@@ -103,7 +103,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.loop = asyncio.get_running_loop()
+        app.state.loop = loop = asyncio.get_running_loop()
+        # Approvals resolved through any replica wake this one's waiters (PostgreSQL; else polling).
+        app.state.approval_watcher = watcher = eng.watch_approvals(
+            lambda approval_id: loop.call_soon_threadsafe(approvals.wake, app, approval_id))
         # Memory rebuilt from the audit log before the first request, not during it.
         await asyncio.to_thread(eng.warm_memory)
         if freeze_gc:
@@ -115,6 +118,8 @@ def create_app(
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.stop()
             if sender is not None:
                 await sender.stop()
             app.state.decisions.stop()  # the group-commit writer, before the engine closes
@@ -129,6 +134,7 @@ def create_app(
     app.state.refusals = Refusals(eng.record_refusal)
     app.state.throttle = AuthThrottle(auth_failures_per_minute)
     app.state.approval_waiters = {}
+    app.state.approval_watcher = None
     app.state.approval_listeners = set()  # woken when any approval is answered here (the dashboard's live list)
     app.state.metrics = None
     app.state.metrics_key = metrics_key if metrics_key is not None else os.environ.get("CLEARANCE_METRICS_KEY") or None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from clearance.engine import Engine
+from clearance.engine.schema import require_current_schema
 
 __all__ = ["ServerThread", "announce", "serve"]
 
@@ -31,6 +32,8 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
           webhook_secret: str | None = None) -> None:  # fmt: skip
     """Run the server in the foreground; with ``workers > 1``, that many processes share the port
     (and the store: idempotency keys and API keys live there, so any worker may answer a retry).
+    A store whose schema is behind this release is refused (``SchemaOutOfDate``): upgrading is
+    ``clearance db upgrade``'s job, done once, not every replica's on start.
 
     Webhooks go to ``webhook_urls`` (else ``CLEARANCE_WEBHOOK_URLS``), signed with
     ``webhook_secret`` (else ``CLEARANCE_WEBHOOK_SECRET``); every worker runs a sender and
@@ -44,6 +47,8 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
     from clearance.server.webhooks import WebhookSettings
 
     webhooks = WebhookSettings.resolve(webhook_urls, webhook_secret)  # bad settings fail here, before serving
+    # Replicas share the database: none migrates it under the others (`clearance db upgrade` does).
+    require_current_schema(db)
 
     if json_logs:
         handler = logging.StreamHandler()

@@ -8,7 +8,7 @@ retries, and keeps the audit chain linear.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -173,6 +173,14 @@ class SqlStore:
             run(release)
         finally:
             local.depth = depth - 1
+
+    def watch_approvals(self, on_change: Callable[[str], None]) -> postgres.ApprovalListener | None:
+        """On PostgreSQL, a listener calling ``on_change(approval_id)`` after each committed change
+        of an approval's status, made by any process (stop it with ``.stop()``); None on SQLite,
+        where the processes sharing a file are on one machine and poll it."""
+        if self.dialect != "postgresql":
+            return None
+        return postgres.ApprovalListener(self.engine.url, on_change)
 
     def note_commit(self) -> None:
         """Tell the WAL checkpointer about a commit made outside :meth:`write` (on SQLite)."""

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
 from clearance.store import schema as t
-from clearance.store import sqlite
+from clearance.store import postgres, sqlite
 from clearance.store import statements as st
 from clearance.store.sqlite.counts import UsageCounts
 
@@ -202,7 +202,10 @@ class SqlTx:
         """Compare-and-set, so that of two resolutions only one can move a pending approval."""
         a = t.approvals.c
         still = update(t.approvals).where(a.approval_id == approval_id, a.status == expected)
-        return self.conn.execute(still.values(**values)).rowcount == 1
+        moved = self.conn.execute(still.values(**values)).rowcount == 1
+        if moved and self.conn.dialect.name == "postgresql":  # waiters on every replica, at commit
+            postgres.notify_approval(self.conn, approval_id)
+        return moved
 
     def add_vote(self, row: dict[str, Any]) -> None:
         self.conn.execute(insert(t.approval_votes), row)
