@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from clearance import __version__
 from clearance.cli import render
 from clearance.cli.learning import explain, learning_app
+from clearance.cli.mcp import mcp_app
 from clearance.cli.step import step_app
 from clearance.engine import Engine
 from clearance.errors import ClearanceError
@@ -48,6 +49,7 @@ for sub, name in ((rules_app, "rules"), (approvals_app, "approvals"), (outcomes_
     app.add_typer(sub, name=name)
 app.add_typer(step_app, name="step")
 app.add_typer(learning_app, name="learning")
+app.add_typer(mcp_app, name="mcp")
 app.command("explain")(explain)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text.")]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from clearance.engine import audit
 from clearance.engine.audit import AuditReport
 from clearance.engine.keys import Keys
+from clearance.engine.tool_pins import ToolPins
 from clearance.errors import (
     AlreadyClaimed,
     ClearanceError,
@@ -143,6 +144,12 @@ class Engine:
         """Idempotency keys of requests made outside a decision's transaction (the server's
         ``Idempotency-Key`` on every route but ``POST /v1/decisions``)."""
         return IdempotencyKeys(self.store)
+
+    @functools.cached_property
+    def tool_pins(self) -> ToolPins:
+        """The digests of the tool definitions MCP servers showed, pinned in the audit chain
+        (:mod:`clearance.engine.tool_pins`)."""
+        return ToolPins(self.store, lambda: self.clock())
 
     def webhook_outbox(self, endpoints: Mapping[str, str], events: Sequence[str], *, worker_id: str, batch: int = 50,
                        lease_seconds: float = 60.0, retention_days: float = 7.0) -> WebhookOutbox:  # fmt: skip
@@ -781,10 +788,9 @@ class Engine:
     @staticmethod
     def _kill_switch_for(tx: SqlTx, action: Action) -> KillSwitch | None:
         for row in tx.kill_switches():
-            scope, value = row["scope"], row["value"]
-            if scope == "all" or (scope == "domain" and value == action.domain) or (
-                scope == "tool" and value == action.tool) or (scope == "actor" and value == action.actor):  # fmt: skip
-                return KillSwitch(**row)
+            switch = KillSwitch(**row)
+            if switch.covers(domain=action.domain, tool=action.tool, actor=action.actor):
+                return switch
         return None
 
     # -- suspended runs -------------------------------------------------------------------

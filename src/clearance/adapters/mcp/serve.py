@@ -1,0 +1,70 @@
+"""The gateway as an MCP server (the SDK's low-level ``Server``), over stdio or Streamable HTTP."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+
+from clearance._version import __version__
+from clearance.adapters.mcp.config import GatewayConfig
+from clearance.adapters.mcp.gateway import Gateway
+from clearance.adapters.mcp.upstream import Upstream
+from clearance.engine import Engine
+
+__all__ = ["gateway", "mcp_server", "serve_http", "serve_stdio"]
+
+
+@asynccontextmanager
+async def gateway(engine: Engine, config: GatewayConfig) -> AsyncIterator[Gateway]:
+    """A :class:`Gateway` with every upstream connected (and closed on exit)."""
+    async with AsyncExitStack() as stack:
+        upstreams = []
+        for name, upstream_config in config.upstreams.items():
+            upstream = Upstream(name if config.namespaced else None, upstream_config)
+            await upstream.connect(stack)
+            upstreams.append(upstream)
+        gw = Gateway(engine, config, upstreams)
+        await gw.list_tools()  # pins the definitions now, so a change shows before the first call
+        yield gw
+
+
+def mcp_server(gw: Gateway) -> Server[Any]:
+    """An MCP server that answers ``tools/list`` and ``tools/call`` through ``gw``."""
+
+    async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=await gw.list_tools())
+
+    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        return await gw.call_tool(params.name, params.arguments, ctx.session.report_progress)
+
+    return Server("clearance-mcp-gateway", version=__version__, on_list_tools=list_tools, on_call_tool=call_tool,
+                  instructions="Tools served through clearance: each call is decided by policy before it runs; "
+                               "refused calls return an error result that says why.")  # fmt: skip
+
+
+async def serve_stdio(engine: Engine, config: GatewayConfig) -> None:
+    """Serve on this process's stdin and stdout until the client closes them."""
+    from mcp.server.stdio import stdio_server
+
+    async with gateway(engine, config) as gw:
+        server = mcp_server(gw)
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+async def serve_http(engine: Engine, config: GatewayConfig, host: str, port: int, *, path: str = "/mcp",
+                     log_level: str = "warning") -> None:  # fmt: skip
+    """Serve Streamable HTTP at ``http://host:port/mcp`` until interrupted."""
+    import uvicorn
+
+    async with gateway(engine, config) as gw:
+        app = mcp_server(gw).streamable_http_app(streamable_http_path=path, host=host)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on"))
+        print(f"clearance mcp gateway on http://{host}:{port}{path}", file=sys.stderr, flush=True)
+        await server.serve()
