@@ -11,12 +11,24 @@ import mcp_types as types
 from mcp import Client, StdioServerParameters
 
 from clearance.adapters.mcp.config import UpstreamConfig
+from clearance.errors import ClearanceError
 from clearance.model import canonical_json
 
-__all__ = ["Upstream", "definition_digest"]
+__all__ = ["Upstream", "UpstreamError", "definition_digest"]
 
 #: Pages of tools/list read at most from one upstream (a paginator that never ends cannot hang us).
 _MAX_PAGES = 100
+
+
+class UpstreamError(ClearanceError):
+    """An upstream MCP server could not be started or reached."""
+
+
+def _leaf(exc: BaseException) -> str:
+    """The first real error inside task groups' exception groups, as one line."""
+    while getattr(exc, "exceptions", None):  # an ExceptionGroup (a backport's on Python 3.10)
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]
+    return f"{type(exc).__name__}: {exc}"
 
 
 def definition_digest(tool: types.Tool) -> str:
@@ -56,7 +68,12 @@ class Upstream:
             target = streamable_http_client(cfg.url, http_client=http)  # type: ignore[arg-type]
         else:
             target = cfg.url
-        self.client = await stack.enter_async_context(Client(target, cache=None))
+        try:
+            self.client = await stack.enter_async_context(Client(target, cache=None))
+        except Exception as exc:  # noqa: BLE001 - a command not found, a refused connection: one line, no traceback
+            where = cfg.url or " ".join([cfg.command or "", *cfg.args])
+            named = f" {self.name}" if self.name else ""
+            raise UpstreamError(f"cannot reach upstream{named} ({where}): {_leaf(exc)}") from None
 
     async def list_tools(self) -> list[types.Tool]:
         assert self.client is not None
