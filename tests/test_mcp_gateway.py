@@ -91,8 +91,16 @@ def _pending(db: Path, timeout: float = 20) -> str:
     raise AssertionError("no approval was requested")
 
 
+def _recorded(engine: Engine, request_id: str, timeout: float = 10) -> str | None:
+    deadline = time.monotonic() + timeout
+    while (execution := engine.get_execution(request_id)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return execution.status.value if execution is not None else None
+
+
 async def _scenario(client: Client, s: Setup) -> None:
     p = s.prefix
+    await anyio.to_thread.run_sync(run_cli, ["--version"])  # the CLI's launcher is up before a call waits on it
     # tools/list: the upstream's tools, less the one the rules deny this actor outright
     names = {t.name for t in (await client.list_tools()).tools}
     assert {f"{p}echo", f"{p}refund", f"{p}fail"} <= names and f"{p}delete_repo" not in names
@@ -138,11 +146,11 @@ async def _scenario(client: Client, s: Setup) -> None:
     failed = await client.call_tool(f"{p}fail", {})
     assert failed.is_error and failed.content[0].text == "it broke"
 
-    # a kill switch on a tool hides it
+    # executions are recorded (just after the result is sent), an error result as failed; a kill switch hides a tool
     with Engine(s.db) as engine:
+        assert _recorded(engine, request_id) == "executed"
+        assert _recorded(engine, failed.meta["clearance"]["request_id"]) == "failed"
         engine.activate_kill_switch(tool=f"{p}fail", reason="test")
-        assert engine.get_execution(request_id).status.value == "executed"
-        assert engine.get_execution(failed.meta["clearance"]["request_id"]).status.value == "failed"
     assert f"{p}fail" not in {t.name for t in (await client.list_tools()).tools}
 
     # a changed definition: reported in the audit chain, hidden and refused until a person accepts it

@@ -51,11 +51,6 @@ def proxy(
 
     clearance mcp proxy --rules rules.yaml --actor claude -- npx -y @modelcontextprotocol/server-github
     """
-    import anyio
-
-    from clearance.adapters.mcp import load_config, parse_config, serve_http, serve_stdio
-    from clearance.cli import _engine, state
-
     if command and upstream_url:
         raise typer.BadParameter("give a command after '--' or --upstream-url, not both")
     tools: dict[str, Any] = {}
@@ -63,24 +58,29 @@ def proxy(
         tools.setdefault(tool, {})["value"] = arg
     for tool, arg in _pairs(target, "--target").items():
         tools.setdefault(tool, {})["target"] = arg
+    address = _host_port(listen) if listen is not None else None
+    if not (config or command or upstream_url):
+        raise typer.BadParameter("give the upstream: a command after '--', --upstream-url or --config")
+    import anyio  # the SDK loads only once the command line is known to be sound
+
+    from clearance.adapters.mcp import load_config, parse_config, serve_http, serve_stdio
+    from clearance.cli import _engine, state
+
     settings = {"actor": actor, "domain": domain, "approval_wait_seconds": approval_wait,
                 "block_changed_tools": block_changed_tools, "tools": tools or None}  # fmt: skip
     if config is not None:
         if command or upstream_url:
             raise typer.BadParameter("the upstreams are named in --config; give no command or --upstream-url")
         cfg = load_config(config, **settings)
-    elif command or upstream_url:
+    else:
         upstream = {"url": upstream_url} if upstream_url else {"command": command[0], "args": command[1:]}  # type: ignore[index]
         cfg = parse_config({"upstreams": {"upstream": upstream}, "namespaced": False,
                             **{k: v for k, v in settings.items() if v is not None}}, "command line")  # fmt: skip
-    else:
-        raise typer.BadParameter("give the upstream: a command after '--', --upstream-url or --config")
     if db is not None:
         state.db = db
     with _engine(rules=rules) as engine:
-        if listen is not None:
-            host, port = _host_port(listen)
-            anyio.run(serve_http, engine, cfg, host, port)
+        if address is not None:
+            anyio.run(serve_http, engine, cfg, *address)
         else:
             anyio.run(serve_stdio, engine, cfg)
 

@@ -52,9 +52,13 @@ class ToolPins:
     def observe(self, source: str, digests: Mapping[str, str]) -> dict[str, ToolPin]:
         """Compare a listing (tool -> digest) with the pins, record what is new or changed, in
         one transaction, and return each listed tool's pin."""
+        with self.store.read() as tx:
+            pins = _pins(tx, source)
+        if all(tool in pins and pins[tool].current == digest for tool, digest in digests.items()):
+            return {tool: pins[tool] for tool in digests}  # the usual case: nothing to write
         now = self.clock()
         with self.store.write() as tx:
-            pins = _pins(tx, source)
+            pins = _pins(tx, source)  # again, under the writer lock: another gateway may have written since
             events: list[tuple[str, dict[str, Any]]] = []
             for tool, digest in sorted(digests.items()):
                 pin = pins.get(tool)

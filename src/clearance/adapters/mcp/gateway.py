@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from clearance.adapters.mcp.config import SEPARATOR, GatewayConfig
 from clearance.adapters.mcp.upstream import Upstream, definition_digest
 from clearance.engine import Engine
+from clearance.engine.contract import ExecutionReport
 from clearance.engine.tool_pins import ToolPin
 from clearance.errors import AlreadyClaimed, ClearanceError
 from clearance.model import Action, ApprovalStatus, Decision, DecisionResult, ExecutionStatus, arguments_hash
@@ -66,6 +68,30 @@ class Gateway:
         #: (tool, actor, domain, arguments hash) -> the decision of a call still waiting for its
         #: approval: a retry of the same call waits for (and runs under) that approval.
         self._awaiting: dict[tuple[str, str, str, str], Decision] = {}
+        #: Executions to record, written by :meth:`run_recorder` in batches (one commit for all
+        #: that queued during the last one), so a result is not held back by a second commit.
+        self._reports, self._queued = anyio.create_memory_object_stream[ExecutionReport](math.inf)
+
+    async def run_recorder(self) -> None:
+        """Record queued executions until :meth:`close_recorder`; run it in the serving task group."""
+        async with self._queued:
+            async for report in self._queued:
+                batch = [report]
+                while True:
+                    try:
+                        batch.append(self._queued.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                try:
+                    for outcome in await _run(self.engine.record_executions, batch):
+                        if isinstance(outcome, Exception):
+                            log.error("an execution could not be recorded: %s", outcome)
+                except Exception:  # noqa: BLE001 - the store is down: say so, keep serving (the decisions stand)
+                    log.exception("%d executions could not be recorded", len(batch))
+
+    def close_recorder(self) -> None:
+        """No more executions: :meth:`run_recorder` records what is queued and returns."""
+        self._reports.close()
 
     # -- tools/list -------------------------------------------------------------------------
     async def list_tools(self) -> list[types.Tool]:
@@ -200,11 +226,10 @@ class Gateway:
             result = await route.upstream.call_tool(route.tool.name, arguments)
         except Exception as exc:  # noqa: BLE001 - whatever the upstream did, the call is recorded and answered
             error = f"{type(exc).__name__}: {exc}"
-            await _run(self.engine.record_execution, request_id, ExecutionStatus.failed, None, error)
+            self._reports.send_nowait((request_id, ExecutionStatus.failed, None, error))
             return _error({**_verdict(decision), "status": "failed", "reason": f"the upstream failed: {error}"})
         status = ExecutionStatus.failed if result.is_error else ExecutionStatus.executed
-        await _run(self.engine.record_execution, request_id, status, _summary(result),
-                   "the tool returned an error result" if result.is_error else None)  # fmt: skip
+        self._reports.send_nowait((request_id, status, _summary(result), "the tool returned an error result" if result.is_error else None))
         # The upstream's own stamps (its serverInfo) are not ours to pass on; the gateway stamps its own.
         meta = {k: v for k, v in (result.meta or {}).items() if not k.startswith("io.modelcontextprotocol/")}
         meta["clearance"] = {"verdict": decision.result.value, "request_id": request_id}

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
@@ -17,11 +18,11 @@ from clearance.adapters.mcp.gateway import Gateway
 from clearance.adapters.mcp.upstream import Upstream
 from clearance.engine import Engine
 
-__all__ = ["gateway", "mcp_server", "serve_http", "serve_stdio"]
+__all__ = ["mcp_server", "open_gateway", "serve_http", "serve_stdio"]
 
 
 @asynccontextmanager
-async def gateway(engine: Engine, config: GatewayConfig) -> AsyncIterator[Gateway]:
+async def open_gateway(engine: Engine, config: GatewayConfig) -> AsyncIterator[Gateway]:
     """A :class:`Gateway` with every upstream connected (and closed on exit)."""
     async with AsyncExitStack() as stack:
         upstreams = []
@@ -31,7 +32,12 @@ async def gateway(engine: Engine, config: GatewayConfig) -> AsyncIterator[Gatewa
             upstreams.append(upstream)
         gw = Gateway(engine, config, upstreams)
         await gw.list_tools()  # pins the definitions now, so a change shows before the first call
-        yield gw
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(gw.run_recorder)
+            try:
+                yield gw
+            finally:
+                gw.close_recorder()  # the task group then waits for what is queued to be recorded
 
 
 def mcp_server(gw: Gateway) -> Server[Any]:
@@ -52,7 +58,7 @@ async def serve_stdio(engine: Engine, config: GatewayConfig) -> None:
     """Serve on this process's stdin and stdout until the client closes them."""
     from mcp.server.stdio import stdio_server
 
-    async with gateway(engine, config) as gw:
+    async with open_gateway(engine, config) as gw:
         server = mcp_server(gw)
         async with stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
@@ -63,7 +69,7 @@ async def serve_http(engine: Engine, config: GatewayConfig, host: str, port: int
     """Serve Streamable HTTP at ``http://host:port/mcp`` until interrupted."""
     import uvicorn
 
-    async with gateway(engine, config) as gw:
+    async with open_gateway(engine, config) as gw:
         app = mcp_server(gw).streamable_http_app(streamable_http_path=path, host=host)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on"))
         print(f"clearance mcp gateway on http://{host}:{port}{path}", file=sys.stderr, flush=True)
