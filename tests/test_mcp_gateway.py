@@ -133,6 +133,15 @@ async def _scenario(client: Client, s: Setup) -> None:
     assert progress and "waiting for approval apr_" in progress[0]
     assert [r["tool"] for r in s.ran()] == ["echo", "refund"]
 
+    # rejected while it waits: an error result naming the approval; nothing runs
+    rejecter = threading.Thread(target=lambda: s.cli("approvals", "reject", _pending(s.db), "--by", "bob"))
+    rejecter.start()
+    rejected = await client.call_tool(f"{p}refund", {"order_id": "o3", "amount": 300})
+    await anyio.to_thread.run_sync(rejecter.join)
+    assert rejected.is_error and rejected.structured_content["approval_status"] == "rejected"
+    assert rejected.structured_content["approval_id"].startswith("apr_") and "by bob" in rejected.structured_content["reason"]
+    assert [r["tool"] for r in s.ran()] == ["echo", "refund"]
+
     # the wait ends (3 s here) before anyone answers: an error with the approval id; approved later, a retry runs it once
     late = await client.call_tool(f"{p}refund", {"order_id": "o2", "amount": 200})
     assert late.is_error and late.structured_content["approval_status"] == "pending"

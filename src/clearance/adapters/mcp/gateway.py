@@ -144,8 +144,10 @@ class Gateway:
         if decision is None:
             try:
                 decision = await _run(self.engine.evaluate, action)
-            except ClearanceError as exc:  # fail closed: no decision, no call
-                return _error({"verdict": "blocked", "reason": f"the engine could not decide this call: {exc}"})
+            except Exception as exc:  # noqa: BLE001 - fail closed: no decision, no call
+                log.exception("the engine could not decide a call of %s", name)
+                return _error({"verdict": "blocked", "reason": f"the engine could not decide this call ({type(exc).__name__}: "
+                               f"{exc}); it did not run", "request_id": None})  # fmt: skip
         if decision.result is DecisionResult.blocked:
             return _error(_verdict(decision))
         if decision.result is DecisionResult.requires_approval:
@@ -215,7 +217,6 @@ class Gateway:
             try:
                 await _run(self.engine.claim_execution, request_id, claimant=self.claimant, arguments=arguments)
             except AlreadyClaimed:
-                self._awaiting.pop((decision.tool, decision.actor, decision.domain, decision.args_hash or ""), None)
                 return _error({**_verdict(decision), "reason": f"the approved call {request_id} has already run; "
                                "it runs once"})  # fmt: skip
             except ClearanceError as exc:
