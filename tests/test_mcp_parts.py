@@ -3,6 +3,7 @@ policy blocks outright, the config file, and the command line's refusals."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,9 @@ def test_pins_record_first_sight_changes_and_acceptance(tmp_path: Path) -> None:
         with pytest.raises(NotFound):
             pins.accept("gh", "zzz", by="alice")
         assert engine.verify_audit().ok
+        pins.observe("gh", {"a": "d5"})
+    listed = run_cli(["--db", str(tmp_path / "c.db"), "mcp", "tools", "--source", "gh", "--json"])
+    assert [(p["tool"], p["changed"]) for p in json.loads(listed.stdout)] == [("a", True), ("b", False)]
 
 
 def _rules(text: str) -> RuleSet:
