@@ -59,6 +59,10 @@ def proxy(
     for tool, arg in _pairs(target, "--target").items():
         tools.setdefault(tool, {})["target"] = arg
     address = _host_port(listen) if listen is not None else None
+    if address is not None and address[0] not in ("127.0.0.1", "localhost", "::1"):
+        render.err.print(f"[yellow]warning:[/] serving on {address[0]}: whoever reaches this port calls the tools as "
+                         "this gateway's actor; the gateway checks no credentials (keep it on loopback or behind a proxy "
+                         "that does)")  # fmt: skip
     if not (config or command or upstream_url):
         raise typer.BadParameter("give the upstream: a command after '--', --upstream-url or --config")
     import anyio  # the SDK loads only once the command line is known to be sound
