@@ -4,6 +4,7 @@ policy blocks outright, the config file, and the command line's refusals."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,31 @@ def test_cli_refuses_bad_input_without_a_traceback(tmp_path: Path) -> None:
     for args, code, words in ((["mcp", "proxy"], 2, "give the upstream"),
                               (["mcp", "proxy", "--listen", "nowhere", "--", "x"], 2, "expected HOST:PORT"),
                               (["mcp", "proxy", "--value", "refund", "--", "x"], 2, "expected TOOL=ARGUMENT"),
-                              (["mcp", "proxy", "--", "no-such-command-anywhere"], 1, "cannot reach upstream"),
                               (["mcp", "accept", "echo", "--source", "nobody"], 1, "no tool 'echo' of 'nobody'")):  # fmt: skip
         done = run_cli(["--db", db, *args], input="")
         assert done.returncode == code and words in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_an_upstream_that_cannot_be_reached_is_a_clearance_error() -> None:
+    """The CLI prints a ClearanceError as one line (exit 1); a missing command or a refused
+    connection must become one, not a traceback through the SDK's task groups."""
+    from contextlib import AsyncExitStack
+
+    import anyio
+
+    from clearance.adapters.mcp import Upstream, UpstreamConfig
+    from clearance.adapters.mcp.upstream import UpstreamError
+
+    async def reach(config: UpstreamConfig) -> str:
+        async with AsyncExitStack() as stack:
+            with pytest.raises(UpstreamError) as caught:
+                await Upstream("shop", config).connect(stack)
+        return str(caught.value)
+
+    missing = anyio.run(reach, UpstreamConfig(command="no-such-command-anywhere"))
+    assert missing.startswith("cannot reach upstream shop (no-such-command-anywhere): FileNotFoundError")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    refused = anyio.run(reach, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp"))
+    assert "cannot reach upstream shop" in refused and "ConnectError" in refused
