@@ -124,3 +124,25 @@ def test_an_upstream_that_cannot_be_reached_is_a_clearance_error() -> None:
         port = s.getsockname()[1]  # closed again: nothing listens there
     refused = anyio.run(reach, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp"))
     assert "cannot reach upstream shop" in refused and "ConnectError" in refused
+
+
+def test_an_identical_call_finds_its_open_approval_until_it_has_run(tmp_path: Path) -> None:
+    """What lets a retry (even from a restarted gateway) run under the approval given for the
+    call it repeats, instead of asking a person again; never once it has run or was refused."""
+    (tmp_path / "r.yaml").write_text("rules: [{id: ask, tool: refund, require_approval_above: 10}]")
+    mcp = {"mcp": {"source": "shop", "tool": "refund"}}
+    call = {"tool": "refund", "arguments": {"id": "o1"}, "actor": "a", "domain": "d", "value": 50, "context": mcp}
+    with Engine(tmp_path / "c.db", rules=tmp_path / "r.yaml") as engine:
+        assert engine.open_approval(call) is None
+        first = engine.evaluate(call)
+        assert engine.open_approval(call).request_id == first.request_id  # pending: wait for it
+        assert engine.open_approval({**call, "arguments": {"id": "o2"}}) is None
+        assert engine.open_approval({**call, "actor": "b"}) is None
+        assert engine.open_approval({**call, "context": {}}) is None  # another face's call is not ours to run
+        engine.resolve_approval(first.approval_id, "approved", approver="alice")
+        assert engine.open_approval(call).request_id == first.request_id  # approved, not run: run it
+        engine.claim_execution(first.request_id, claimant="test", arguments=call["arguments"])
+        assert engine.open_approval(call) is None  # it ran (or may have): a new call is a new decision
+        second = engine.evaluate(call)
+        engine.resolve_approval(second.approval_id, "rejected", approver="alice")
+        assert engine.open_approval(call) is None

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from clearance.engine import audit
 from clearance.engine.audit import AuditReport
 from clearance.engine.keys import Keys
+from clearance.engine.open_calls import open_approval
 from clearance.engine.tool_pins import ToolPins
 from clearance.errors import (
     AlreadyClaimed,
@@ -397,6 +398,14 @@ class Engine:
             if switch is None:
                 verdict = apply_risk(verdict, estimate, policy)
         return verdict, rules_result, estimate
+
+    def open_approval(self, action: Action | Mapping[str, Any]) -> Decision | None:
+        """The decision of an earlier, identical MCP call whose approval is pending or granted and
+        under which nothing has run (:mod:`clearance.engine.open_calls`): a retry waits for or
+        runs under it instead of asking a person again."""
+        action = action if isinstance(action, Action) else Action.model_validate(action)
+        with self.store.read() as tx:
+            return open_approval(tx, action, self.clock())
 
     def dry_run(self, actions: Sequence[Action | Mapping[str, Any]], *, rules: RuleFile | None = None) -> tuple[str, list[Verdict]]:
         """What ``evaluate`` would decide for each action now, under the rules in force or

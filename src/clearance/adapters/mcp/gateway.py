@@ -4,9 +4,12 @@
 outright for this actor and domain, and pins each definition's digest in the audit chain (a
 changed one is reported, and with ``block_changed_tools`` held back until a person accepts
 it). ``tools/call`` is decided by the engine before anything reaches an upstream: allowed
-calls are forwarded and their execution recorded; blocked ones come back as an error result
-with the verdict, reason and request id; a call that needs approval waits for it (progress
-notifications meanwhile) and runs exactly once when approved, claimed through the engine.
+calls are forwarded and their execution recorded (right after the result is sent, in batches:
+a gateway that dies in between leaves the decision without an execution, which reads as "may
+have run", like a claim never reported); blocked ones come back as an error result with the
+verdict, reason and request id; a call that needs approval waits for it (progress
+notifications meanwhile) and runs exactly once when approved, claimed through the engine. The
+same call made again later waits for or runs under that approval (``engine.open_approval``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from clearance.engine import Engine
 from clearance.engine.contract import ExecutionReport
 from clearance.engine.tool_pins import ToolPin
 from clearance.errors import AlreadyClaimed, ClearanceError
-from clearance.model import Action, ApprovalStatus, Decision, DecisionResult, ExecutionStatus, arguments_hash
+from clearance.model import Action, ApprovalStatus, Decision, DecisionResult, ExecutionStatus
 from clearance.policy.outright import blocked_outright
 
 __all__ = ["Gateway", "Progress"]
@@ -65,9 +68,6 @@ class Gateway:
         self.upstreams = upstreams
         self.claimant = f"clearance-mcp:{os.getpid()}"
         self._routes: dict[str, _Route] = {}
-        #: (tool, actor, domain, arguments hash) -> the decision of a call still waiting for its
-        #: approval: a retry of the same call waits for (and runs under) that approval.
-        self._awaiting: dict[tuple[str, str, str, str], Decision] = {}
         #: Executions to record, written by :meth:`run_recorder` in batches (one commit for all
         #: that queued during the last one), so a result is not held back by a second commit.
         self._reports, self._queued = anyio.create_memory_object_stream[ExecutionReport](math.inf)
@@ -139,20 +139,18 @@ class Gateway:
             action = self._action(name, route, arguments)
         except ValueError as exc:
             return await self._refuse(name, str(exc))
-        key = (name, action.actor, action.domain, arguments_hash(action.arguments))
-        decision = self._awaiting.get(key)
-        if decision is None:
-            try:
-                decision = await _run(self.engine.evaluate, action)
-            except Exception as exc:  # noqa: BLE001 - fail closed: no decision, no call
-                log.exception("the engine could not decide a call of %s", name)
-                return _error({"verdict": "blocked", "reason": f"the engine could not decide this call ({type(exc).__name__}: "
-                               f"{exc}); it did not run", "request_id": None})  # fmt: skip
+        try:
+            # An identical call asked for approval before (in this process or an earlier one): it
+            # waits for, or runs under, that approval rather than ask a person again.
+            decision = await _run(self.engine.open_approval, action) or await _run(self.engine.evaluate, action)
+        except Exception as exc:  # noqa: BLE001 - fail closed: no decision, no call
+            log.exception("the engine could not decide a call of %s", name)
+            return _error({"verdict": "blocked", "reason": f"the engine could not decide this call ({type(exc).__name__}: "
+                           f"{exc}); it did not run", "request_id": None})  # fmt: skip
         if decision.result is DecisionResult.blocked:
             return _error(_verdict(decision))
         if decision.result is DecisionResult.requires_approval:
-            self._awaiting[key] = decision
-            ready = await self._wait_for_approval(key, decision, progress)
+            ready = await self._wait_for_approval(decision, progress)
             if ready is not None:
                 return ready
         return await self._forward(route, decision, arguments)
@@ -184,8 +182,7 @@ class Gateway:
         except ValidationError as exc:
             raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
 
-    async def _wait_for_approval(self, key: tuple[str, str, str, str], decision: Decision,
-                                 progress: Progress | None) -> types.CallToolResult | None:  # fmt: skip
+    async def _wait_for_approval(self, decision: Decision, progress: Progress | None) -> types.CallToolResult | None:
         """Wait for the approval; ``None`` once it is approved, else the result to return."""
         approval_id = decision.approval_id
         assert approval_id is not None
@@ -202,7 +199,6 @@ class Gateway:
             if approval.status is ApprovalStatus.approved:
                 return None
             if approval.status is not ApprovalStatus.pending:
-                self._awaiting.pop(key, None)
                 by = f" by {approval.resolved_by}" if approval.resolved_by else ""
                 return _error({**_verdict(decision), "approval_id": approval_id, "approval_status": approval.status.value,
                                "reason": f"approval {approval_id} was {approval.status.value}{by}; the call did not run"})  # fmt: skip
@@ -221,8 +217,6 @@ class Gateway:
                                "it runs once"})  # fmt: skip
             except ClearanceError as exc:
                 return _error({**_verdict(decision), "reason": str(exc)})
-            finally:
-                self._forget(decision)
         try:
             result = await route.upstream.call_tool(route.tool.name, arguments)
         except Exception as exc:  # noqa: BLE001 - whatever the upstream did, the call is recorded and answered
@@ -235,11 +229,6 @@ class Gateway:
         meta = {k: v for k, v in (result.meta or {}).items() if not k.startswith("io.modelcontextprotocol/")}
         meta["clearance"] = {"verdict": decision.result.value, "request_id": request_id}
         return result.model_copy(update={"meta": meta})
-
-    def _forget(self, decision: Decision) -> None:
-        for key, waiting in list(self._awaiting.items()):
-            if waiting.request_id == decision.request_id:
-                del self._awaiting[key]
 
     async def _refuse(self, name: str, reason: str) -> types.CallToolResult:
         """A call refused before any decision: audited as ``proposal.refused``, answered as an error."""
