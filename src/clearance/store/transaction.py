@@ -165,12 +165,10 @@ class SqlTx:
     def approval_for_request(self, request_id: str) -> dict[str, Any] | None:
         return self._one(select(t.approvals).where(t.approvals.c.request_id == request_id))
 
-    def open_approvals(self, args_hash: str, now: datetime, limit: int = 20) -> list[dict[str, Any]]:
+    def open_approvals(self, args_hash: str, now: datetime) -> list[dict[str, Any]]:
         """Approvals of calls with these arguments that are pending or approved and not past their
-        deadline, newest first (the status index narrows the scan to those)."""
-        a = t.approvals.c
-        q = select(t.approvals).where(a.status.in_(("pending", "approved")), a.expires_at > now, a.args_hash == args_hash)
-        return self._all(q.order_by(a.created_at.desc()).limit(limit))
+        deadline, newest first, at most 20 (the status index narrows the scan to those)."""
+        return [dict(r) for r in self.conn.execute(st.OPEN_APPROVALS, {"now": now, "args_hash": args_hash}).mappings()]
 
     def list_approvals(self, status: str | None, limit: int) -> list[dict[str, Any]]:
         q = select(t.approvals).order_by(t.approvals.c.created_at, t.approvals.c.approval_id).limit(limit)
