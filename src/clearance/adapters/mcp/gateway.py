@@ -142,7 +142,7 @@ class Gateway:
         try:
             # An identical call asked for approval before (in this process or an earlier one): it
             # waits for, or runs under, that approval rather than ask a person again.
-            decision = await _run(self.engine.open_approval, action) or await _run(self.engine.evaluate, action)
+            decision = await _run(self._decide, action)
         except Exception as exc:  # noqa: BLE001 - fail closed: no decision, no call
             log.exception("the engine could not decide a call of %s", name)
             return _error({"verdict": "blocked", "reason": f"the engine could not decide this call ({type(exc).__name__}: "
@@ -154,6 +154,10 @@ class Gateway:
             if ready is not None:
                 return ready
         return await self._forward(route, decision, arguments)
+
+    def _decide(self, action: Action) -> Decision:
+        """In one worker thread (one hop): the open approval of the same call, else a decision."""
+        return self.engine.open_approval(action) or self.engine.evaluate(action)
 
     async def _still_changed(self, route: _Route) -> bool:
         """Whether a changed tool is still unaccepted (another process may have accepted it)."""
