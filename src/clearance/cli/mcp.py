@@ -31,7 +31,7 @@ def _host_port(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-@mcp_app.command("proxy", context_settings={"ignore_unknown_options": True})
+@mcp_app.command("proxy")
 def proxy(
     command: Annotated[Optional[list[str]], typer.Argument(help="The upstream server's command, after '--'.")] = None,
     rules: Annotated[Optional[Path], typer.Option("--rules", help="Judge with this rules file instead of the applied policy.")] = None,
