@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from clearance.model import Action, Decision, ExecutionStatus, arguments_hash
+from clearance.model import Action, Decision, ExecutionStatus
 from clearance.store import SqlTx
 
 __all__ = ["open_approval"]
 
 
-def open_approval(tx: SqlTx, action: Action, now: datetime) -> Decision | None:
-    """The newest decision of a call identical to ``action`` that waits for, or has, its approval and has not run."""
-    for row in tx.open_approvals(arguments_hash(action.arguments), now):
+def open_approval(tx: SqlTx, action: Action, args_hash: str, now: datetime) -> Decision | None:
+    """The newest decision of a call identical to ``action`` (whose arguments hash, as the engine
+    keys it, is ``args_hash``) that waits for, or has, its approval and has not run."""
+    for row in tx.open_approvals(args_hash, now):
         data = row["data"]
         if (data["tool"], data["actor"], data["domain"]) != (action.tool, action.actor, action.domain):
             continue

@@ -21,6 +21,7 @@ from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware
 from clearance.server.middleware import RequestContext
 from clearance.server.refusals import Refusals
+from clearance.server.throttle import AuthThrottle
 from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, plain, rules, runs
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope, "description": text}
     for code, text in ((400, "The body could not be parsed"), (401, "No valid API key"), (403, "The key's role or identity may not do this"),
                        (404, "Unknown id"), (409, "Conflicts with what is recorded"),
-                       (413, "Body too large"), (422, "Invalid request"))  # fmt: skip
+                       (413, "Body too large"), (422, "Invalid request"),
+                       (429, "Too many failed authentications from this address or for this key; retry after Retry-After"))  # fmt: skip
 }
 
 
@@ -67,8 +69,13 @@ def create_app(
     webhooks: WebhookSettings | None = None,
     freeze_gc: bool = False,
     metrics_key: str | None = None,
+    auth_failures_per_minute: int | None = None,
 ) -> FastAPI:
     """The HTTP API over ``engine`` (an :class:`Engine`, or a store location for one).
+
+    ``auth_failures_per_minute`` (else ``CLEARANCE_AUTH_FAILURES_PER_MINUTE``, default 30) is how
+    many failed authentications a client address may make with one key prefix before it is
+    answered 429 without a lookup.
 
     ``metrics_key`` (else ``CLEARANCE_METRICS_KEY``) puts ``/metrics`` behind a key: that
     bearer token, or any admin API key. Without one, ``/metrics`` answers anybody.
@@ -110,6 +117,7 @@ def create_app(
     app.state.engine = eng
     app.state.keys = eng.keys
     app.state.refusals = Refusals(eng.record_refusal)
+    app.state.throttle = AuthThrottle(auth_failures_per_minute)
     app.state.approval_waiters = {}
     app.state.metrics = None
     app.state.metrics_key = metrics_key if metrics_key is not None else os.environ.get("CLEARANCE_METRICS_KEY") or None

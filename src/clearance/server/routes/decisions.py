@@ -18,7 +18,7 @@ from clearance.model import Action, Decision, Execution, Outcome
 from clearance.server import schemas as S
 from clearance.server.auth import Keys, Principal, require
 from clearance.server.deps import check_actor, engine_of
-from clearance.server.auth import bearer_token, refuse
+from clearance.server.auth import bearer_token, identify, refuse
 from clearance.server.idempotency import idempotency_key, request_fingerprint
 from clearance.server.errors import ApiError, ErrorBody, ErrorEnvelope, error_type, validation_message
 from clearance.telemetry import evaluate_span
@@ -219,7 +219,8 @@ class DecisionEndpoint:
         try:
             principal, action, idem = await self._admit(scope, headers, body)
         except ApiError as exc:
-            return _envelope(scope, exc.status, exc.type, exc.message, exc.field)
+            return _envelope(scope, exc.status, exc.type, exc.message, exc.field,
+                             None if exc.retry_after is None else str(exc.retry_after))  # fmt: skip
         scope.setdefault("state", {})["principal"] = principal
         engine = self.engine
         started = time.perf_counter()
@@ -261,7 +262,8 @@ class DecisionEndpoint:
     async def _admit(self, scope: Any, headers: dict[bytes, bytes], body: bytes) -> tuple[Principal, Any, tuple[str, str, str] | None]:
         """Who calls, what they ask for, under which key: or the :class:`ApiError` to answer."""
         token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
-        principal = self.keys.authenticate(token) if token else None  # cached: reads the store about once a second per key
+        client = scope.get("client")
+        principal = identify(scope["app"].state, client[0] if client else None, token)
         if principal is None:
             message = "the API key is not valid or was revoked" if token else "an API key is required: send Authorization: Bearer <key>"
             raise await run_in_threadpool(refuse, Request(scope), 401, message)
