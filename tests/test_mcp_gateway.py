@@ -159,6 +159,7 @@ async def _scenario(client: Client, s: Setup) -> None:
     with Engine(s.db) as engine:
         assert _recorded(engine, request_id) == "executed"
         assert _recorded(engine, failed.meta["clearance"]["request_id"]) == "failed"
+        assert _recorded(engine, rejected.structured_content["request_id"]) == "rejected"
         engine.activate_kill_switch(tool=f"{p}fail", reason="test")
     assert f"{p}fail" not in {t.name for t in (await client.list_tools()).tools}
 

@@ -204,6 +204,7 @@ class Gateway:
                 return None
             if approval.status is not ApprovalStatus.pending:
                 by = f" by {approval.resolved_by}" if approval.resolved_by else ""
+                self._reports.send_nowait((decision.request_id, ExecutionStatus.rejected, None, f"approval {approval.status.value}"))
                 return _error({**_verdict(decision), "approval_id": approval_id, "approval_status": approval.status.value,
                                "reason": f"approval {approval_id} was {approval.status.value}{by}; the call did not run"})  # fmt: skip
             if time.monotonic() - start >= wait:
