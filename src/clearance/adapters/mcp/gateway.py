@@ -97,7 +97,14 @@ class Gateway:
     async def list_tools(self) -> list[types.Tool]:
         routes: dict[str, _Route] = {}
         for upstream in self.upstreams:
-            tools = await upstream.list_tools()
+            try:
+                tools = await upstream.list_tools()
+            except Exception as exc:  # noqa: BLE001 - one upstream down does not take the others' tools away
+                if len(self.upstreams) == 1:
+                    raise
+                log.error("upstream %s did not list its tools (%s: %s); they are left out", upstream.source,
+                          type(exc).__name__, exc)  # fmt: skip
+                continue
             pins = await _run(self.engine.tool_pins.observe, upstream.source, {t.name: definition_digest(t) for t in tools})
             for tool in tools:
                 pin = pins[tool.name]
