@@ -201,19 +201,20 @@ def test_gateway_over_stdio(setup: Setup) -> None:
 
 
 @pytest.fixture
-def http_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def http_upstream(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
     port, log = _free_port(), tmp_path / "shop.jsonl"
     proc = subprocess.Popen([sys.executable, UPSTREAM, str(log), "--http", str(port)], env=_env(), stderr=subprocess.PIPE)
     try:
         _wait_listening(port, proc)
-        yield f"http://127.0.0.1:{port}/mcp", log
+        yield f"http://127.0.0.1:{port}/mcp", log, proc
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def test_gateway_over_streamable_http_with_named_upstreams(tmp_path: Path, http_upstream: tuple[str, Path]) -> None:
-    url, log = http_upstream
+def test_gateway_over_streamable_http_with_named_upstreams(tmp_path: Path,
+                                                           http_upstream: tuple[str, Path, subprocess.Popen[bytes]]) -> None:  # fmt: skip
+    url, log, shop = http_upstream
     s = Setup(tmp_path, tmp_path / "c.db", log, "shop__", "shop")
     (tmp_path / "rules.yaml").write_text(RULES)
     (tmp_path / "gateway.yaml").write_text(json.dumps({
@@ -234,6 +235,11 @@ def test_gateway_over_streamable_http_with_named_upstreams(tmp_path: Path, http_
                 # the second upstream's tools, under its own name
                 assert "local__echo" in {t.name for t in (await client.list_tools()).tools}
                 assert (await client.call_tool("local__echo", {"text": "x"})).content[0].text == "x"
+                # one upstream gone: the other's tools are still served
+                shop.terminate()
+                shop.wait(10)
+                names = {t.name for t in (await client.list_tools()).tools}
+                assert "local__echo" in names and not any(n.startswith("shop__") for n in names)
 
         anyio.run(main)
     finally:

@@ -101,20 +101,18 @@ def test_cli_refuses_bad_input_without_a_traceback(tmp_path: Path) -> None:
         assert done.returncode == code and words in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
-def test_an_upstream_that_cannot_be_reached_is_a_clearance_error() -> None:
+def test_an_upstream_that_cannot_be_reached_is_a_clearance_error(tmp_path: Path) -> None:
     """The CLI prints a ClearanceError as one line (exit 1); a missing command or a refused
     connection must become one, not a traceback through the SDK's task groups."""
-    from contextlib import AsyncExitStack
-
     import anyio
 
-    from clearance.adapters.mcp import Upstream, UpstreamConfig
+    from clearance.adapters.mcp import Upstream, UpstreamConfig, open_gateway, parse_config
     from clearance.adapters.mcp.upstream import UpstreamError
 
     async def reach(config: UpstreamConfig) -> str:
-        async with AsyncExitStack() as stack:
+        async with anyio.create_task_group() as tg:
             with pytest.raises(UpstreamError) as caught:
-                await Upstream("shop", config).connect(stack)
+                await Upstream("shop", config).connect(tg)
         return str(caught.value)
 
     missing = anyio.run(reach, UpstreamConfig(command="no-such-command-anywhere"))
@@ -124,6 +122,15 @@ def test_an_upstream_that_cannot_be_reached_is_a_clearance_error() -> None:
         port = s.getsockname()[1]  # closed again: nothing listens there
     refused = anyio.run(reach, UpstreamConfig(url=f"http://127.0.0.1:{port}/mcp"))
     assert "cannot reach upstream shop" in refused and "ConnectError" in refused
+
+    async def open_it() -> None:  # the error leaves the gateway as itself, not inside task groups' groups
+        config = parse_config({"upstreams": {"shop": {"command": "no-such-command-anywhere"}}})
+        with Engine(tmp_path / "c.db") as engine:
+            async with open_gateway(engine, config):
+                pass
+
+    with pytest.raises(UpstreamError, match="cannot reach upstream shop"):
+        anyio.run(open_it)
 
 
 def test_an_identical_call_finds_its_open_approval_until_it_has_run(tmp_path: Path) -> None:

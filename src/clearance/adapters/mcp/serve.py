@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -24,20 +24,32 @@ __all__ = ["mcp_server", "open_gateway", "serve_http", "serve_stdio"]
 @asynccontextmanager
 async def open_gateway(engine: Engine, config: GatewayConfig) -> AsyncIterator[Gateway]:
     """A :class:`Gateway` with every upstream connected (and closed on exit)."""
-    async with AsyncExitStack() as stack:
-        upstreams = []
-        for name, upstream_config in config.upstreams.items():
-            upstream = Upstream(name if config.namespaced else None, upstream_config)
-            await upstream.connect(stack)
-            upstreams.append(upstream)
-        gw = Gateway(engine, config, upstreams)
-        await gw.list_tools()  # pins the definitions now, so a change shows before the first call
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(gw.run_recorder)
-            try:
-                yield gw
-            finally:
-                gw.close_recorder()  # the task group then waits for what is queued to be recorded
+    upstreams = [Upstream(name if config.namespaced else None, cfg) for name, cfg in config.upstreams.items()]
+    try:
+        async with anyio.create_task_group() as connections:
+            for upstream in upstreams:
+                await upstream.connect(connections)
+            gw = Gateway(engine, config, upstreams)
+            await gw.list_tools()  # pins the definitions now, so a change shows before the first call
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(gw.run_recorder)
+                try:
+                    yield gw
+                finally:
+                    gw.close_recorder()  # the task group then waits for what is queued to be recorded
+            connections.cancel_scope.cancel()
+    except BaseException as exc:  # task groups wrap errors in groups: a plain error stays plain
+        sole = _sole(exc)
+        if sole is not exc and isinstance(sole, Exception):
+            raise sole from None
+        raise
+
+
+def _sole(exc: BaseException) -> BaseException:
+    """The one error inside (nested) exception groups of one error each, else ``exc``."""
+    while len(inner := getattr(exc, "exceptions", ())) == 1:
+        exc = inner[0]
+    return exc
 
 
 def mcp_server(gw: Gateway) -> Server[Any]:
