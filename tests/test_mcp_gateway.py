@@ -142,7 +142,7 @@ async def _scenario(client: Client, s: Setup) -> None:
     assert rejected.structured_content["approval_id"].startswith("apr_") and "by bob" in rejected.structured_content["reason"]
     assert [r["tool"] for r in s.ran()] == ["echo", "refund"]
 
-    # the wait ends (3 s here) before anyone answers: an error with the approval id; approved later, a retry runs it once
+    # the wait ends (4 s here) before anyone answers: an error with the approval id; approved later, a retry runs it once
     late = await client.call_tool(f"{p}refund", {"order_id": "o2", "amount": 200})
     assert late.is_error and late.structured_content["approval_status"] == "pending"
     approval_id = late.structured_content["approval_id"]
@@ -190,7 +190,7 @@ def test_gateway_over_stdio(setup: Setup) -> None:
     s = setup
     params = StdioServerParameters(command=sys.executable, env=_env(), args=[
         "-m", "clearance", "--db", str(s.db), "mcp", "proxy", "--rules", str(s.tmp / "rules.yaml"), "--actor", "agent-1",
-        "--value", "refund=amount", "--target", "refund=order_id", "--approval-wait", "3", "--block-changed-tools",
+        "--value", "refund=amount", "--target", "refund=order_id", "--approval-wait", "4", "--block-changed-tools",
         "--", sys.executable, UPSTREAM, str(s.log)])  # fmt: skip
 
     async def main() -> None:
@@ -218,7 +218,7 @@ def test_gateway_over_streamable_http_with_named_upstreams(tmp_path: Path,
     s = Setup(tmp_path, tmp_path / "c.db", log, "shop__", "shop")
     (tmp_path / "rules.yaml").write_text(RULES)
     (tmp_path / "gateway.yaml").write_text(json.dumps({
-        "actor": "agent-2", "approval_wait_seconds": 3, "block_changed_tools": True,
+        "actor": "agent-2", "approval_wait_seconds": 4, "block_changed_tools": True,
         "upstreams": {"shop": {"url": url}, "local": {"command": sys.executable, "args": [UPSTREAM, str(tmp_path / "local.jsonl")]}},
         "tools": {"shop__refund": {"value": "amount", "target": "order_id"}},
     }))  # fmt: skip
