@@ -307,6 +307,11 @@ class KillSwitch(_Model):
     activated_by: str | None = None
     activated_at: datetime
 
+    def covers(self, *, domain: str, tool: str, actor: str) -> bool:
+        """Whether a call of ``tool`` by ``actor`` in ``domain`` is under this switch."""
+        scope, value = self.scope, self.value
+        return scope == "all" or (scope, value) in (("domain", domain), ("tool", tool), ("actor", actor))
+
 
 class Event(_Model):
     """One audit record; ``hash`` chains it to the record before it."""

@@ -24,6 +24,7 @@ from clearance.cli.admin import db_app, init
 from clearance.cli.audit import audit_app
 from clearance.cli.failures import FailingClearly, Refusal, settings
 from clearance.cli.learning import explain, learning_app
+from clearance.cli.mcp import mcp_app
 from clearance.cli.step import step_app
 from clearance.engine import Engine
 from clearance.model import Action, ApprovalStatus, DecisionResult, OutcomeStatus
@@ -52,6 +53,7 @@ for sub, name in ((rules_app, "rules"), (approvals_app, "approvals"), (outcomes_
 app.add_typer(step_app, name="step")
 app.add_typer(learning_app, name="learning")
 app.add_typer(db_app, name="db")
+app.add_typer(mcp_app, name="mcp")
 app.command("explain")(explain)
 app.command("init")(init)
 

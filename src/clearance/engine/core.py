@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from clearance.engine import anchor, audit, executions
 from clearance.engine.audit import AuditReport
 from clearance.engine.keys import Keys
+from clearance.engine.open_calls import open_approval
 from clearance.engine.redaction_key import resolve_key
+from clearance.engine.tool_pins import ToolPins
 from clearance.errors import (
     AlreadyClaimed,
     AnchorError,
@@ -168,6 +170,12 @@ class Engine:
         """Idempotency keys of requests made outside a decision's transaction (the server's
         ``Idempotency-Key`` on every route but ``POST /v1/decisions``)."""
         return IdempotencyKeys(self.store, seal=self.redactor.seal_text, unseal=self.redactor.unseal_text)
+
+    @functools.cached_property
+    def tool_pins(self) -> ToolPins:
+        """The digests of the tool definitions MCP servers showed, pinned in the audit chain
+        (:mod:`clearance.engine.tool_pins`)."""
+        return ToolPins(self.store, lambda: self.clock())
 
     def webhook_outbox(self, endpoints: Mapping[str, str], events: Sequence[str], *, worker_id: str, batch: int = 50,
                        lease_seconds: float = 60.0, retention_days: float = 7.0) -> WebhookOutbox:  # fmt: skip
@@ -451,6 +459,14 @@ class Engine:
             if switch is None:
                 verdict = apply_risk(verdict, estimate, policy)
         return verdict, rules_result, estimate
+
+    def open_approval(self, action: Action | Mapping[str, Any]) -> Decision | None:
+        """The decision of an earlier, identical MCP call whose approval is pending or granted and
+        under which nothing has run (:mod:`clearance.engine.open_calls`): a retry waits for or
+        runs under it instead of asking a person again."""
+        action = action if isinstance(action, Action) else Action.model_validate(action)
+        with self.store.read() as tx:
+            return open_approval(tx, action, self.args_hash(action.arguments), self.clock())
 
     def dry_run(self, actions: Sequence[Action | Mapping[str, Any]], *, rules: RuleFile | None = None) -> tuple[str, list[Verdict]]:
         """What ``evaluate`` would decide for each action now, under the rules in force or
@@ -895,10 +911,9 @@ class Engine:
     @staticmethod
     def _kill_switch_for(tx: SqlTx, action: Action) -> KillSwitch | None:
         for row in tx.kill_switches():
-            scope, value = row["scope"], row["value"]
-            if scope == "all" or (scope == "domain" and value == action.domain) or (
-                scope == "tool" and value == action.tool) or (scope == "actor" and value == action.actor):  # fmt: skip
-                return KillSwitch(**row)
+            switch = KillSwitch(**row)
+            if switch.covers(domain=action.domain, tool=action.tool, actor=action.actor):
+                return switch
         return None
 
     # -- suspended runs -------------------------------------------------------------------

@@ -46,6 +46,11 @@ _ik = t.idempotency_keys.c
 GET_IDEMPOTENT = select(_ik.fingerprint, _ik.state, _ik.status_code, _ik.body).where(
     _ik.key_id == bindparam("key_id"), _ik.idem_key == bindparam("idem_key"))  # fmt: skip
 INSERT_IDEMPOTENT = insert(t.idempotency_keys)
+_ap = t.approvals.c
+#: Approvals of calls with one arguments hash that may still run (the MCP gateway asks on each call).
+OPEN_APPROVALS = select(t.approvals).where(
+    _ap.status.in_(("pending", "approved")), _ap.expires_at > bindparam("now", type_=t.UTCDateTime()),
+    _ap.args_hash == bindparam("args_hash")).order_by(_ap.created_at.desc()).limit(20)  # fmt: skip
 
 #: statement -> the column keys its INSERT or UPDATE is compiled for (None: a SELECT).
 HOT: dict[Any, tuple[str, ...] | None] = {

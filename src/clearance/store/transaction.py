@@ -189,6 +189,11 @@ class SqlTx:
     def approval_for_request(self, request_id: str) -> dict[str, Any] | None:
         return self._one(select(t.approvals).where(t.approvals.c.request_id == request_id))
 
+    def open_approvals(self, args_hash: str, now: datetime) -> list[dict[str, Any]]:
+        """Approvals of calls with these arguments that are pending or approved and not past their
+        deadline, newest first, at most 20 (the status index narrows the scan to those)."""
+        return [dict(r) for r in self.conn.execute(st.OPEN_APPROVALS, {"now": now, "args_hash": args_hash}).mappings()]
+
     def list_approvals(self, status: str | None, limit: int) -> list[dict[str, Any]]:
         q = select(t.approvals).order_by(t.approvals.c.created_at, t.approvals.c.approval_id).limit(limit)
         if status is not None:
