@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from clearance import __version__
 from clearance.cli import render
+from clearance.cli.audit import audit_app
 from clearance.cli.learning import explain, learning_app
 from clearance.cli.step import step_app
 from clearance.engine import Engine
@@ -40,7 +41,6 @@ rules_app = typer.Typer(help="Validate, apply and inspect rules.", no_args_is_he
 approvals_app = typer.Typer(help="List and resolve approval requests.", no_args_is_help=True)
 outcomes_app = typer.Typer(help="Report what really happened after a call.", no_args_is_help=True)
 kill_app = typer.Typer(help="Block everything, or one domain, tool or actor, at once.", no_args_is_help=True)
-audit_app = typer.Typer(help="Read and verify the audit trail.", no_args_is_help=True)
 decisions_app = typer.Typer(help="Look up recorded decisions.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of the control-plane server (clearance serve).", no_args_is_help=True)
 for sub, name in ((rules_app, "rules"), (approvals_app, "approvals"), (outcomes_app, "outcomes"),
@@ -316,41 +316,6 @@ def kill_status(as_json: JsonFlag = False) -> None:
                              f"{render.when(sw.activated_at)})")  # fmt: skip
 
 
-# -- audit ---------------------------------------------------------------------------------
-@audit_app.command("verify")
-def audit_verify(as_json: JsonFlag = False) -> None:
-    """Check the hash chain; exit 1 and name the first broken link if anything was altered."""
-    with _engine() as engine:
-        report = engine.verify_audit()
-    if as_json:
-        render.emit_json(report.as_dict())
-    elif report.ok:
-        render.out.print(f"[green]ok[/]: {report.events_checked} events, chain intact")
-    else:
-        render.err.print(f"[bold red]broken[/] at event {report.first_broken_seq}: {report.problem}")
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-@audit_app.command("list")
-def audit_list(
-    request_id: Optional[str] = None,
-    trace_id: Optional[str] = None,
-    type: Annotated[Optional[str], typer.Option("--type", help="Event type, e.g. decision.made.")] = None,
-    after: Annotated[int, typer.Option(help="Only events after this seq.")] = 0,
-    limit: int = 50,
-    as_json: JsonFlag = False,
-) -> None:
-    """List audit events, oldest first."""
-    with _engine() as engine:
-        events = engine.audit_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after, limit=limit)
-    if as_json:
-        render.emit_json(events)
-        return
-    for e in events:
-        render.out.print(f"{e.seq:>6}  {render.when(e.created_at)}  {e.type:<24} {e.request_id or '-'}")
-
-
 # -- decisions -----------------------------------------------------------------------------
 @decisions_app.command("show")
 def decisions_show(request_id: str, as_json: JsonFlag = False) -> None:
@@ -385,10 +350,23 @@ def serve(
                               "process list).")] = None,
     metrics_key: Annotated[Optional[str], typer.Option("--metrics-key", help="Put /metrics behind this bearer token "
                            "(an admin API key works too; default: CLEARANCE_METRICS_KEY; none: /metrics is open).")] = None,
+    anchor_key: Annotated[Optional[Path], typer.Option("--anchor-key", envvar="CLEARANCE_ANCHOR_KEY", help="Private key "
+                          "that signs audit checkpoints (clearance audit keygen; default: CLEARANCE_ANCHOR_KEY).")] = None,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", envvar="CLEARANCE_CHECKPOINT_EVERY", min=0,
+                                help="Sign the audit chain's head every N events (needs --anchor-key; 0: only on "
+                                "demand, POST /v1/audit/checkpoints).")] = 0,
 ) -> None:
     """Run the control-plane server (HTTP API under /v1, OpenAPI at /v1/openapi.json) on this store."""
     if metrics_key:
         os.environ["CLEARANCE_METRICS_KEY"] = metrics_key  # every worker process reads it
+    if checkpoint_every and anchor_key is None:
+        raise typer.BadParameter("--checkpoint-every needs --anchor-key to sign with", param_hint="--anchor-key")
+    if anchor_key is not None:
+        from clearance.engine.anchor import load_private_key
+
+        load_private_key(anchor_key)  # a bad key fails here, before serving
+        os.environ["CLEARANCE_ANCHOR_KEY"] = str(anchor_key.expanduser().resolve())  # every worker process reads them
+        os.environ["CLEARANCE_CHECKPOINT_EVERY"] = str(checkpoint_every)
     try:
         from clearance.server.runner import serve as run_server
     except ImportError as exc:

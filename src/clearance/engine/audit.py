@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -94,14 +94,33 @@ def to_event(row: dict[str, Any]) -> Event:
 
 @dataclass(frozen=True)
 class AuditReport:
+    """What verification found. ``problem`` is the first thing wrong (``first_broken_seq`` the
+    event where it shows, when one does); ``problems`` lists the first few of everything wrong,
+    ``problems_total`` counts them all. ``rows_checked`` counts the state-table rows compared
+    with the chain, ``checkpoints_checked`` the signed checkpoints kept in the store, and
+    ``anchored_seq`` is the head an anchor (a checkpoint kept outside the store) vouched for."""
+
     ok: bool
     events_checked: int
     first_broken_seq: int | None = None
     problem: str | None = None
+    problems: list[str] = field(default_factory=list)
+    problems_total: int = 0
+    rows_checked: int = 0
+    checkpoints_checked: int = 0
+    anchored_seq: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.problem is not None and not self.problems:
+            object.__setattr__(self, "problems", [self.problem])
+        if self.problems_total < len(self.problems):
+            object.__setattr__(self, "problems_total", len(self.problems))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "events_checked": self.events_checked,
-                "first_broken_seq": self.first_broken_seq, "problem": self.problem}  # fmt: skip
+        return {"ok": self.ok, "events_checked": self.events_checked, "first_broken_seq": self.first_broken_seq,
+                "problem": self.problem, "problems": list(self.problems), "problems_total": self.problems_total,
+                "rows_checked": self.rows_checked, "checkpoints_checked": self.checkpoints_checked,
+                "anchored_seq": self.anchored_seq}  # fmt: skip
 
 
 _PROJECTED = ("event_id", "seq", "trace_id", "request_id", "type")
@@ -114,7 +133,9 @@ def _same_time(text: Any, value: datetime | None) -> bool:
         return False
 
 
-def verify(tx: SqlTx) -> AuditReport:
+def verify(tx: SqlTx, *, on_event: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> AuditReport:
+    """Check every link of the chain and its head. ``on_event`` sees each event that holds
+    (its row and parsed body), in order, so other checks ride on this one reading."""
     prev, expected_seq, checked = GENESIS, 1, 0
     for row in tx.iter_events():
         seq = row["seq"]
@@ -133,6 +154,8 @@ def verify(tx: SqlTx) -> AuditReport:
                 return AuditReport(False, checked, seq, f"event {seq} was altered: column {name} disagrees with its body")
         if not _same_time(body.get("created_at"), row["created_at"]):
             return AuditReport(False, checked, seq, f"event {seq} was altered: column created_at disagrees with its body")
+        if on_event is not None:
+            on_event(row, body)
         prev, expected_seq, checked = row["hash"], seq + 1, checked + 1
     head_seq, head_hash = tx.chain_head()
     if head_seq > checked:

@@ -18,12 +18,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from clearance.engine import audit, executions
+from clearance.engine import anchor, audit, executions
 from clearance.engine.audit import AuditReport
 from clearance.engine.keys import Keys
 from clearance.engine.redaction_key import resolve_key
 from clearance.errors import (
     AlreadyClaimed,
+    AnchorError,
     ClearanceError,
     ApprovalExpired,
     ApprovalNotPending,
@@ -126,6 +127,8 @@ class Engine:
         default_approval_ttl: timedelta = DEFAULT_APPROVAL_TTL,
         redaction: RedactionSettings | Mapping[str, Any] | bool | None = None,
         redaction_key: bytes | str | None = None,
+        anchor_key: anchor.PrivateKeySource | None = None,
+        checkpoint_every: int = 0,
     ) -> None:
         if redaction is False:
             settings = RedactionSettings(enabled=False)
@@ -152,6 +155,13 @@ class Engine:
         self._keyed = 0  # decisions made under an Idempotency-Key, modulo _PRUNE_EVERY
         #: The API keys the server authenticates with (:class:`clearance.engine.keys.Keys`).
         self.keys = Keys(self.store)
+        # The key that signs checkpoints of the audit chain (clearance.engine.anchor), kept
+        # outside the database; with checkpoint_every, each write that passes a multiple of it signs.
+        self._anchor_key = anchor.load_private_key(anchor_key) if anchor_key is not None else None
+        if checkpoint_every:
+            if self._anchor_key is None:
+                raise ValueError("checkpoint_every needs an anchor_key to sign with (make one: clearance audit keygen)")
+            self.store.on_append.append(anchor.periodic(self._anchor_key, checkpoint_every))
 
     @functools.cached_property
     def idempotency(self) -> IdempotencyKeys:
@@ -954,8 +964,38 @@ class Engine:
             audit.append(tx, "auth.refused", self.redactor.value(dict(details)), now=now)
 
     def verify_audit(self) -> AuditReport:
+        """Check the chain, the checkpoints kept in the store and the state tables against the chain."""
+        own = [self._anchor_key.public_key()] if self._anchor_key is not None else []
         with self.store.read() as tx:
-            return audit.verify(tx)
+            return anchor.verify(tx, public_keys=own)
+
+    def verify_anchor(self, checkpoint: anchor.Checkpoint | str | Path,
+                      public_keys: Sequence[anchor.PublicKeySource]) -> AuditReport:  # fmt: skip
+        """:meth:`verify_audit`, and proof that the store still holds the history ``checkpoint``
+        (a checkpoint kept outside the store, or its file) signed, by one of ``public_keys``."""
+        if not isinstance(checkpoint, anchor.Checkpoint):
+            path = Path(checkpoint).expanduser()
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise AnchorError(f"cannot read the anchor {path}: {exc.strerror or exc}") from None
+            checkpoint = anchor.Checkpoint.parse(text, source=str(path))
+        with self.store.read() as tx:
+            return anchor.verify(tx, anchor=checkpoint, public_keys=public_keys)
+
+    def checkpoint_audit(self) -> anchor.Checkpoint:
+        """Sign the audit chain's head now with the engine's anchor key and keep the checkpoint."""
+        if self._anchor_key is None:
+            raise AnchorError("this engine has no anchor key to sign with (give anchor_key, or the server "
+                              "--anchor-key; make one with: clearance audit keygen)")  # fmt: skip
+        now = self.clock()
+        with self.store.write() as tx:
+            return anchor.checkpoint(tx, self._anchor_key, now)
+
+    def audit_checkpoints(self, *, limit: int = 20) -> list[anchor.Checkpoint]:
+        """The checkpoints kept in the store, newest first (unverified: check them with a public key)."""
+        with self.store.read() as tx:
+            return [anchor.Checkpoint.parse(r["document"]) for r in tx.checkpoints(limit=limit, newest_first=True)]
 
 
 _MISSING = object()

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from clearance import __version__
 from clearance.engine import Engine
+from clearance.engine.anchor import settings_from_env as anchor_settings
 from clearance.server import errors
 from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware
@@ -77,6 +78,9 @@ def create_app(
     many failed authentications a client address may make with one key prefix before it is
     answered 429 without a lookup.
 
+    Given a location, the engine signs audit checkpoints with ``CLEARANCE_ANCHOR_KEY`` every
+    ``CLEARANCE_CHECKPOINT_EVERY`` events when they are set (``clearance serve --anchor-key``).
+
     ``metrics_key`` (else ``CLEARANCE_METRICS_KEY``) puts ``/metrics`` behind a key: that
     bearer token, or any admin API key. Without one, ``/metrics`` answers anybody.
 
@@ -88,7 +92,7 @@ def create_app(
     so that its full collections no longer walk the modules, schemas and rebuilt memory, which
     held the event loop for 20-80 ms each here, several times a minute under load."""
     owns = not isinstance(engine, Engine)
-    eng = engine if isinstance(engine, Engine) else Engine(engine)
+    eng = engine if isinstance(engine, Engine) else Engine(engine, **anchor_settings())
     close = owns if close_engine is None else close_engine
 
     @asynccontextmanager

@@ -61,6 +61,7 @@ ERROR_TYPES: list[tuple[type[Exception], int, str]] = [
     (E.ConflictError, 409, "conflict"),
     (E.NotYours, 403, "not_yours"),
     (E.RuleError, 422, "rule_error"),
+    (E.AnchorError, 409, "anchor_error"),
     (E.ClearanceError, 400, "refused"),
 ]
 

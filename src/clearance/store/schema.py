@@ -199,6 +199,22 @@ chain_head = Table(
 )
 
 
+# Signed checkpoints of the chain's head (clearance.engine.anchor): the head at ``seq`` was
+# ``hash``, signed by the key ``key_id``. ``document`` is the checkpoint exactly as signed and
+# exported; the other columns are copies for queries. Only a key kept outside the database can
+# make one, so an attacker who rewrites the events cannot make these agree with the rewrite.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", Integer, nullable=False, autoincrement=False),
+    Column("key_id", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("document", Text, nullable=False),
+    PrimaryKeyConstraint("seq", "key_id"),
+)
+
+
 # A run suspended while calls wait for approval. Its state lives here, never with the caller,
 # and its digest is also written to the audit chain so an edited state is refused on resume.
 runs = Table(

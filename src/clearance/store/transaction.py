@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,12 +15,17 @@ from clearance.store import statements as st
 from clearance.store.sqlite.counts import UsageCounts
 
 
+#: Called with the transaction and the events it has just appended (see ``SqlStore.on_append``).
+AppendHook = Callable[["SqlTx", Sequence[dict[str, Any]]], None]
+
+
 class SqlTx:
     """One transaction. Methods are the storage vocabulary the engine composes."""
 
     def __init__(self, conn: Connection, prepared: dict[Any, st.Prepared] | None = None,
-                 counts: UsageCounts | None = None) -> None:  # fmt: skip
+                 counts: UsageCounts | None = None, on_append: Sequence[AppendHook] = ()) -> None:  # fmt: skip
         self.conn = conn
+        self._on_append = on_append  # called with each batch of appended events, inside this transaction
         self._prepared = prepared if prepared is not None else {}
         self._counts = counts  # a write transaction's view of the store's UsageCounts (SQLite)
         #: The sqlite3 connection under ``conn`` (hot statements run on it directly), else None.
@@ -310,6 +315,8 @@ class SqlTx:
             else:
                 counts.reset()
         self._chain = (last["seq"], last["hash"])
+        for hook in self._on_append:
+            hook(self, rows)
 
     def iter_events(self, batch: int = 1000) -> Iterator[dict[str, Any]]:
         last = 0
@@ -332,3 +339,33 @@ class SqlTx:
         if type is not None:
             q = q.where(e.type == type)
         return self._all(q)
+
+    # -- signed checkpoints of the chain and the state tables, for verification -------------
+    def insert_checkpoint(self, row: dict[str, Any]) -> None:
+        self.conn.execute(insert(t.audit_checkpoints), row)
+
+    def get_checkpoint(self, seq: int, key_id: str) -> dict[str, Any] | None:
+        c = t.audit_checkpoints.c
+        return self._one(select(t.audit_checkpoints).where(c.seq == seq, c.key_id == key_id))
+
+    def checkpoints(self, *, limit: int | None = None, newest_first: bool = False) -> list[dict[str, Any]]:
+        c = t.audit_checkpoints.c
+        q = select(t.audit_checkpoints).order_by(*((c.seq.desc(), c.key_id) if newest_first else (c.seq, c.key_id)))
+        return self._all(q if limit is None else q.limit(limit))
+
+    def event_at(self, seq: int) -> dict[str, Any] | None:
+        return self._one(select(t.events).where(t.events.c.seq == seq))
+
+    def iter_rows(self, table: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every row of a table with a one-column key (``decisions``, ``approvals``, ``executions``,
+        ``outcomes``, ``policies``, ``api_keys``), in pages by its key, never held whole."""
+        tbl = t.metadata.tables[table]
+        (key,) = tbl.primary_key.columns
+        last: Any = None
+        while True:
+            q = select(tbl).order_by(key).limit(batch)
+            rows = self._all(q if last is None else q.where(key > last))
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1][key.name]
