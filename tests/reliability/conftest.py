@@ -1,0 +1,92 @@
+"""The reliability suite's fixtures: its scale, and the counts each test records.
+
+Every test here takes ``record`` (a :class:`Counts`) and adds what it did and saw: runs, kills,
+acknowledged decisions, lost ones, double executions, tamperings tried and detected, 5xx
+answers. At the end of each test its counts, outcome and duration are written to a JSON file:
+``CLEARANCE_RELIABILITY_OUT`` when set, else ``reliability.json`` in the session's temp dir.
+``benchmarks/reliability_table.py`` turns that file into the README's "Reliability" table.
+
+``CLEARANCE_RELIABILITY_SCALE`` (default 1) multiplies the counts (kills, rounds, requests,
+seconds) for a long run; the default keeps the suite to well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SCALE = float(os.environ.get("CLEARANCE_RELIABILITY_SCALE") or 1)
+
+#: The counts a test may record; the table sums them.
+FIELDS = ("runs", "kills", "acknowledged", "lost", "double_executions", "tamperings_tried", "tamperings_detected",
+          "requests", "answers_5xx", "errors")  # fmt: skip
+
+
+def scaled(n: float) -> int:
+    """``n`` times the suite's scale, at least 1."""
+    return max(1, round(n * SCALE))
+
+
+class Counts:
+    """What one test did: ``area`` and ``backend`` name its row in the table, the rest add up."""
+
+    def __init__(self, test: str) -> None:
+        self.test = test
+        self.area = ""
+        self.backend = ""
+        self.values: dict[str, float] = dict.fromkeys(FIELDS, 0)
+        self.extra: dict[str, Any] = {}
+
+    def add(self, **counts: float) -> None:
+        for name, n in counts.items():
+            if name not in self.values:
+                raise KeyError(f"unknown reliability count {name!r} (one of {', '.join(FIELDS)})")
+            self.values[name] += n
+
+    def row(self, outcome: str, seconds: float) -> dict[str, Any]:
+        return {"test": self.test, "area": self.area, "backend": self.backend, "outcome": outcome,
+                "seconds": round(seconds, 2), **self.values, **self.extra}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def reliability_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    env = os.environ.get("CLEARANCE_RELIABILITY_OUT")
+    path = Path(env) if env else tmp_path_factory.getbasetemp() / "reliability.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("[]\n")
+    return path
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" or report.failed:
+        item.reliability_outcome = report.outcome  # type: ignore[attr-defined]
+    return report
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest, reliability_file: Path) -> Iterator[Counts]:
+    counts = Counts(request.node.nodeid)
+    started = time.monotonic()
+    yield counts
+    outcome = getattr(request.node, "reliability_outcome", "passed")
+    rows = json.loads(reliability_file.read_text())
+    rows.append(counts.row(outcome, time.monotonic() - started))
+    reliability_file.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+@pytest.fixture(scope="session")
+def forks() -> Iterator[Any]:
+    """The session's fork launcher (``forks.py``)."""
+    from forks import Forks
+
+    launcher = Forks()
+    yield launcher
+    launcher.close()
