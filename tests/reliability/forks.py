@@ -131,20 +131,37 @@ class Forks:
 
     def serve(self, db: str, out: Path) -> tuple[int, str]:
         """``clearance serve`` on ``db`` (a SQLite path or a database URL) and its URL once it answers."""
+        return self.serve_many(db, out, 1)[0]
+
+    def serve_many(self, db: str, out: Path, n: int) -> list[tuple[int, str]]:
+        """``n`` servers on one store, started together; each one's pid and URL once all answer."""
+        ready: list[tuple[int, str]] = []
         for _ in range(3):  # a port found free may be taken before the child binds it
-            port = free_port()
-            pid = self.start("serve", out, db=db, port=port)
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and self.alive(pid):
-                try:
-                    if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                        return pid, url
-                except httpx.TransportError:
-                    time.sleep(0.02)
+            started = []
+            for _ in range(n - len(ready)):
+                port = free_port()
+                started.append((self.start("serve", out, db=db, port=port), f"http://127.0.0.1:{port}"))
+            for pid, url in started:
+                if self._healthy(pid, url):
+                    ready.append((pid, url))
+                else:
+                    self.kill(pid)
+            if len(ready) == n:
+                return ready
+        for pid, _ in ready:
             self.kill(pid)
-        err = Path(str(out) + ".err")
+        err = Path(f"{out}.err")
         raise RuntimeError(f"clearance serve did not start: {err.read_text() if err.exists() else ''}")
+
+    def _healthy(self, pid: int, url: str) -> bool:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.alive(pid):
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    return True
+            except httpx.TransportError:
+                time.sleep(0.02)
+        return False
 
     def close(self) -> None:
         assert self._proc.stdin

@@ -55,7 +55,7 @@ def decide_loop(db: str, tag: str, limit: int = 100_000) -> None:
             say(f"executed {decision.request_id}")
 
 
-def race(db: str, start_at: float, request_id: str, approval_id: str, pings: int, who: str) -> None:
+def race(db: str, start_at: float, request_id: str, approval_id: str, pings: int, pinger: str, who: str) -> None:
     """At ``start_at``: claim ``request_id``, resolve ``approval_id``, decide ``pings`` rate-limited
     calls; print what was granted as one JSON line."""
     from clearance import Engine
@@ -74,7 +74,7 @@ def race(db: str, start_at: float, request_id: str, approval_id: str, pings: int
         resolved = True
     except ConflictError:
         pass
-    allowed = sum(engine.evaluate({"tool": "ping", "actor": "pinger", "arguments": {"n": n}}).allowed for n in range(pings))
+    allowed = sum(engine.evaluate({"tool": "ping", "actor": pinger, "arguments": {"n": n}}).allowed for n in range(pings))
     say(json.dumps({"claimed": claimed, "resolved": resolved, "allowed": allowed}))
     engine.close()
 
