@@ -395,3 +395,20 @@ def test_a_state_row_edited_alone_is_reported(tmp_path: Path, edit: Callable[...
         edit(eng, t)
         report = eng.verify_audit()
     assert not report.ok and any(said in p for p in report.problems), report
+
+
+def test_redacted_rows_agree_with_their_redacted_events(tmp_path: Path) -> None:
+    """Rows and events keep the same redacted copy, so secrets do not read as tampering."""
+    card = "4111 1111 1111 1111"
+    db = tmp_path / "c.db"
+    build_trail(db)
+    with Engine(db) as eng:
+        d = eng.evaluate({"tool": "refund", "actor": "bot", "value": 10, "arguments": {"card": card, "password": "hunter2"}})
+        eng.claim_execution(d.request_id, claimant="worker")
+        eng.record_execution(d.request_id, "executed", {"charged": card}, None)
+        eng.report_outcome(d.request_id, "succeeded", description=f"refunded to {card}")
+        held = eng.evaluate({"tool": "refund", "actor": "bot", "value": 900, "arguments": {"card": card}})
+        eng.resolve_approval(held.approval_id, "approved", approver="alice", comment=f"card {card} checked")
+        assert card not in json.dumps([e.model_dump(mode="json") for e in eng.audit_events(limit=1000)])
+        report = eng.verify_audit()
+    assert report.ok and report.rows_checked >= 14, report

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Union
@@ -239,8 +238,8 @@ class _Stored:
     keys: dict[str, Ed25519PublicKey]
     problems: list[tuple[int, str]]
     checked: int = 0
-    #: The newest kept checkpoint that a trusted key signed and the chain still matches.
-    good_seq: int = 0
+    #: The kept checkpoints that a trusted key signed and the chain still matches (their seqs).
+    good: list[int] = field(default_factory=list)
 
     def see(self, row: dict[str, Any], body: dict[str, Any]) -> None:
         for cp in self.by_seq.get(row["seq"], ()):
@@ -253,7 +252,7 @@ class _Stored:
                 self.problems.append((cp.seq, f"history up to event {cp.seq} is not what the checkpoint kept there "
                                       f"(signed {cp.created_at}) recorded: events up to {cp.seq} were rewritten"))  # fmt: skip
             elif key is not None:
-                self.good_seq = max(self.good_seq, cp.seq)
+                self.good.append(cp.seq)
 
 
 def _stored(tx: SqlTx, keys: dict[str, Ed25519PublicKey]) -> _Stored:
@@ -308,7 +307,8 @@ def verify(tx: SqlTx, *, anchor: Checkpoint | None = None, public_keys: Iterable
     anchored = {"anchored_seq": anchor.seq if anchor is not None else None}
     problems: list[tuple[int | None, str]] = []
     if anchor is not None:
-        problems.extend(_against_anchor(tx, anchor, chain, stored.good_seq))
+        good_seq = max((s for s in stored.good if s < anchor.seq), default=0)
+        problems.extend(_against_anchor(tx, anchor, chain, good_seq))
     if not chain.ok:
         problems.append((chain.first_broken_seq, chain.problem or "the chain is broken"))
     else:
@@ -320,8 +320,7 @@ def verify(tx: SqlTx, *, anchor: Checkpoint | None = None, public_keys: Iterable
         rows, state = rec.check(tx)
         problems.extend(state)
         anchored["rows_checked"] = rows
-    report = _report(chain, problems, checkpoints_checked=stored.checked, **anchored)
-    return report
+    return _report(chain, problems, checkpoints_checked=stored.checked, **anchored)
 
 
 def _against_anchor(tx: SqlTx, anchor: Checkpoint, chain: AuditReport, good_seq: int) -> list[tuple[int | None, str]]:

@@ -29,7 +29,11 @@ __all__ = ["Reconciler"]
 Problem = tuple["int | None", str]
 
 
-def _digest(value: Any) -> str:
+def _digest(value: Any) -> Any:
+    """A value as a short digest (a string); None, a boolean or a number as it is, which no
+    digest can equal."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:32]
 
 
@@ -53,21 +57,22 @@ def _instant(value: Any) -> str | None:
 
 
 # Each view is what one row must hold, as a dict of comparable values: built from the row, and
-# from the events, the same way.
+# from the events, the same way. A decision's view is kept as one digest (its JSON values whole);
+# the others keep their large values as digests, so a difference can be named field by field.
 def _decision_from_row(row: dict[str, Any]) -> dict[str, Any]:
     return {"trace_id": row["trace_id"], "tool": row["tool"], "actor": row["actor"], "domain": row["domain"],
-            "target": row["target"], "value": _num(row["value"]), "arguments": _digest(row["arguments"]),
-            "context": _digest(row["context"]), "result": row["result"], "policy_version": row["policy_version"],
-            "decided_at": _instant(row["decided_at"]), "decision": _digest(row["decision"])}  # fmt: skip
+            "target": row["target"], "value": _num(row["value"]), "arguments": row["arguments"],
+            "context": row["context"], "result": row["result"], "policy_version": row["policy_version"],
+            "decided_at": _instant(row["decided_at"]), "decision": row["decision"]}  # fmt: skip
 
 
 def _decision_from_event(body: dict[str, Any]) -> dict[str, Any]:
     action, decision = body["payload"]["action"], body["payload"]["decision"]
     return {"trace_id": body["trace_id"], "tool": action.get("tool"), "actor": action.get("actor"),
             "domain": action.get("domain"), "target": action.get("target"), "value": _num(action.get("value")),
-            "arguments": _digest(action.get("arguments")), "context": _digest(action.get("context")),
+            "arguments": action.get("arguments"), "context": action.get("context"),
             "result": decision.get("result"), "policy_version": decision.get("policy_version"),
-            "decided_at": _instant(decision.get("decided_at")), "decision": _digest(decision)}  # fmt: skip
+            "decided_at": _instant(decision.get("decided_at")), "decision": decision}  # fmt: skip
 
 
 def _approval_from_row(row: dict[str, Any]) -> dict[str, Any]:

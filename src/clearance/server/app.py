@@ -72,15 +72,17 @@ def create_app(
     freeze_gc: bool = False,
     metrics_key: str | None = None,
     auth_failures_per_minute: int | None = None,
+    dashboard: bool = True,
+    session_secret: str | None = None,
 ) -> FastAPI:
     """The HTTP API over ``engine`` (an :class:`Engine`, or a store location for one).
+
+    Given a location, the engine signs audit checkpoints with ``CLEARANCE_ANCHOR_KEY`` every
+    ``CLEARANCE_CHECKPOINT_EVERY`` events when they are set (``clearance serve --anchor-key``).
 
     ``auth_failures_per_minute`` (else ``CLEARANCE_AUTH_FAILURES_PER_MINUTE``, default 30) is how
     many failed authentications a client address may make with one key prefix before it is
     answered 429 without a lookup.
-
-    Given a location, the engine signs audit checkpoints with ``CLEARANCE_ANCHOR_KEY`` every
-    ``CLEARANCE_CHECKPOINT_EVERY`` events when they are set (``clearance serve --anchor-key``).
 
     ``metrics_key`` (else ``CLEARANCE_METRICS_KEY``) puts ``/metrics`` behind a key: that
     bearer token, or any admin API key. Without one, ``/metrics`` answers anybody.
@@ -91,7 +93,11 @@ def create_app(
     ``freeze_gc`` is for a process that exists to serve this app (``clearance serve``): once
     started, everything alive is moved out of the garbage collector's sight (``gc.freeze``),
     so that its full collections no longer walk the modules, schemas and rebuilt memory, which
-    held the event loop for 20-80 ms each here, several times a minute under load."""
+    held the event loop for 20-80 ms each here, several times a minute under load.
+
+    ``dashboard`` serves the web dashboard at ``/`` (:mod:`clearance.server.dashboard`); its
+    session cookies are signed with ``session_secret`` (else ``CLEARANCE_SESSION_SECRET``, else
+    a random key made now)."""
     owns = not isinstance(engine, Engine)
     eng = engine if isinstance(engine, Engine) else Engine(engine, **anchor_settings())
     close = owns if close_engine is None else close_engine
@@ -124,6 +130,7 @@ def create_app(
     app.state.refusals = Refusals(eng.record_refusal)
     app.state.throttle = AuthThrottle(auth_failures_per_minute)
     app.state.approval_waiters = {}
+    app.state.approval_listeners = set()  # woken when any approval is answered here (the dashboard's live list)
     app.state.metrics = None
     app.state.metrics_key = metrics_key if metrics_key is not None else os.environ.get("CLEARANCE_METRICS_KEY") or None
     app.state.webhooks = None
@@ -145,6 +152,13 @@ def create_app(
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router, prefix="/v1", dependencies=[Depends(printable_request)])
+    if dashboard:
+        try:
+            from clearance.server.dashboard import mount
+        except ImportError as exc:  # pragma: no cover - jinja2 and itsdangerous are in the server extra
+            log.warning("the dashboard is off: %s is not installed (pip install 'clearance[server]')", exc.name)
+        else:
+            mount(app, secret=session_secret)
     app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, kept=eng.idempotency)
     app.state.decisions = decisions.DecisionEndpoint(eng, app.state.keys, app.state.metrics, app.state.webhooks)
     app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe)

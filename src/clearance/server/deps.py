@@ -11,7 +11,7 @@ from clearance.errors import NotFound
 from clearance.model import Name
 from clearance.server.auth import Principal, refuse
 
-__all__ = ["check_actor", "engine_of", "printable_request"]
+__all__ = ["answering_as", "check_actor", "engine_of", "printable_request"]
 
 #: One line of printable text, as the model declares every name and id (``clearance.model.Name``).
 _PRINTABLE = re.compile(Name.__metadata__[0].pattern)
@@ -38,3 +38,17 @@ def printable_request(request: Request) -> None:
     for name, value in request.query_params.multi_items():
         if value and not _PRINTABLE.match(value):
             raise HTTPException(422, f"the query parameter {name!r} holds a NUL or another control character")
+
+
+def answering_as(request: Request, principal: Principal, approval_id: str, named: str | None = None) -> str:
+    """Who answers an approval for this key: an admin as ``named`` (default: itself), anyone
+    else as its own identity only, and never for a call that identity made. The API's
+    resolve route and the dashboard's approvals desk both ask here; a refusal is audited."""
+    if principal.is_admin:
+        return named or principal.identity
+    if named is not None and named != principal.identity:
+        raise refuse(request, 403, f"this key answers as {principal.identity!r}, not {named!r}", principal,
+                     field="body.approver")  # fmt: skip
+    if engine_of(request).get_approval(approval_id).actor == principal.identity:
+        raise refuse(request, 403, f"{principal.identity!r} made this call and cannot approve it", principal)
+    return principal.identity
