@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Counts, scaled
+from counts import Counts, scaled
 from server_support import RULES, make_keys
 
 from clearance import Engine, parse_rules

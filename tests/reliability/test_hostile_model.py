@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from adapter_support import recording_refund_guard, tool_outputs
-from conftest import Counts, scaled
+from counts import Counts, scaled
 
 from clearance.testing import ScriptedOpenAI, turn
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Counts, scaled
+from counts import Counts, scaled
 from workers import RULES, action
 
 from clearance import Engine, parse_rules

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SCALE, Counts
+from counts import SCALE, Counts
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Counts, scaled
+from counts import Counts, scaled
 from sqlalchemy import create_engine, text
 from test_anchor import ROW_EDITS, anchored_trail
 from test_anchor import TAMPERS as REHASHED
