@@ -104,7 +104,7 @@ def race_processes(db: str, forks: Any, tmp: Path, record: Counts) -> None:
                 engine.apply_rules(parse_rules(RULES))
             ok = engine.evaluate({"tool": "refund", "actor": "bot", "value": 20, "arguments": {"r": r}})
             held = engine.evaluate({"tool": "refund", "actor": "bot", "value": 900, "arguments": {"r": r}})
-        start_at = time.time() + 1.0  # every worker has opened its engine by then
+        start_at = time.time() + 0.6  # every worker has opened its engine by then
         outs = [tmp / f"race-{r}-{w}.log" for w in range(workers)]
         pids = [forks.start("race", out, db=db, start_at=start_at, request_id=ok.request_id, approval_id=held.approval_id,
                             pings=8, pinger=f"process-pinger-{r}", who=f"worker-{w}") for w, out in enumerate(outs)]  # fmt: skip

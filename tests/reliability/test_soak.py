@@ -29,7 +29,7 @@ def test_short_soak(forks: Any, tmp_path: Path, record: Counts) -> None:
     db = str(tmp_path / "soak.db")
     keys = soak.make_keys(db)
     pid, url = forks.serve(db, tmp_path / "serve.log")
-    seconds = 4.0 * SCALE
+    seconds = 3.0 * SCALE
     try:
         seen = soak.drive(url, keys, seconds, rate=20, pid=pid)
     finally:
