@@ -54,6 +54,8 @@ def record(request: pytest.FixtureRequest, reliability_file: Path) -> Iterator[C
 @pytest.fixture(scope="session")
 def forks() -> Iterator[Any]:
     """The session's fork launcher (``forks.py``)."""
+    if not hasattr(os, "fork"):
+        pytest.skip("the reliability suite forks its processes (os.fork), which this platform lacks")
     from forks import Forks
 
     launcher = Forks()
