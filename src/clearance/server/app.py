@@ -12,12 +12,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from clearance import __version__
 from clearance.engine import Engine
 from clearance.engine.anchor import settings_from_env as anchor_settings
 from clearance.server import errors
+from clearance.server.deps import printable_request
 from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware
 from clearance.server.middleware import RequestContext
@@ -156,7 +157,7 @@ def create_app(
         app.state.webhooks = ApprovalWebhookSender(eng, webhooks, on_result=on_result)
     errors.install(app)
     for module in ROUTERS:
-        app.include_router(module.router, prefix="/v1")
+        app.include_router(module.router, prefix="/v1", dependencies=[Depends(printable_request)])
     if dashboard:
         try:
             from clearance.server.dashboard import mount
