@@ -49,8 +49,12 @@ def append_all(
     request_id: str | None = None,
     trace_id: str | None = None,
     rows_out: list[dict[str, Any]] | None = None,
+    decision_text: str | None = None,
 ) -> list[str]:
     """Append consecutive events of one request (``(type, payload)`` pairs) in one write.
+
+    ``decision_text``: the first event holds this decision's JSON, which its decisions row
+    keeps; the store then keeps the event without it (the lean store) and puts it back on read.
 
     A payload may be :class:`RawJSON` holding its own :func:`canonical_json` text, so that a
     value already serialised for another column is not serialised again. ``rows_out``
@@ -69,6 +73,8 @@ def append_all(
                      "created_at": now, "body": body, "prev_hash": prev, "hash": digest})  # fmt: skip
         ids.append(event_id)
         prev = digest
+    if decision_text is not None and rows:
+        rows[0]["decision_text"] = decision_text
     tx.append_events(rows)
     if rows_out is not None:
         rows_out.extend(rows)

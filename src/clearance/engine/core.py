@@ -356,9 +356,10 @@ class Engine:
                 events.append(("approval.requested", {"approval_id": approval_id, "expires_at": expires.isoformat(),
                                "approvals_required": verdict.approvals_required}))  # fmt: skip
             written: list[dict[str, Any]] = []
-            audit.append_all(tx, events, now=now, request_id=request_id, trace_id=trace_id, rows_out=written)
+            audit.append_all(tx, events, now=now, request_id=request_id, trace_id=trace_id, rows_out=written,
+                             decision_text=decision_json)  # fmt: skip
             if key is not None:
-                tx.keep_idempotent_answer(key[0], key[1], key[2], 200, decision_json, now)
+                tx.keep_idempotent_answer(key[0], key[1], key[2], 200, None, now, request_id=request_id)
         if learns:
             # Memory learns of this decision now, from the objects at hand, so the next call
             # need not read it back; any event another writer slipped in is read on the next call.

@@ -273,7 +273,24 @@ class SqlTx:
         return self.conn.execute(still.values(consumed_at=now)).rowcount == 1
 
     def event_after(self, seq: int) -> dict[str, Any] | None:
-        return self._one(select(t.events).where(t.events.c.seq == seq + 1))
+        return self._whole([self._one(select(t.events).where(t.events.c.seq == seq + 1))])[0]
+
+    def _whole(self, rows: list[Any]) -> list[Any]:
+        """Event rows with their whole bodies: a lean ``decision.made`` body gets its decision's
+        JSON back (from the decisions row) where ``decision_at`` says. A decision row that is
+        gone or changed leaves a body whose hash no longer holds, as any other edit would."""
+        lean = [r for r in rows if r is not None and r.get("decision_at") is not None]
+        if lean:
+            d = t.decisions.c
+            texts = dict(self.conn.execute(select(d.request_id, st.DECISION_TEXT).where(
+                d.request_id.in_({r["request_id"] for r in lean}))).all())  # fmt: skip
+            for r in lean:
+                at = r["decision_at"]
+                r["body"] = r["body"][:at] + texts.get(r["request_id"], "") + r["body"][at:]
+        for r in rows:
+            if r is not None:
+                r.pop("decision_at", None)
+        return rows
 
     # -- idempotency keys of the server ------------------------------------------------------
     def idempotent_answer(self, key_id: str, idem_key: str) -> tuple[str, str, int | None, str | None] | None:
@@ -281,10 +298,12 @@ class SqlTx:
         r = self._run(st.GET_IDEMPOTENT, {"key_id": key_id, "idem_key": idem_key}).fetchone()
         return None if r is None else (r[0], r[1], r[2], r[3])
 
-    def keep_idempotent_answer(self, key_id: str, idem_key: str, fingerprint: str, status: int, body: str,
-                               now: datetime) -> None:  # fmt: skip
+    def keep_idempotent_answer(self, key_id: str, idem_key: str, fingerprint: str, status: int, body: str | None,
+                               now: datetime, *, request_id: str | None = None) -> None:  # fmt: skip
+        """``request_id``: the answer is that decision's JSON, read from its row (``body`` None)."""
         self._run(st.INSERT_IDEMPOTENT, {"key_id": key_id, "idem_key": idem_key, "fingerprint": fingerprint,
-                                       "state": "done", "status_code": status, "body": body, "created_at": now})  # fmt: skip
+                                       "state": "done", "status_code": status, "body": body, "created_at": now,
+                                       "request_id": request_id})  # fmt: skip
 
     def prune_idempotent_answers(self, before: datetime) -> None:
         self.conn.execute(delete(t.idempotency_keys).where(t.idempotency_keys.c.created_at < before))
@@ -300,7 +319,8 @@ class SqlTx:
         """Store consecutive events and move the chain head to the last of them."""
         if not rows:
             return
-        self._run(st.INSERT_EVENT, rows[0] if len(rows) == 1 else list(rows))
+        stored = [_lean(r) for r in rows]
+        self._run(st.INSERT_EVENT, stored[0] if len(stored) == 1 else stored)
         last = rows[-1]
         self._run(st.MOVE_HEAD, {"seq": last["seq"], "hash": last["hash"]})
         counts = self._counts
@@ -315,7 +335,7 @@ class SqlTx:
         last = 0
         while True:
             q = select(t.events).where(t.events.c.seq > last).order_by(t.events.c.seq).limit(batch)
-            rows = [dict(r) for r in self.conn.execute(q).mappings()]
+            rows = self._whole([dict(r) for r in self.conn.execute(q).mappings()])
             if not rows:
                 return
             yield from rows
@@ -331,4 +351,14 @@ class SqlTx:
             q = q.where(e.trace_id == trace_id)
         if type is not None:
             q = q.where(e.type == type)
-        return self._all(q)
+        return self._whole(self._all(q))
+
+
+def _lean(row: dict[str, Any]) -> dict[str, Any]:
+    """The row an event is stored as: a ``decision.made`` whose body holds ``row["decision_text"]``
+    (the decisions row's JSON) is stored without it, and ``decision_at`` says where it goes."""
+    text = row.get("decision_text")
+    at = row["body"].find(text) if text else -1
+    if at < 0:
+        return {**row, "decision_at": None}
+    return {**row, "body": row["body"][:at] + row["body"][at + len(text) :], "decision_at": at}

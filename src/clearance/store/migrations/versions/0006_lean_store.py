@@ -1,0 +1,52 @@
+"""A lean store: each decision's JSON kept once; memory snapshots (PostgreSQL); chain cuts.
+
+A ``decision.made`` event keeps its body without the decision's JSON, and ``decision_at``
+says where that text (the decisions row's) goes back in; the hash still covers the whole body.
+An Idempotency-Key's answer to ``POST /v1/decisions`` refers to its decision (``request_id``)
+instead of holding a copy. Rows written before this revision keep their full text and stay
+valid (``decision_at`` and ``request_id`` NULL).
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-06
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("events") as batch:
+        batch.add_column(sa.Column("decision_at", sa.Integer))
+    with op.batch_alter_table("idempotency_keys") as batch:
+        batch.add_column(sa.Column("request_id", sa.String(64)))
+    op.create_table(
+        "memory_snapshots",
+        sa.Column("part", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("saved_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+    )
+    op.create_table(
+        "chain_cuts",
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+        sa.Column("cut_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("before", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("archive", sa.Text),
+        sa.Column("digest", sa.String(64), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("chain_cuts")
+    op.drop_table("memory_snapshots")
+    with op.batch_alter_table("idempotency_keys") as batch:
+        batch.drop_column("request_id")
+    with op.batch_alter_table("events") as batch:
+        batch.drop_column("decision_at")
