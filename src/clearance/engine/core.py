@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from clearance.engine import audit
 from clearance.engine.audit import AuditReport
 from clearance.engine.keys import Keys
+from clearance.engine.snapshots import SnapshotInfo, Snapshots
 from clearance.errors import (
     AlreadyClaimed,
     ClearanceError,
@@ -76,6 +77,9 @@ RUN_LEASE = timedelta(minutes=10)
 _FINAL = frozenset({ExecutionStatus.executed, ExecutionStatus.failed, ExecutionStatus.not_run,
                     ExecutionStatus.rejected, ExecutionStatus.blocked})  # fmt: skip
 
+
+#: What a decision made by rules alone while memory is still loading says of its risk.
+RULES_ONLY_WARMING = "memory is still loading: decided by rules alone"
 
 #: The estimate of a memory that does not learn.
 _NO_ESTIMATE = RiskEstimate()
@@ -137,6 +141,15 @@ class Engine:
         self._keyed = 0  # decisions made under an Idempotency-Key, modulo _PRUNE_EVERY
         #: The API keys the server authenticates with (:class:`clearance.engine.keys.Keys`).
         self.keys = Keys(self.store)
+        #: Memory's snapshot beside the store (:mod:`clearance.engine.snapshots`): loaded by
+        #: :meth:`warm_memory`, saved by :meth:`save_memory_snapshot`.
+        self.snapshots = Snapshots(self)
+        self.snapshot_loaded: SnapshotInfo | None = None
+        #: True: until memory is warm, calls are decided by rules alone (and say so) instead of
+        #: waiting for it (``clearance serve --warmup rules``).
+        self.rules_only_while_warming = False
+        if hasattr(self.memory, "recall"):
+            self.memory.recall = self._recall  # late outcomes of calls memory stopped waiting for
 
     @functools.cached_property
     def idempotency(self) -> IdempotencyKeys:
@@ -280,8 +293,12 @@ class Engine:
         action = action if isinstance(action, Action) else Action.model_validate(action)
         now = self.clock()
         learns = self.memory.learns
+        warming = False
         if learns and not self._memory_warm:
-            self.warm_memory()
+            if self.rules_only_while_warming:
+                learns, warming = False, True  # memory catches up from the log once warm
+            else:
+                self.warm_memory()
         request_id = new_id("req")
         trace_id = action.trace_id or new_id("trc")
         args_hash = arguments_hash(action.arguments)
@@ -300,7 +317,7 @@ class Engine:
                     tx.prune_idempotent_answers(now - IDEMPOTENCY_KEEP)
             known = _UsageAt.answers(lookups, tx.usage_lookups(lookups, now))
             rules = self._rules(tx)
-            verdict, rules_result, estimate = self._judge(tx, rules, action, now, known)
+            verdict, rules_result, estimate = self._judge(tx, rules, action, now, known, use_memory=learns)
             approval_id = expires = None
             if verdict.result is DecisionResult.requires_approval:
                 approval_id = new_id("apr")
@@ -318,7 +335,7 @@ class Engine:
                 shadow_rules=verdict.shadow,
                 precedents=estimate.precedents,
                 evidence=estimate.evidence,
-                risk_summary=estimate.summary if learns else None,
+                risk_summary=estimate.summary if learns else (RULES_ONLY_WARMING if warming else None),
                 rules_result=rules_result,
                 policy_version=rules.policy_version,
                 decided_at=now,
@@ -369,7 +386,8 @@ class Engine:
         return decision, decision_json
 
     def _judge(self, tx: SqlTx, rules: RuleSet, action: Action, now: datetime,
-               known: Mapping[tuple[Any, ...], Any] | None = None) -> tuple[Verdict, DecisionResult, RiskEstimate]:
+               known: Mapping[tuple[Any, ...], Any] | None = None, *,
+               use_memory: bool = True) -> tuple[Verdict, DecisionResult, RiskEstimate]:  # fmt: skip
         """The verdict on one call (kill switch, rules, then memory's risk), the rules' verdict
         alone, and memory's estimate. Reads only: ``evaluate`` and ``dry_run`` share it."""
         switch = self._kill_switch_for(tx, action)
@@ -379,7 +397,7 @@ class Engine:
             verdict = evaluate(rules, action, now, _UsageAt(tx, now, known))
         rules_result = verdict.result
         estimate = _NO_ESTIMATE
-        if self.memory.learns:
+        if self.memory.learns and use_memory:
             # Inside the caller's transaction: memory has seen every event before this decision,
             # in every process, and a rebuild from the log will compute the same estimate.
             while not self._catch_up(tx):
@@ -415,17 +433,57 @@ class Engine:
     #: Audit events read per round trip while memory catches up.
     _PAGE = 5000
 
-    def warm_memory(self) -> int:
+    def warm_memory(self, progress: Callable[[str], None] | None = None) -> int:
         """Feed memory every audit event it has not seen, outside any writer lock (the first
         decision does this by itself; a server calls it at start so no request waits for a
-        rebuild). Returns the seq memory has reached."""
+        rebuild). A fresh memory starts from the store's snapshot when it matches the chain.
+        ``progress`` gets a line now and then. Returns the seq memory has reached."""
         if self.memory.learns:
-            done = False
+            say = progress or (lambda line: None)
+            started = time.monotonic()
+            if self.memory.cursor == 0 and self.snapshot_loaded is None:
+                info = self.snapshot_loaded = self.snapshots.load()
+                if info.status == "loaded":
+                    say(f"memory: snapshot loaded at event {info.seq} in {info.seconds:.1f} s")
+                elif info.status == "ignored":
+                    say(f"memory: snapshot ignored ({info.reason}); rebuilding from the audit log")
+            with self.store.read() as tx:
+                head = tx.chain_head()[0]
+            done, last = False, time.monotonic()
             while not done:
                 with self.store.read() as tx:
                     done = self._catch_up(tx)
+                if progress is not None and time.monotonic() - last >= 2.0:
+                    last = time.monotonic()
+                    say(f"memory: at event {self.memory.cursor} of {head}")
+            say(f"memory: ready at event {self.memory.cursor} in {time.monotonic() - started:.1f} s")
         self._memory_warm = True
         return self.memory.cursor
+
+    @property
+    def memory_warm(self) -> bool:
+        """Whether memory has caught up with the store once (until then, see ``rules_only_while_warming``)."""
+        return self._memory_warm or not self.memory.learns
+
+    def save_memory_snapshot(self, *, if_changed: bool = False) -> SnapshotInfo:
+        """Save memory's state beside the store (a file next to a SQLite store, a table in
+        PostgreSQL), caught up with the log first. ``if_changed``: not when nothing was learnt
+        since the last save. Status ``off`` for a memory that keeps no snapshot."""
+        if not self.memory.learns or not self._memory_warm:
+            return SnapshotInfo("off" if not self.memory.learns else "cold")
+        with self.store.read() as tx:
+            while not self._catch_up(tx):
+                pass
+        return self.snapshots.save(if_changed=if_changed)
+
+    def _recall(self, request_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The action and decision of a decided call, from its audit event (for memory)."""
+        with self.store.read() as tx:
+            rows = tx.query_events(request_id=request_id, type="decision.made", limit=1)
+        if not rows:
+            return None
+        payload = json.loads(rows[0]["body"])["payload"]
+        return payload["action"], payload["decision"]
 
     def _catch_up(self, tx: SqlTx) -> bool:
         """Feed memory, within ``tx``, what it has not seen; return whether it has seen all.

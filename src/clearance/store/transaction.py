@@ -272,6 +272,12 @@ class SqlTx:
         still = update(t.run_approvals).where(ra.approval_id == approval_id, ra.consumed_at.is_(None))
         return self.conn.execute(still.values(consumed_at=now)).rowcount == 1
 
+    def chain_cut(self) -> tuple[int, str] | None:
+        """``(seq, hash)`` of the last event archived and deleted by a prune, or None."""
+        c = t.chain_cuts.c
+        r = self.conn.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
+        return None if r is None else (int(r[0]), str(r[1]))
+
     def event_after(self, seq: int) -> dict[str, Any] | None:
         return self._whole([self._one(select(t.events).where(t.events.c.seq == seq + 1))])[0]
 
