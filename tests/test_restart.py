@@ -39,7 +39,12 @@ def action(rng: random.Random, i: int) -> dict[str, Any]:
 
 
 def history(engine: Engine, rng: random.Random, n: int) -> None:
-    """Decisions, a third with outcomes, some approvals answered."""
+    """Decisions, a third with outcomes, some approvals answered (in one transaction: fast)."""
+    with engine.store.batch(sync=False):
+        _history(engine, rng, n)
+
+
+def _history(engine: Engine, rng: random.Random, n: int) -> None:
     for i in range(n):
         a = action(rng, i)
         d = engine.evaluate(a)
@@ -78,9 +83,9 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     rng = random.Random(7)
     with Engine(db, rules=None, clock=Clock()) as engine:
         engine.apply_rules(RuleFile.model_validate(RULES))
-        history(engine, rng, 150)
+        history(engine, rng, 90)
         assert engine.save_memory_snapshot().status == "saved"
-        history(engine, rng, 60)  # after the snapshot: learnt on load by catching up
+        history(engine, rng, 40)  # after the snapshot: learnt on load by catching up
     copy = folder / "copy"
     copy.mkdir()
     for f in folder.iterdir():
@@ -175,7 +180,7 @@ def test_snapshot_of_another_history_is_ignored(stores: tuple[Path, Path], tmp_p
     db, _ = stores
     other = tmp_path / "other.db"
     with Engine(other, clock=Clock()) as e:
-        history(e, random.Random(11), 400)  # as many events as the snapshot's position, and more
+        history(e, random.Random(11), 200)  # as many events as the snapshot's position, and more
     shutil.copy(str(db) + ".memory.npz", str(other) + ".memory.npz")
     with Engine(other) as e:
         e.warm_memory()
@@ -213,3 +218,50 @@ def test_late_outcome_is_learnt_from_the_stored_call(tmp_path: Path) -> None:
     with Engine(db, memory=CaseMemory(max_waiting=3)) as e:
         e.warm_memory()
         assert e.memory.assess(probe, T0 + timedelta(days=1)) == live
+
+
+def test_server_answers_by_rules_alone_while_memory_warms(stores: tuple[Path, Path], tmp_path: Path) -> None:
+    """``warmup="rules"``: the server answers at once, saying memory is not consulted yet; once
+    memory is ready, decisions use it. At shutdown it leaves a snapshot."""
+    import threading
+
+    from app_support import InProcessApp, InProcessRemoteEngine
+
+    from clearance.engine.core import RULES_ONLY_WARMING
+    from clearance.server.warmup import MemorySettings
+
+    db, _ = stores
+    path = fresh(tmp_path, db, tmp_path, snapshot=False)
+    engine = Engine(path)
+    release = threading.Event()
+    warm = engine.warm_memory
+
+    def slow_warm(progress: Any = None) -> int:
+        release.wait(30)
+        return warm(progress)
+
+    engine.warm_memory = slow_warm  # type: ignore[method-assign]
+    _, token = engine.keys.create("t", "admin", identity="a")
+    try:
+        with InProcessApp(engine, memory=MemorySettings("rules", 0)) as app:
+            remote = InProcessRemoteEngine(app, token)
+            early = remote.evaluate(PROBES[0] | {"actor": "a"})
+            assert early.risk_summary == RULES_ONLY_WARMING and early.precedents == [] and early.risk_score == 0.0
+            release.set()
+            deadline = __import__("time").monotonic() + 20
+            while not engine.memory_warm and __import__("time").monotonic() < deadline:
+                __import__("time").sleep(0.01)
+            late = remote.evaluate(PROBES[0] | {"actor": "a"})
+            assert late.risk_summary != RULES_ONLY_WARMING and late.evidence > 0
+        assert Path(str(path) + ".memory.npz").exists()  # saved at shutdown
+    finally:
+        release.set()
+        engine.close()
+
+
+def test_memory_settings_are_checked() -> None:
+    from clearance.server.warmup import MemorySettings
+
+    assert MemorySettings.resolve("RULES", -1) == MemorySettings("rules", None)
+    with pytest.raises(ValueError, match="not one of: wait, rules"):
+        MemorySettings.resolve("later")

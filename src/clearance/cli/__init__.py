@@ -385,6 +385,12 @@ def serve(
                               "process list).")] = None,
     metrics_key: Annotated[Optional[str], typer.Option("--metrics-key", help="Put /metrics behind this bearer token "
                            "(an admin API key works too; default: CLEARANCE_METRICS_KEY; none: /metrics is open).")] = None,
+    warmup: Annotated[Optional[str], typer.Option("--warmup", help="wait: accept connections once memory is loaded "
+                      "(from its snapshot, else rebuilt from the audit log), with progress lines; rules: answer at once, "
+                      "by rules alone until memory is ready (default: CLEARANCE_MEMORY_WARMUP, else wait).")] = None,
+    snapshot_seconds: Annotated[Optional[float], typer.Option("--snapshot-seconds", help="Save memory's snapshot beside "
+                                "the store this often and at shutdown (0: at shutdown only; negative: never; default: "
+                                "CLEARANCE_MEMORY_SNAPSHOT_SECONDS, else 600).")] = None,
 ) -> None:
     """Run the control-plane server (HTTP API under /v1, OpenAPI at /v1/openapi.json) on this store."""
     if metrics_key:
@@ -397,10 +403,13 @@ def serve(
         from clearance.server.webhooks import WebhookSettings
 
         WebhookSettings.resolve(webhook_url or (), webhook_secret)
+        from clearance.server.warmup import MemorySettings
+
+        memory = MemorySettings.resolve(warmup, snapshot_seconds)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     run_server(state.db, host=host, port=port, max_body_bytes=max_body_bytes, log_level=log_level, json_logs=json_logs,
-               workers=workers, webhook_urls=webhook_url or (), webhook_secret=webhook_secret)
+               workers=workers, webhook_urls=webhook_url or (), webhook_secret=webhook_secret, memory=memory)
 
 
 @keys_app.command("create")

@@ -21,6 +21,7 @@ from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware
 from clearance.server.middleware import RequestContext
 from clearance.server.refusals import Refusals
+from clearance.server.warmup import MemoryLifecycle, MemorySettings
 from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, plain, rules, runs
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ def create_app(
     webhooks: WebhookSettings | None = None,
     freeze_gc: bool = False,
     metrics_key: str | None = None,
+    memory: MemorySettings | None = None,
 ) -> FastAPI:
     """The HTTP API over ``engine`` (an :class:`Engine`, or a store location for one).
 
@@ -79,7 +81,11 @@ def create_app(
     ``freeze_gc`` is for a process that exists to serve this app (``clearance serve``): once
     started, everything alive is moved out of the garbage collector's sight (``gc.freeze``),
     so that its full collections no longer walk the modules, schemas and rebuilt memory, which
-    held the event loop for 20-80 ms each here, several times a minute under load."""
+    held the event loop for 20-80 ms each here, several times a minute under load.
+
+    ``memory`` says how memory warms up at start and how often it is saved (see
+    :mod:`clearance.server.warmup`; default: from the environment, else wait for it and save
+    every ten minutes and at shutdown)."""
     owns = not isinstance(engine, Engine)
     eng = engine if isinstance(engine, Engine) else Engine(engine)
     close = owns if close_engine is None else close_engine
@@ -87,8 +93,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loop = asyncio.get_running_loop()
-        # Memory rebuilt from the audit log before the first request, not during it.
-        await asyncio.to_thread(eng.warm_memory)
+        # Memory loaded (or rebuilt from the audit log) before the first request, not during it,
+        # unless the settings say to answer by rules alone meanwhile.
+        lifecycle = MemoryLifecycle(eng, memory if memory is not None else MemorySettings.resolve())
+        await lifecycle.start()
         if freeze_gc:
             gc.collect()  # what is garbage already is collected, not frozen with the rest
             gc.freeze()
@@ -102,6 +110,7 @@ def create_app(
                 await sender.stop()
             app.state.decisions.stop()  # the group-commit writer, before the engine closes
             app.state.refusals.flush()
+            await lifecycle.stop()  # the snapshot at shutdown
             if close:
                 eng.close()
 
