@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from clearance import __version__
 from clearance.cli import render
+from clearance.cli.store import memory_app, store_app
 from clearance.cli.learning import explain, learning_app
 from clearance.cli.step import step_app
 from clearance.engine import Engine
@@ -48,6 +49,8 @@ for sub, name in ((rules_app, "rules"), (approvals_app, "approvals"), (outcomes_
     app.add_typer(sub, name=name)
 app.add_typer(step_app, name="step")
 app.add_typer(learning_app, name="learning")
+app.add_typer(store_app, name="store")
+app.add_typer(memory_app, name="memory")
 app.command("explain")(explain)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text.")]

@@ -121,7 +121,10 @@ def _same_time(text: Any, value: datetime | None) -> bool:
 
 
 def verify(tx: SqlTx) -> AuditReport:
-    prev, expected_seq, checked = GENESIS, 1, 0
+    """Every stored event links to the one before, from the genesis or from the chain's cut
+    (``clearance store prune``: the last archived event's seq and hash), up to the head."""
+    cut = tx.chain_cut()
+    prev, expected_seq, checked = (GENESIS, 1, 0) if cut is None else (cut[1], cut[0] + 1, 0)
     for row in tx.iter_events():
         seq = row["seq"]
         if seq != expected_seq:
@@ -141,14 +144,15 @@ def verify(tx: SqlTx) -> AuditReport:
             return AuditReport(False, checked, seq, f"event {seq} was altered: column created_at disagrees with its body")
         prev, expected_seq, checked = row["hash"], seq + 1, checked + 1
     head_seq, head_hash = tx.chain_head()
-    if head_seq > checked:
-        return AuditReport(False, checked, checked + 1, f"event {checked + 1} onwards are missing: the chain head "
-                           f"records {head_seq} events but {checked} are stored, so the newest were removed")  # fmt: skip
-    if head_seq < checked:
-        return AuditReport(False, checked, head_seq + 1, f"the chain head records {head_seq} events but {checked} "
+    last = expected_seq - 1  # the last event checked (the cut's, when none is kept after it)
+    if head_seq > last:
+        return AuditReport(False, checked, last + 1, f"event {last + 1} onwards are missing: the chain head "
+                           f"records {head_seq} events but the chain stops at {last}, so the newest were removed")  # fmt: skip
+    if head_seq < last:
+        return AuditReport(False, checked, head_seq + 1, f"the chain head records {head_seq} events but {last} "
                            f"are stored: event {head_seq + 1} onwards were added outside clearance")  # fmt: skip
     if head_hash != prev:
-        return AuditReport(False, checked, max(checked, 1), f"event {checked} does not match the chain head: "
+        return AuditReport(False, checked, max(last, 1), f"event {last} does not match the chain head: "
                            "the newest event was altered or replaced")  # fmt: skip
     return AuditReport(True, checked)
 

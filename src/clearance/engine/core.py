@@ -67,6 +67,7 @@ from clearance.store.idempotency import IdempotencyKeys, KeptAnswer
 from clearance.store.outbox import WebhookOutbox
 
 if TYPE_CHECKING:
+    from clearance.engine.retention import PruneReport
     from clearance.memory.report import LearningReport
 
 __all__ = ["Engine", "PolicyInfo"]
@@ -476,6 +477,13 @@ class Engine:
                 pass
         return self.snapshots.save(if_changed=if_changed)
 
+    def prune(self, before: datetime, *, archive: str | Path | None = None) -> PruneReport:
+        """Archive what was written before ``before`` to a gzip JSON-lines file and delete it,
+        leaving the chain's cut so ``verify_audit`` proves the rest (:mod:`clearance.engine.retention`)."""
+        from clearance.engine.retention import prune
+
+        return prune(self, before, archive=archive)
+
     def _recall(self, request_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The action and decision of a decided call, from its audit event (for memory)."""
         with self.store.read() as tx:
@@ -503,6 +511,9 @@ class Engine:
             else:
                 rows = tx.query_events(after_seq=memory.cursor - 1, limit=1) if head > memory.cursor else []
                 same = bool(rows) and rows[0]["seq"] == memory.cursor and rows[0]["hash"] == seen
+                if rows and rows[0]["seq"] > memory.cursor:  # gone: archived by a prune since?
+                    cut = tx.chain_cut()
+                    same = cut is not None and (cut[0] > memory.cursor or cut == (memory.cursor, seen))
             if not same:
                 memory.reset()
         rows = tx.query_events(after_seq=memory.cursor, limit=self._PAGE)
