@@ -10,7 +10,8 @@ little CPU as possible; both processes share this machine's cores):
    latency counts from the scheduled start, so queueing is not hidden).
 
 Each request carries an ``Idempotency-Key`` like RemoteEngine's (``--no-idempotency-key`` to
-leave it out). The last line is JSON with ``decisions_per_s`` and ``p99_ms_at_500``.
+leave it out). The last line is JSON with ``decisions_per_s``, ``p99_ms_at_500`` and
+``bytes_per_decision`` (the store's pages in use after the run, per decision made).
 
     python benchmarks/server.py [--seconds 10] [--connections 16] [--rate 500]
 """
@@ -201,6 +202,21 @@ async def open_loop(port: int, token: str, idem: bool, rate: float, seconds: flo
             "p50_ms": pct(latencies, 50) * 1000, "p99_ms": pct(latencies, 99) * 1000}  # fmt: skip
 
 
+def bytes_per_decision(db: Path) -> float:
+    """The SQLite store's pages in use (WAL checkpointed; free pages left out), per decision."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = pages * conn.execute("PRAGMA page_size").fetchone()[0]
+        decisions = conn.execute("SELECT count(*) FROM decisions").fetchone()[0]
+    finally:
+        conn.close()
+    return size / max(decisions, 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -233,11 +249,16 @@ def main() -> None:
         load = asyncio.run(open_loop(port, token, args.idem, args.rate, args.seconds, max(args.connections, 32)))
         print(f"offered {args.rate:.0f}/s: achieved {load['achieved_per_s']:.0f}/s, p50 {load['p50_ms']:.1f} ms, "
               f"p99 {load['p99_ms']:.1f} ms ({load['errors']} errors of {load['requests']:.0f})")
-    finally:
         server.terminate()
         server.wait(timeout=10)
+        per_decision = bytes_per_decision(db)
+        print(f"store: {per_decision:,.0f} bytes per decision (pages in use, all tables and indexes)")
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=10)
         tmp.cleanup()
-    print(json.dumps({"decisions_per_s": round(tput["per_s"], 1), "p50_ms": round(tput["p50_ms"], 2),
+    print(json.dumps({"decisions_per_s": round(tput["per_s"], 1), "bytes_per_decision": round(per_decision), "p50_ms": round(tput["p50_ms"], 2),
                       "p99_ms": round(tput["p99_ms"], 2), f"p50_ms_at_{args.rate:.0f}": round(load["p50_ms"], 2),
                       "p99_ms_at_500" if args.rate == 500 else f"p99_ms_at_{args.rate:.0f}": round(load["p99_ms"], 2),
                       "achieved_per_s_at_offered": round(load["achieved_per_s"], 1), "offered_per_s": args.rate,
