@@ -265,3 +265,17 @@ def test_memory_settings_are_checked() -> None:
     assert MemorySettings.resolve("RULES", -1) == MemorySettings("rules", None)
     with pytest.raises(ValueError, match="not one of: wait, rules"):
         MemorySettings.resolve("later")
+
+
+def test_snapshot_in_postgresql(pg_url: str) -> None:
+    """A shared deployment keeps its snapshot in the database (chunked), every replica loads it,
+    and the lean store's events read back whole there too (audit verify)."""
+    with Engine(pg_url, clock=Clock()) as e:
+        history(e, random.Random(2), 40)
+        saved = e.save_memory_snapshot()
+        assert saved.status == "saved" and saved.bytes > 0
+        want = estimates(e)
+        assert e.verify_audit().ok
+    with Engine(pg_url) as e:
+        assert estimates(e) == want
+        assert e.snapshot_loaded is not None and e.snapshot_loaded.status == "loaded"

@@ -12,10 +12,13 @@ Pure: bytes in, bytes out. Where a snapshot lives is the engine's business (``en
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import zipfile
 from collections import Counter, defaultdict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -64,7 +67,7 @@ def _optional(values: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
 
 def dump(memory: CaseMemory) -> bytes:
     """``memory`` as snapshot bytes (it is locked meanwhile, so the state is one moment's)."""
-    with memory._lock:
+    with memory._lock, _no_gc():
         memory._flush()
         arrays: dict[str, np.ndarray] = {}
         f = memory.features
@@ -175,7 +178,7 @@ def load(data: bytes, memory: CaseMemory) -> None:
     differs = sorted(k for k in want if meta.get(k) != want[k])
     if differs:
         raise SnapshotError("snapshot of other settings: " + ", ".join(f"{k} {meta.get(k)!r} (now {want[k]!r})" for k in differs))
-    with memory._lock:
+    with memory._lock, _no_gc():
         try:
             with _open(data) as npz:
                 _restore(memory, meta, {k: npz[k] for k in npz.files})
@@ -276,6 +279,19 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: dict[str, np.ndarray])
     noise.big = {k: noise.groups[k] for k in s["noise"]["big"]}
     noise._fresh, noise._rate = s["noise"]["fresh"], s["noise"]["rate"]
     memory.cursor, memory.cursor_hash = int(meta["cursor"]), meta["cursor_hash"]
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The collector paused: a load makes millions of objects, none of them garbage, and each
+    generation-2 pass on the way would walk them all again (it doubled the load time)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _stats(n: int, mean: float, m2: float) -> _Stats:
