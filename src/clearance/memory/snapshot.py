@@ -219,7 +219,10 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: dict[str, np.ndarray])
     zones: dict[int, timezone] = {0: timezone.utc}
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     times = []
-    for us, off in zip(a["case_us"].tolist(), a["case_offset"].tolist()):
+    offsets = a["case_offset"]
+    if not offsets.any():  # all UTC, the usual case: one addition per case
+        times = [epoch + timedelta(microseconds=us) for us in a["case_us"].tolist()]
+    for us, off in zip(a["case_us"].tolist(), offsets.tolist()) if offsets.any() else ():
         t = epoch + timedelta(microseconds=us)
         if off == _NAIVE:
             times.append(t.replace(tzinfo=None))
@@ -231,7 +234,7 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: dict[str, np.ndarray])
                   opt["value"], vectors, cs["shape"], rows, opt["bad"], a["case_weight"].tolist(), cs["outcome"],
                   opt["severity"], opt["cost"], a["case_real"].tolist(), a["case_risk"].tolist(),
                   a["case_twin"].tolist(), a["case_approved"].tolist())  # fmt: skip
-    memory._cases = {c[0]: c for c in columns}
+    memory._cases = dict(zip(cs["request_id"], columns))
     if len(memory._cases) != n:
         raise SnapshotError("snapshot's cases repeat a request id")
 
