@@ -146,3 +146,28 @@ def test_prune_refuses_what_it_should_not_do(store: tuple[Path, Clock], tmp_path
     result = run_cli(["--db", str(db), "store", "prune", "--before", "2026-01-05", "--json"])
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["deleted"]["decisions"] == n > 0
+
+
+def test_server_prunes_by_its_retention_setting(store: tuple[Path, Clock], tmp_path: Path) -> None:
+    import time
+
+    from app_support import InProcessApp
+
+    from clearance.server.retention import RetentionSettings
+
+    db, clock = store
+    archives = tmp_path / "archives"
+    n, _ = leaving(db, clock.now - timedelta(days=5))
+    with Engine(db, clock=clock) as e:
+        with InProcessApp(e, retention=RetentionSettings(days=5, archive_dir=str(archives))):
+            deadline = time.monotonic() + 30
+            while not list(archives.glob("*.jsonl.gz")) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert e.verify_audit().ok
+        with e.store.read() as tx:
+            assert tx.chain_cut() is not None
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 120 - n
+    conn.close()
+    with pytest.raises(ValueError, match="at least 1 day"):
+        RetentionSettings.resolve(0.5)

@@ -394,6 +394,11 @@ def serve(
     snapshot_seconds: Annotated[Optional[float], typer.Option("--snapshot-seconds", help="Save memory's snapshot beside "
                                 "the store this often and at shutdown (0: at shutdown only; negative: never; default: "
                                 "CLEARANCE_MEMORY_SNAPSHOT_SECONDS, else 600).")] = None,
+    retention_days: Annotated[Optional[float], typer.Option("--retention-days", help="Every hour, archive and delete "
+                              "what is older than this many days (clearance store prune; default: "
+                              "CLEARANCE_RETENTION_DAYS, else keep everything).")] = None,
+    archive_dir: Annotated[Optional[str], typer.Option("--archive-dir", help="Where retention's archives go (default: "
+                           "CLEARANCE_ARCHIVE_DIR, else beside a SQLite store).")] = None,
 ) -> None:
     """Run the control-plane server (HTTP API under /v1, OpenAPI at /v1/openapi.json) on this store."""
     if metrics_key:
@@ -409,10 +414,14 @@ def serve(
         from clearance.server.warmup import MemorySettings
 
         memory = MemorySettings.resolve(warmup, snapshot_seconds)
+        from clearance.server.retention import RetentionSettings
+
+        retention = RetentionSettings.resolve(retention_days, archive_dir)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     run_server(state.db, host=host, port=port, max_body_bytes=max_body_bytes, log_level=log_level, json_logs=json_logs,
-               workers=workers, webhook_urls=webhook_url or (), webhook_secret=webhook_secret, memory=memory)
+               workers=workers, webhook_urls=webhook_url or (), webhook_secret=webhook_secret, memory=memory,
+               retention=retention)  # fmt: skip
 
 
 @keys_app.command("create")

@@ -21,6 +21,7 @@ from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware
 from clearance.server.middleware import RequestContext
 from clearance.server.refusals import Refusals
+from clearance.server.retention import RetentionSettings, RetentionTask
 from clearance.server.warmup import MemoryLifecycle, MemorySettings
 from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, plain, rules, runs
 
@@ -69,6 +70,7 @@ def create_app(
     freeze_gc: bool = False,
     metrics_key: str | None = None,
     memory: MemorySettings | None = None,
+    retention: RetentionSettings | None = None,
 ) -> FastAPI:
     """The HTTP API over ``engine`` (an :class:`Engine`, or a store location for one).
 
@@ -85,7 +87,8 @@ def create_app(
 
     ``memory`` says how memory warms up at start and how often it is saved (see
     :mod:`clearance.server.warmup`; default: from the environment, else wait for it and save
-    every ten minutes and at shutdown)."""
+    every ten minutes and at shutdown). ``retention``: prune what is older than so many days,
+    hourly (:mod:`clearance.server.retention`; default: from the environment, else never)."""
     owns = not isinstance(engine, Engine)
     eng = engine if isinstance(engine, Engine) else Engine(engine)
     close = owns if close_engine is None else close_engine
@@ -97,6 +100,7 @@ def create_app(
         # unless the settings say to answer by rules alone meanwhile.
         lifecycle = MemoryLifecycle(eng, memory if memory is not None else MemorySettings.resolve())
         await lifecycle.start()
+        pruning.start()
         if freeze_gc:
             gc.collect()  # what is garbage already is collected, not frozen with the rest
             gc.freeze()
@@ -110,10 +114,12 @@ def create_app(
                 await sender.stop()
             app.state.decisions.stop()  # the group-commit writer, before the engine closes
             app.state.refusals.flush()
+            await pruning.stop()
             await lifecycle.stop()  # the snapshot at shutdown
             if close:
                 eng.close()
 
+    pruning = RetentionTask(eng, retention if retention is not None else RetentionSettings.resolve())  # refused now, not later
     app = _App(title="clearance", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                responses=_ERRORS, docs_url="/docs", redoc_url=None, openapi_url="/v1/openapi.json")  # fmt: skip
     app.state.engine = eng

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from clearance.engine import Engine
 
 if TYPE_CHECKING:
+    from clearance.server.retention import RetentionSettings
     from clearance.server.warmup import MemorySettings
 
 __all__ = ["ServerThread", "serve"]
@@ -19,14 +20,15 @@ __all__ = ["ServerThread", "serve"]
 
 def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, max_body_bytes: int | None = None,
           log_level: str = "info", json_logs: bool = True, workers: int = 1, webhook_urls: Sequence[str] = (),
-          webhook_secret: str | None = None, memory: MemorySettings | None = None) -> None:  # fmt: skip
+          webhook_secret: str | None = None, memory: MemorySettings | None = None,
+          retention: RetentionSettings | None = None) -> None:  # fmt: skip
     """Run the server in the foreground; with ``workers > 1``, that many processes share the port
     (and the store: idempotency keys and API keys live there, so any worker may answer a retry).
 
     Webhooks go to ``webhook_urls`` (else ``CLEARANCE_WEBHOOK_URLS``), signed with
     ``webhook_secret`` (else ``CLEARANCE_WEBHOOK_SECRET``); every worker runs a sender and
     the store makes sure each event is sent by one of them. ``memory``: warm-up and snapshots
-    (:mod:`clearance.server.warmup`)."""
+    (:mod:`clearance.server.warmup`); ``retention``: :mod:`clearance.server.retention`."""
     import logging
 
     import uvicorn
@@ -64,6 +66,10 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
         if memory is not None:
             os.environ["CLEARANCE_MEMORY_WARMUP"] = memory.warmup
             os.environ["CLEARANCE_MEMORY_SNAPSHOT_SECONDS"] = str(-1 if memory.snapshot_seconds is None else memory.snapshot_seconds)
+        if retention is not None and retention.days is not None:
+            os.environ["CLEARANCE_RETENTION_DAYS"] = str(retention.days)
+            if retention.archive_dir:
+                os.environ["CLEARANCE_ARCHIVE_DIR"] = retention.archive_dir
         if webhooks is not None:
             os.environ["CLEARANCE_WEBHOOK_URLS"] = ",".join(webhooks.urls)
             os.environ["CLEARANCE_WEBHOOK_SECRET"] = webhooks.secret
@@ -71,7 +77,7 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
                     log_level=log_level, access_log=not json_logs, timeout_keep_alive=30)  # fmt: skip
         return
     app = create_app(db, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, webhooks=webhooks, freeze_gc=True,
-                     memory=memory)  # fmt: skip
+                     memory=memory, retention=retention)  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not json_logs,
                 timeout_keep_alive=30)  # fmt: skip
 
