@@ -40,7 +40,7 @@ class SnapshotPlace:
 
     def save(self, data: bytes, *, seq: int, now: datetime) -> None:
         if self.path is not None:
-            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # workers may save at once
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -65,10 +65,3 @@ class SnapshotPlace:
         with self.store.engine.connect() as conn:
             rows = conn.execute(select(t.memory_snapshots.c.data).order_by(t.memory_snapshots.c.part)).fetchall()
         return b"".join(bytes(r[0]) for r in rows) if rows else None
-
-    def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-        elif self.kept:
-            with self.store.engine.begin() as conn:
-                conn.execute(delete(t.memory_snapshots))
