@@ -44,6 +44,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The decisions' JSON goes back into the events and answers that refer to it.
+    op.execute(sa.text(
+        "UPDATE events SET body = substr(body, 1, decision_at) || (SELECT CAST(d.decision AS TEXT) FROM decisions d "
+        "WHERE d.request_id = events.request_id) || substr(body, decision_at + 1) WHERE decision_at IS NOT NULL"))
+    op.execute(sa.text(
+        "UPDATE idempotency_keys SET body = (SELECT CAST(d.decision AS TEXT) FROM decisions d "
+        "WHERE d.request_id = idempotency_keys.request_id) WHERE request_id IS NOT NULL AND body IS NULL"))
     op.drop_table("chain_cuts")
     op.drop_table("memory_snapshots")
     with op.batch_alter_table("idempotency_keys") as batch:
