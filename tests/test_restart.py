@@ -76,8 +76,8 @@ def engine_action(data: dict[str, Any]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A store with a snapshot taken midway (so a restart also catches up), and a copy of it."""
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with a snapshot taken midway (so a restart also catches up); tests copy it."""
     folder = tmp_path_factory.mktemp("restart")
     db = folder / "a.db"
     rng = random.Random(7)
@@ -86,27 +86,23 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         history(engine, rng, 90)
         assert engine.save_memory_snapshot().status == "saved"
         history(engine, rng, 40)  # after the snapshot: learnt on load by catching up
-    copy = folder / "copy"
-    copy.mkdir()
-    for f in folder.iterdir():
-        if f.is_file():
-            shutil.copy(f, copy / f.name)
-    return db, copy / "a.db"
+    return db
 
 
-def fresh(folder: Path, db: Path, tmp_path: Path, *, snapshot: bool = True) -> Path:
+def fresh(db: Path, tmp_path: Path, *, snapshot: bool = True) -> Path:
+    """A copy of the store ``db`` in ``tmp_path`` (with its snapshot, or without)."""
     for f in db.parent.iterdir():
         if f.is_file() and (snapshot or not f.name.endswith(".npz")):
             shutil.copy(f, tmp_path / f.name)
     return tmp_path / db.name
 
 
-def test_restart_with_snapshot_decides_as_a_rebuild(stores: tuple[Path, Path], tmp_path: Path) -> None:
-    db, _ = stores
+def test_restart_with_snapshot_decides_as_a_rebuild(stores: Path, tmp_path: Path) -> None:
+    db = stores
     (tmp_path / "s").mkdir()
     (tmp_path / "r").mkdir()
-    with_snap = fresh(tmp_path, db, tmp_path / "s")
-    rebuilt = fresh(tmp_path, db, tmp_path / "r", snapshot=False)
+    with_snap = fresh(db, tmp_path / "s")
+    rebuilt = fresh(db, tmp_path / "r", snapshot=False)
     a, b = Engine(with_snap, clock=Clock()), Engine(rebuilt, clock=Clock())
     try:
         assert estimates(a) == estimates(b)
@@ -148,12 +144,12 @@ def garbage(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", [corrupt, truncate, garbage])
-def test_damaged_snapshot_is_ignored_with_a_warning(stores: tuple[Path, Path], tmp_path: Path, damage: Any,
+def test_damaged_snapshot_is_ignored_with_a_warning(stores: Path, tmp_path: Path, damage: Any,
                                                     caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
-    db, _ = stores
+    db = stores
     (tmp_path / "r").mkdir()
-    path = fresh(tmp_path, db, tmp_path)
-    rebuilt = fresh(tmp_path, db, tmp_path / "r", snapshot=False)
+    path = fresh(db, tmp_path)
+    rebuilt = fresh(db, tmp_path / "r", snapshot=False)
     damage(Path(str(path) + ".memory.npz"))
     with caplog.at_level(logging.WARNING, logger="clearance.memory"), Engine(path) as a, Engine(rebuilt) as b:
         got = estimates(a)
@@ -162,10 +158,10 @@ def test_damaged_snapshot_is_ignored_with_a_warning(stores: tuple[Path, Path], t
     assert any("ignored" in r.getMessage() and "rebuilt" in r.getMessage() for r in caplog.records)
 
 
-def test_snapshot_of_other_settings_is_ignored(stores: tuple[Path, Path], tmp_path: Path,
+def test_snapshot_of_other_settings_is_ignored(stores: Path, tmp_path: Path,
                                                caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
-    db, _ = stores
-    path = fresh(tmp_path, db, tmp_path)
+    db = stores
+    path = fresh(db, tmp_path)
     with caplog.at_level(logging.WARNING, logger="clearance.memory"), Engine(path, memory=CaseMemory(max_waiting=50)) as e:
         e.warm_memory()
         assert e.snapshot_loaded is not None and e.snapshot_loaded.status == "ignored"
@@ -174,10 +170,10 @@ def test_snapshot_of_other_settings_is_ignored(stores: tuple[Path, Path], tmp_pa
     assert any("max_waiting" in r.getMessage() for r in caplog.records)
 
 
-def test_snapshot_of_another_history_is_ignored(stores: tuple[Path, Path], tmp_path: Path) -> None:
+def test_snapshot_of_another_history_is_ignored(stores: Path, tmp_path: Path) -> None:
     """A snapshot whose chain position holds another event (another store, or a restored
     backup that went another way) is not this store's memory."""
-    db, _ = stores
+    db = stores
     other = tmp_path / "other.db"
     with Engine(other, clock=Clock()) as e:
         history(e, random.Random(11), 200)  # as many events as the snapshot's position, and more
@@ -220,7 +216,7 @@ def test_late_outcome_is_learnt_from_the_stored_call(tmp_path: Path) -> None:
         assert e.memory.assess(probe, T0 + timedelta(days=1)) == live
 
 
-def test_server_answers_by_rules_alone_while_memory_warms(stores: tuple[Path, Path], tmp_path: Path) -> None:
+def test_server_answers_by_rules_alone_while_memory_warms(stores: Path, tmp_path: Path) -> None:
     """``warmup="rules"``: the server answers at once, saying memory is not consulted yet; once
     memory is ready, decisions use it. At shutdown it leaves a snapshot."""
     import threading
@@ -230,8 +226,8 @@ def test_server_answers_by_rules_alone_while_memory_warms(stores: tuple[Path, Pa
     from clearance.engine.core import RULES_ONLY_WARMING
     from clearance.server.warmup import MemorySettings
 
-    db, _ = stores
-    path = fresh(tmp_path, db, tmp_path, snapshot=False)
+    db = stores
+    path = fresh(db, tmp_path, snapshot=False)
     engine = Engine(path)
     release = threading.Event()
     warm = engine.warm_memory
