@@ -275,3 +275,18 @@ def test_snapshot_in_postgresql(pg_url: str) -> None:
     with Engine(pg_url) as e:
         assert estimates(e) == want
         assert e.snapshot_loaded is not None and e.snapshot_loaded.status == "loaded"
+
+
+def test_memory_snapshot_command(stores: Path, tmp_path: Path) -> None:
+    import json
+
+    from cli_support import run_cli
+
+    path = fresh(stores, tmp_path, snapshot=False)
+    result = run_cli(["--db", str(path), "memory", "snapshot", "--json"])
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["status"] == "saved" and info["place"] == str(path) + ".memory.npz" and info["seq"] > 0
+    with Engine(path) as e:
+        e.warm_memory()
+        assert e.snapshot_loaded is not None and e.snapshot_loaded.status == "loaded"
