@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import shutil
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -39,11 +40,12 @@ def call(rng: random.Random) -> dict[str, Any]:
 PROBES = [Action.model_validate(call(random.Random(5 + i))) for i in range(12)]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> tuple[Path, Clock]:
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Ten days of history, a decision every two hours and a third with outcomes (memory asks
-    a person about some calls, and their approvals are left pending)."""
-    db, clock, rng = tmp_path / "r.db", Clock(), random.Random(1)
+    a person about some calls, and their approvals are left pending). Built once; each test
+    prunes a copy."""
+    db, clock, rng = tmp_path_factory.mktemp("retention") / "r.db", Clock(), random.Random(1)
     with Engine(db, clock=clock) as e:
         with e.store.batch(sync=False):
             for i in range(120):
@@ -53,8 +55,17 @@ def store(tmp_path: Path) -> tuple[Path, Clock]:
                 if i % 3 == 0:
                     bad = "odd.biz" in c["arguments"]["to"] and i % 2 == 0
                     e.report_outcome(d.request_id, "harmful" if bad else "succeeded", severity=0.9 if bad else 0.0)
-        clock.now = T0 + timedelta(days=11)
-    return db, clock
+    return db
+
+
+@pytest.fixture
+def store(built: Path, tmp_path: Path) -> tuple[Path, Clock]:
+    for f in built.parent.iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp_path / f.name)
+    clock = Clock()
+    clock.now = T0 + timedelta(days=11)
+    return tmp_path / built.name, clock
 
 
 def leaving(db: Path, before: datetime) -> tuple[int, int]:
