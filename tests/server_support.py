@@ -82,10 +82,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_process(db: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_process(db: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """``clearance serve`` in its own process; returns it and its URL once it answers."""
     port = free_port()
-    env = dict(os.environ, CLEARANCE_DB=str(db))
+    env = dict(os.environ, CLEARANCE_DB=str(db), **(env or {}))
     proc = subprocess.Popen([sys.executable, "-m", "clearance", "serve", "--port", str(port), "--log-level", "warning",
                              *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     url = f"http://127.0.0.1:{port}"

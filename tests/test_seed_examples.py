@@ -501,3 +501,105 @@ def test_base_url_comes_from_the_environment(env: Callable[..., ScriptedOpenAI])
     server = env()
     ns = run_program(QUICKSTART_024.split("guard.tool(")[0])
     assert str(ns["guard"].client.base_url).rstrip("/") == server.base_url
+
+
+# ---------------------------------------------------------------------------- clearance.compat.bighub
+# The same README programs, with ONLY the import line changed (bighub_api_key=... stays):
+# ``from bighub_openai import X`` -> ``from clearance.compat.bighub import X``.
+
+
+def only_import(code: str) -> str:
+    out = code.replace("from bighub_openai import", "from clearance.compat.bighub import")
+    assert [a for a in out.splitlines() if a not in code.splitlines()] == [
+        line.replace("bighub_openai", "clearance.compat.bighub") for line in code.splitlines() if "bighub_openai" in line
+    ], "only import lines differ"
+    return out
+
+
+def run_compat(*snippets: str) -> dict[str, Any]:
+    ns: dict[str, Any] = {"__name__": "__seed__"}
+    code = compile("\n".join(only_import(s) for s in snippets), "<seed example>", "exec",
+                   flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)  # fmt: skip
+    result = eval(code, ns)  # noqa: S307 - the README's own code
+    if asyncio.iscoroutine(result):
+        asyncio.run(result)
+    return ns
+
+
+def assert_seed_shape(response: dict[str, Any], status: str) -> None:
+    """"Response Shape" (000): llm_response, execution.events/last, the decision's key signals."""
+    assert isinstance(response["llm_response"], dict) and set(response["execution"]) == {"events", "last"}
+    last = response["execution"]["last"]
+    assert last["status"] == status and last["tool"] == "refund_payment"
+    decision = last["decision"]
+    assert {"allowed", "result", "reason", "request_id", "requires_approval", "risk_score"} <= set(decision)
+    assert decision["request_id"].startswith("req_") and 0 <= decision["risk_score"] <= 1
+
+
+def test_compat_quickstart_300_only_the_import_changed(env: Callable[..., ScriptedOpenAI],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    server = env(refund_call(199.99), turn.text("Refunded ord_123."))
+    ns = run_compat(QUICKSTART_300)
+    assert capsys.readouterr().out.strip() == "executed"
+    assert_seed_shape(ns["response"], "executed")
+    assert ns["response"]["execution"]["last"]["decision"]["result"] == "allowed"
+    assert tool_outputs(server.requests[1].json) == {"call_1": {"ok": True, "order_id": "ord_123", "amount": 199.99}}
+    with sqlite3.connect(db_file()) as con:  # no BIGHUB_API_KEY, no URL: the embedded engine (CLEARANCE_DB)
+        assert con.execute("SELECT tool, result FROM decisions").fetchall() == [("refund_payment", "allowed")]
+
+
+def test_compat_approval_loop_300_only_the_import_changed(env: Callable[..., ScriptedOpenAI]) -> None:
+    server = env(refund_call(5000, call_id="call_big"), turn.text("Refund of 5000 done after approval."))
+    ns = run_compat(QUICKSTART_300.replace("for 199.99", "for 5000").split("response = guard.run(")[0], APPROVALS_300)
+    result = ns["result"]
+    assert [e["status"] for e in result["execution"]["events"]] == ["approval_required", "executed"]
+    assert_seed_shape(result, "executed")
+    assert result["approval_loop"][0]["resolution"] == "approved"
+    assert result["approval_loop"][0]["comment"] == "approved by on-call"
+    assert tool_outputs(server.requests[1].json)["call_big"]["amount"] == 5000
+
+
+def test_compat_024_names_and_async_approval_loop(env: Callable[..., ScriptedOpenAI],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    env(refund_call(5000), turn.text("Done."))
+    ns = run_compat(
+        ASYNC_QUICKSTART_024,
+        QUICKSTART_024.split("guard = GuardedOpenAI(")[0].replace("from bighub_openai import GuardedOpenAI", ""),
+        'guard.tool("refund_payment", refund_payment, value_from_args=lambda a: a["amount"])',
+        ASYNC_APPROVAL_LOOP_024,
+    )
+    assert "'resolution': 'approved'" in capsys.readouterr().out
+    assert_seed_shape(ns["result"], "executed")
+
+
+def test_compat_quickstart_on_a_clearance_server(env: Callable[..., ScriptedOpenAI], live: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """BIGHUB_API_KEY (a key of the server) and BIGHUB_BASE_URL: decisions are made by the server."""
+    from clearance.remote import RemoteEngine
+
+    env(refund_call(199.99), turn.text("Refunded ord_123."))
+    monkeypatch.setenv("BIGHUB_API_KEY", live.tokens["admin"])
+    monkeypatch.setenv("BIGHUB_BASE_URL", live.url)
+    ns = run_compat(QUICKSTART_300)
+    assert isinstance(ns["guard"].engine, RemoteEngine) and ns["guard"].engine.url == live.url
+    assert_seed_shape(ns["response"], "executed")
+    request_id = ns["response"]["execution"]["last"]["decision"]["request_id"]
+    with sqlite3.connect(live.db) as con:
+        assert con.execute("SELECT tool FROM decisions WHERE request_id = ?", (request_id,)).fetchall() == [("refund_payment",)]
+    with sqlite3.connect(db_file()) as con:
+        assert con.execute("SELECT count(*) FROM decisions").fetchone() == (0,), "nothing decided locally"
+    ns["guard"].close()
+
+
+def test_compat_key_without_a_server_is_a_clear_error(env: Callable[..., ScriptedOpenAI],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from clearance.compat.bighub import BighubOpenAI
+
+    env()
+    monkeypatch.setenv("BIGHUB_API_KEY", "bh_live_123")
+    with pytest.raises(ValueError, match="bighub_api_key is set but no clearance server is named"):
+        run_compat(QUICKSTART_300)
+    with pytest.raises(ValueError, match="no API key"):
+        BighubOpenAI(openai_api_key="k", bighub_base_url="http://127.0.0.1:9")
+    with Engine(db_file()) as engine, pytest.raises(ValueError, match="not both"):
+        BighubOpenAI(openai_api_key="k", bighub_api_key="x", engine=engine)

@@ -81,7 +81,7 @@ def test_claim_record_and_read_an_execution(live: Live) -> None:
     rec = c.post(f"/v1/decisions/{rid}/execution", json={"status": "executed", "result_summary": {"id": "re_1"}}).json()
     assert rec["status"] == "executed" and rec["result_summary"] == {"id": "re_1"}
     assert c.get(f"/v1/decisions/{rid}/execution").json()["status"] == "executed"
-    assert_envelope(c.post(f"/v1/decisions/{rid}/execution", json={"status": "failed"}), 409, "conflict")
+    assert_envelope(c.post(f"/v1/decisions/{rid}/execution", json={"status": "failed"}), 409, "illegal_transition")
     assert_envelope(c.post(f"/v1/decisions/{rid}/execution", json={"status": "sideways"}), 422, "validation_error")
 
 

@@ -28,7 +28,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         eng.apply_rules(parse_rules(RULES))
     tokens = {"agent": create_key_cli(db, "bot", "agent", "agent-7"), "approver": create_key_cli(db, "alice", "approver"),
               "admin": create_key_cli(db, "ops", "admin")}  # fmt: skip
-    proc, url = start_process(db)
+    # Every cell without a key is a failed authentication from this address: not what this tests.
+    proc, url = start_process(db, env={"CLEARANCE_AUTH_FAILURES_PER_MINUTE": "100000"})
     try:
         h = {"Authorization": f"Bearer {tokens['agent']}"}
         d = httpx.post(f"{url}/v1/decisions", json={"tool": "refund_payment", "value": 700}, headers=h).json()
@@ -47,6 +48,7 @@ def matrix(rid: str, aid: str) -> list[tuple[str, str, Any, set[str]]]:
         ("GET", "/v1/ready", None, PUBLIC),
         ("POST", "/v1/decisions", act, AGENT),
         ("POST", "/v1/decisions/batch", {"actions": [act]}, AGENT),
+        ("GET", "/v1/decisions?tool=refund_payment", None, APPROVER),
         ("GET", f"/v1/decisions/{rid}", None, READ),
         ("GET", f"/v1/decisions/{rid}/action", None, READ),
         ("GET", f"/v1/decisions/{rid}/precedents", None, READ),

@@ -136,8 +136,9 @@ SAMPLES: dict[str, Any] = {
     "verbosity": "high", "stop": ["END"], "store": True, "parallel_tool_calls": False, "logprobs": True,
     "top_logprobs": 3, "n": 2, "seed": 42, "prompt_cache_key": "pck", "safety_identifier": "sid", "user": "u-1",
     "metadata": {"team": "ops"}, "logit_bias": {"50256": -100}, "tool_choice": "none",
+    "audio": {"format": "mp3", "voice": "alloy"}, "prediction": "the file as it was",
 }  # fmt: skip
-WIRE_VALUE = {"logit_bias": {"50256": -100}}
+WIRE_VALUE = {"logit_bias": {"50256": -100}, "prediction": {"type": "content", "content": "the file as it was"}}
 
 
 def _at(body: dict[str, Any], path: str) -> Any:
@@ -184,9 +185,10 @@ def test_prompts_merge_in_order_after_history(serve: Serve, engine: Engine) -> N
     step_for(server, engine, {}).run({
         "history": [{"role": "developer", "content": "d0"}, {"role": "user", "content": "u0"}, {"role": "assistant", "content": "a0"}],
         "developerPrompt": "d1", "userPrompt": "u1", "assistantPrompt": "a1"})  # fmt: skip
+    # developer messages go as system ones, as the engram documents ("developer is mapped to system")
     assert [(m["role"], m["content"]) for m in body(server)["messages"]] == [
-        ("system", "You are a helpful assistant."), ("developer", "d0"), ("user", "u0"), ("assistant", "a0"),
-        ("developer", "d1"), ("user", "u1"), ("assistant", "a1")]  # fmt: skip
+        ("system", "You are a helpful assistant."), ("system", "d0"), ("user", "u0"), ("assistant", "a0"),
+        ("system", "d1"), ("user", "u1"), ("assistant", "a1")]  # fmt: skip
 
 
 def test_response_format_in_the_config(serve: Serve, engine: Engine) -> None:

@@ -14,6 +14,7 @@ __all__ = [
     "ClearanceError",
     "ConflictError",
     "DuplicateVote",
+    "IllegalTransition",
     "NotApproved",
     "NotFound",
     "RuleError",
@@ -72,6 +73,10 @@ class NotYours(ClearanceError):
 
 class ArgumentsMismatch(ConflictError):
     pass
+
+
+class IllegalTransition(ConflictError):
+    """An execution report that the call's decision, approval or current status rules out."""
 
 
 class RunStateTampered(ConflictError):

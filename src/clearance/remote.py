@@ -60,7 +60,7 @@ _TYPES: dict[str, type[E.ClearanceError]] = {
     "unknown_request": E.UnknownRequest, "not_found": E.NotFound, "approval_expired": E.ApprovalExpired,
     "approval_not_pending": E.ApprovalNotPending, "duplicate_vote": E.DuplicateVote,
     "already_claimed": E.AlreadyClaimed, "not_approved": E.NotApproved, "arguments_mismatch": E.ArgumentsMismatch,
-    "run_state_tampered": E.RunStateTampered, "run_busy": E.RunBusy, "conflict": E.ConflictError,
+    "run_state_tampered": E.RunStateTampered, "run_busy": E.RunBusy, "illegal_transition": E.IllegalTransition, "conflict": E.ConflictError,
     "rule_error": E.RuleError, "not_yours": E.NotYours,
 }  # fmt: skip
 _RETRY_STATUS = frozenset({429, 502, 503, 504})

@@ -12,6 +12,7 @@ for a setting it does not have is a :class:`StepConfigError`, never silently dro
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,7 +25,7 @@ from clearance.adapters.openai.dispatch import DispatchWebhook
 from clearance.adapters.openai.guard import GuardedOpenAI
 from clearance.errors import ClearanceError
 
-__all__ = ["SETTINGS", "ChatStep", "StepConfig", "StepConfigError", "StepInput"]
+__all__ = ["SETTINGS", "ChatStep", "StepConfig", "StepConfigError", "StepInput", "engram_fields"]
 
 API = Literal["chat", "responses"]
 
@@ -56,7 +57,13 @@ SETTINGS: dict[str, tuple[str | None, str | None]] = {
     "metadata": ("metadata", "metadata"),
     "logit_bias": (None, "logit_bias"),
     "tool_choice": ("tool_choice", "tool_choice"),
+    "audio": (None, "audio"),
+    "prediction": (None, "prediction"),
 }
+#: Handled in ``ChatStep.build`` because their shape differs between the APIs, not only their
+#: name: ``modalities`` (Responses only ever answers in text) and ``web_search`` (Chat's
+#: ``web_search_options``, the Responses API's ``web_search`` tool).
+SHAPED = ("modalities", "web_search")
 
 #: The engram's names (``spec.with`` and per-request inputs) for our settings.
 _ALIASES = {
@@ -76,7 +83,12 @@ _ALIASES = {
     "choices": "n", "promptCacheKey": "prompt_cache_key", "safetyIdentifier": "safety_identifier",
     "logitBias": "logit_bias", "systemPrompt": "system_prompt", "developerPrompt": "developer_prompt",
     "userPrompt": "user_prompt", "assistantPrompt": "assistant_prompt", "functions": "tools",
+    "defaultModalities": "modalities", "webSearch": "web_search",
 }  # fmt: skip
+
+
+#: Roles sent under another name: the engram maps ``developer`` to ``system``.
+_ROLE = {"developer": "system"}
 
 
 class StepConfigError(ClearanceError, ValueError):
@@ -114,6 +126,64 @@ class ToolSpec(pydantic.BaseModel):
     strict: bool | None = None
 
 
+class Audio(pydantic.BaseModel):
+    """Spoken output (Chat Completions' ``audio``): the engram's ``audio.format`` and ``audio.voice``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    format: Literal["wav", "aac", "mp3", "flac", "opus", "pcm16"]
+    voice: str | dict[str, str]
+
+
+class UserLocation(pydantic.BaseModel):
+    """Where the user roughly is, for web search; the engram's flat form or Chat's ``approximate`` one."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    city: str | None = None
+    country: str | None = None
+    region: str | None = None
+    timezone: str | None = None
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _unwrap(cls, value: Any) -> Any:
+        # {"type": "approximate", "approximate": {...}} (Chat's shape) or {"type": "approximate", ...}
+        if isinstance(value, Mapping):
+            if value.get("type", "approximate") != "approximate":
+                raise ValueError("type must be 'approximate', the only kind of location OpenAI takes")
+            inner = value.get("approximate", value)
+            return {k: v for k, v in dict(inner).items() if k != "type"}
+        return value
+
+    def fields(self) -> dict[str, str]:
+        return self.model_dump(exclude_none=True)
+
+
+class WebSearch(pydantic.BaseModel):
+    """The engram's ``webSearch``: ``searchContextSize`` and ``userLocation``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
+    search_context_size: Literal["low", "medium", "high"] | None = pydantic.Field(default=None, alias="searchContextSize")
+    user_location: UserLocation | None = pydantic.Field(default=None, alias="userLocation")
+
+    def chat_options(self) -> dict[str, Any]:
+        """Chat Completions' ``web_search_options``."""
+        out: dict[str, Any] = {}
+        if self.search_context_size:
+            out["search_context_size"] = self.search_context_size
+        if self.user_location is not None:
+            out["user_location"] = {"type": "approximate", "approximate": self.user_location.fields()}
+        return out
+
+    def responses_tool(self) -> dict[str, Any]:
+        """The Responses API's hosted ``web_search`` tool."""
+        tool: dict[str, Any] = {"type": "web_search"}
+        if self.search_context_size:
+            tool["search_context_size"] = self.search_context_size
+        if self.user_location is not None:
+            tool["user_location"] = {"type": "approximate", **self.user_location.fields()}
+        return tool
+
+
 class _Settings(pydantic.BaseModel):
     """Every per-request setting; None means "not set" (not sent)."""
 
@@ -146,7 +216,17 @@ class _Settings(pydantic.BaseModel):
     allowed_tools: dict[str, Any] | None = None
     system_prompt: str | None = None
     response_format: dict[str, Any] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: Audio | None = None
+    web_search: WebSearch | None = None
+    prediction: dict[str, Any] | None = None
     api: API | None = None
+
+    @pydantic.field_validator("prediction", mode="before")
+    @classmethod
+    def _predicted_text(cls, value: Any) -> Any:
+        # Plain text is the usual prediction (a file being regenerated): {"type": "content", ...}.
+        return {"type": "content", "content": value} if isinstance(value, str) else value
 
     @pydantic.field_validator("tool_choice", mode="before")
     @classmethod
@@ -217,6 +297,34 @@ class StepInput(_Settings):
             raise StepConfigError(_describe(exc, "step input")) from None
 
 
+def engram_fields(action_request: Mapping[str, Any] | None, tool_calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The output under the engram's names, for workflows written against it: ``actionRequest``
+    (``storyName``, ``inputs``) and ``toolCalls`` (``name``, ``arguments`` as a JSON string).
+
+    Only governed calls appear, as in ``tool_calls``: a call the engine did not allow is never
+    handed to a workflow that would act on it.
+    """
+    return {
+        "actionRequest": None if action_request is None else {
+            "storyName": action_request["target"], "inputs": action_request.get("inputs") or {}},
+        "toolCalls": [{"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False, separators=(",", ":"))}
+                      for c in tool_calls],
+    }  # fmt: skip
+
+
+def _audio(llm_response: Any, asked: Audio | None) -> dict[str, Any] | None:
+    """Spoken output of a Chat Completions answer: ``transcript``, ``data`` (base64), ``format``, ``id``."""
+    if not isinstance(llm_response, Mapping) or llm_response.get("object") != "chat.completion":
+        return None
+    choices = llm_response.get("choices") or [{}]
+    audio = (choices[0].get("message") or {}).get("audio")
+    if not isinstance(audio, Mapping):
+        return None
+    return {"transcript": audio.get("transcript"), "data": audio.get("data"),
+            "format": asked.format if asked is not None else None, "id": audio.get("id"),
+            "expires_at": audio.get("expires_at")}  # fmt: skip
+
+
 def _requested(request: dict[str, Any]) -> dict[str, Any]:
     return {"status": "requested"}
 
@@ -224,6 +332,12 @@ def _requested(request: dict[str, Any]) -> dict[str, Any]:
 def _describe(exc: pydantic.ValidationError, what: str) -> str:
     parts = [f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()]
     return f"invalid {what}: " + "; ".join(parts)
+
+
+def _lacks(name: str, api: str, why: str = "") -> StepConfigError:
+    other = "chat" if api == "responses" else "responses"
+    return StepConfigError(f"{name} is not a setting of the {'Responses' if api == 'responses' else 'Chat Completions'} "
+                           f"API{why}; remove it or use api: {other}")  # fmt: skip
 
 
 def _put(request: dict[str, Any], dotted: str, value: Any) -> None:
@@ -291,8 +405,8 @@ class ChatStep:
 
     def settings(self, request: StepInput) -> dict[str, Any]:
         """The settings for one request: the step's, overridden by the request's."""
-        merged = {k: v for k, v in self.config.model_dump(exclude_unset=False).items() if k in _Settings.model_fields}
-        merged.update(request.model_dump(exclude_unset=True, include=set(_Settings.model_fields)))
+        merged = {k: getattr(self.config, k) for k in _Settings.model_fields}
+        merged.update({k: getattr(request, k) for k in request.model_fields_set if k in _Settings.model_fields})
         return merged
 
     def build(self, request: StepInput) -> tuple[str, dict[str, Any], list[dict[str, Any]], list[ToolSpec]]:
@@ -306,10 +420,23 @@ class ChatStep:
                 continue
             target = responses_name if api == "responses" else chat_name
             if target is None:
-                raise StepConfigError(f"{name} is not a setting of the {'Responses' if api == 'responses' else 'Chat Completions'} "
-                                      f"API; remove it or use api: {'chat' if api == 'responses' else 'responses'}")  # fmt: skip
+                raise _lacks(name, api)
+            if isinstance(value, pydantic.BaseModel):
+                value = value.model_dump(exclude_none=True)
             # The guard's requests are Responses-shaped; chat-only settings keep their chat names.
             _put(create, responses_name or chat_name, value)  # type: ignore[arg-type]
+        modalities, web_search = s.get("modalities"), s.get("web_search")
+        if modalities is not None:
+            if api == "chat":
+                create["modalities"] = list(modalities)
+            elif set(modalities) != {"text"}:
+                # Text is all the Responses API answers in, so ["text"] asks for what it does anyway.
+                raise _lacks("modalities", api, f" (it answers in text only, not {modalities})")
+        if web_search is not None:
+            if api == "chat":
+                create["web_search_options"] = web_search.chat_options()
+            else:
+                create["tools"] = [web_search.responses_tool()]  # the guard adds the declared function tools
         if s.get("allowed_tools"):
             allowed = s["allowed_tools"]
             create["tool_choice"] = {"type": "allowed_tools", "mode": allowed.get("mode", "auto"),
@@ -317,11 +444,13 @@ class ChatStep:
         messages: list[dict[str, Any]] = []
         if s.get("system_prompt"):
             messages.append({"role": "system", "content": s["system_prompt"]})
-        messages.extend(dict(m) for m in request.history)
+        # As in the engram, developer messages go as system ones: every API version and every
+        # Azure deployment takes "system", not all of them take "developer".
+        messages.extend({**m, "role": _ROLE.get(m["role"], m["role"])} for m in request.history)
         for role in ("developer", "user", "assistant"):
             text = getattr(request, f"{role}_prompt")
             if text:
-                messages.append({"role": role, "content": text})
+                messages.append({"role": _ROLE.get(role, role), "content": text})
         if not any(m["role"] == "user" for m in messages):
             raise StepConfigError("the request has nothing from the user: give history or user_prompt")
         tools = request.tools if request.tools is not None else self.config.tools
@@ -333,15 +462,22 @@ class ChatStep:
         request = inputs if isinstance(inputs, StepInput) else StepInput.load(inputs)
         api, create, messages, tools = self.build(request)
         settings = self.settings(request)
-        model = settings["model"]
         guard = self._guard(api, tools)
+        # On Azure a configured deployment (AZURE_DEPLOYMENT, deployment=) is what gets called,
+        # whatever model the step names: the model is the deployment's.
+        model = guard.azure.deployment if guard.azure is not None and guard.azure.deployment else settings["model"]
         result = guard.run(messages, model=model, max_turns=1, response_format=settings.get("response_format"), **create)
+        tool_calls = [{"name": c["name"], "arguments": c["arguments"], "call_id": c["call_id"],
+                       "request_id": c["request_id"]} for c in result["tool_calls"]]  # fmt: skip
+        audio = _audio(result["llm_response"], settings.get("audio"))
+        text = result["output_text"] or (audio or {}).get("transcript") or ""
         return {
-            "text": result["output_text"],
+            "text": text,
             "structured": result["structured"],
             "action_request": result["action_request"],
-            "tool_calls": [{"name": c["name"], "arguments": c["arguments"], "call_id": c["call_id"],
-                            "request_id": c["request_id"]} for c in result["tool_calls"]],  # fmt: skip
+            "tool_calls": tool_calls,
+            "audio": audio,
+            **engram_fields(result["action_request"], tool_calls),
             "execution": result["execution"],
             # One model call is the whole step: having acted on its calls is completion.
             "status": "completed" if result["status"] == "max_turns" else result["status"],

@@ -14,13 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from clearance.engine import audit
+from clearance.engine import audit, executions
 from clearance.engine.audit import AuditReport
 from clearance.engine.keys import Keys
+from clearance.engine.redaction_key import resolve_key
 from clearance.engine.snapshots import SnapshotInfo, Snapshots
 from clearance.errors import (
     AlreadyClaimed,
@@ -54,13 +55,13 @@ from clearance.model import (
     OutcomeStatus,
     Precedent,
     RawJSON,
-    arguments_hash,
     canonical_json,
     new_id,
     utcnow,
 )
 from clearance.policy import Rule, RuleFile, RuleSet, Verdict, evaluate, load_rules, usage_lookups
 from clearance.policy.risk import apply_risk, resolve_risk
+from clearance.redaction import RedactionSettings, Redactor
 from clearance.store import SqlStore, SqlTx, open_store
 from clearance.store.idempotency import KEEP as IDEMPOTENCY_KEEP
 from clearance.store.idempotency import IdempotencyKeys, KeptAnswer
@@ -75,8 +76,6 @@ __all__ = ["Engine", "PolicyInfo"]
 DEFAULT_APPROVAL_TTL = timedelta(hours=24)
 #: How long a resumer may hold a run before another may take it (a crashed resumer's lease lapses).
 RUN_LEASE = timedelta(minutes=10)
-_FINAL = frozenset({ExecutionStatus.executed, ExecutionStatus.failed, ExecutionStatus.not_run,
-                    ExecutionStatus.rejected, ExecutionStatus.blocked})  # fmt: skip
 
 
 #: What a decision made by rules alone while memory is still loading says of its risk.
@@ -116,6 +115,10 @@ class Engine:
     Thread-safe: share one engine between threads; each call opens its own transaction.
     ``rules`` pins a rule set (a file, a :class:`RuleFile`) instead of the store's applied
     policy, for dry runs and ``clearance check --rules``.
+
+    ``redaction`` adds argument names and patterns to what is redacted before anything is kept
+    (``False`` turns redaction off); ``redaction_key`` is the store's key (see
+    :mod:`clearance.engine.redaction_key` for where it is found otherwise).
     """
 
     def __init__(
@@ -126,9 +129,21 @@ class Engine:
         memory: Memory | None = None,
         clock: Callable[[], datetime] = utcnow,
         default_approval_ttl: timedelta = DEFAULT_APPROVAL_TTL,
+        redaction: RedactionSettings | Mapping[str, Any] | bool | None = None,
+        redaction_key: bytes | str | None = None,
     ) -> None:
+        if redaction is False:
+            settings = RedactionSettings(enabled=False)
+        elif isinstance(redaction, RedactionSettings):
+            settings = redaction
+        else:
+            settings = RedactionSettings.model_validate(redaction if isinstance(redaction, Mapping) else {})
         self.memory: Memory = memory if memory is not None else default_memory()  # before the store: it may refuse its settings
         self.store = store if isinstance(store, SqlStore) else open_store(store)
+        #: Redacts what the engine keeps (:mod:`clearance.redaction`); the rules file may add to it.
+        self._redaction_key = resolve_key(self.store.url, redaction_key)
+        self.redactor = Redactor(self._redaction_key, settings)
+        self._redactors: dict[str, Redactor] = {}  # by policy version, for rules files with a redaction: block
         self._memory_warm = False
         self.clock = clock
         self.default_approval_ttl = default_approval_ttl
@@ -156,7 +171,7 @@ class Engine:
     def idempotency(self) -> IdempotencyKeys:
         """Idempotency keys of requests made outside a decision's transaction (the server's
         ``Idempotency-Key`` on every route but ``POST /v1/decisions``)."""
-        return IdempotencyKeys(self.store)
+        return IdempotencyKeys(self.store, seal=self.redactor.seal_text, unseal=self.redactor.unseal_text)
 
     def webhook_outbox(self, endpoints: Mapping[str, str], events: Sequence[str], *, worker_id: str, batch: int = 50,
                        lease_seconds: float = 60.0, retention_days: float = 7.0) -> WebhookOutbox:  # fmt: skip
@@ -193,6 +208,28 @@ class Engine:
         with self._cache_lock:
             self._cached = (head, ruleset)
         return ruleset
+
+    def redactor_for(self, rules: RuleSet | None) -> Redactor:
+        """The redactor of a rule set: the engine's, plus the rules file's ``redaction:`` block."""
+        extra = rules.source.redaction if rules is not None else None
+        if extra is None:
+            return self.redactor
+        found = self._redactors.get(rules.policy_version)  # type: ignore[union-attr]
+        if found is None:
+            found = Redactor(self._redaction_key, self.redactor.settings.merged(extra))
+            with self._cache_lock:
+                if len(self._redactors) > 64:
+                    self._redactors.clear()
+                self._redactors[rules.policy_version] = found  # type: ignore[union-attr]
+        return found
+
+    def _redactor(self, tx: SqlTx) -> Redactor:
+        return self.redactor_for(self._rules(tx))
+
+    def args_hash(self, arguments: Mapping[str, Any]) -> str:
+        """What binds a decision (and an approval) to its exact arguments: a keyed hash, so that a
+        stored hash cannot be matched against guessed arguments (a card number) without the key."""
+        return self.redactor.keyed_hash(canonical_json(dict(arguments)))
 
     def current_rules(self) -> RuleSet:
         with self.store.read() as tx:
@@ -302,12 +339,16 @@ class Engine:
                 self.warm_memory()
         request_id = new_id("req")
         trace_id = action.trace_id or new_id("trc")
-        args_hash = arguments_hash(action.arguments)
-        action_json = canonical_json(action.model_dump(mode="json"))
+        args_hash = self.args_hash(action.arguments)
         # The rules most likely in force say which counters this call will ask about, so they are
         # read in the transaction's first statement; a policy change since only means more reads.
         planned = self._pinned or (self._cached[1] if self._cached is not None else None)
-        lookups = usage_lookups(planned, action, now) if planned is not None else []
+        redactor = self.redactor_for(planned)
+        # What is kept (rows, audit, memory, counters' targets) is the redacted copy; the
+        # rules judge ``action`` itself.
+        stored = _redacted(redactor, action)
+        action_json = canonical_json(stored.model_dump(mode="json"))
+        lookups = usage_lookups(planned, stored, now) if planned is not None else []
         with self.store.write() as tx:
             if key is not None:
                 kept = tx.idempotent_answer(key[0], key[1])
@@ -318,7 +359,11 @@ class Engine:
                     tx.prune_idempotent_answers(now - IDEMPOTENCY_KEEP)
             known = _UsageAt.answers(lookups, tx.usage_lookups(lookups, now))
             rules = self._rules(tx)
-            verdict, rules_result, estimate = self._judge(tx, rules, action, now, known, use_memory=learns)
+            if self.redactor_for(rules) is not redactor:  # the policy changed its redaction: block since
+                redactor = self.redactor_for(rules)
+                stored = _redacted(redactor, action)
+                action_json = canonical_json(stored.model_dump(mode="json"))
+            verdict, rules_result, estimate = self._judge(tx, rules, action, now, known, stored, redactor, use_memory=learns)
             approval_id = expires = None
             if verdict.result is DecisionResult.requires_approval:
                 approval_id = new_id("apr")
@@ -330,7 +375,7 @@ class Engine:
                 actor=action.actor,
                 domain=action.domain,
                 result=verdict.result,
-                reason=verdict.reason,
+                reason=redactor.text(verdict.reason),
                 risk_score=min(max(estimate.risk, 0.0), 1.0),
                 matched_rules=verdict.matched,
                 shadow_rules=verdict.shadow,
@@ -348,13 +393,13 @@ class Engine:
             decision_json = RawJSON(canonical_json(decision.model_dump(mode="json")))
             tx.insert_decision({
                 "request_id": request_id, "trace_id": trace_id, "tool": action.tool, "actor": action.actor,
-                "domain": action.domain, "target": action.target, "value": action.value,
-                "arguments": action.arguments, "context": action.context, "result": verdict.result.value,
+                "domain": action.domain, "target": stored.target, "value": action.value,
+                "arguments": stored.arguments, "context": stored.context, "result": verdict.result.value,
                 "policy_version": rules.policy_version, "decided_at": now, "decision": decision_json,
             })  # fmt: skip
             if verdict.result is not DecisionResult.blocked and verdict.counted_rules:
                 tx.add_usage([
-                    {"request_id": request_id, "rule_id": rid, "actor": action.actor, "target": action.target or "",
+                    {"request_id": request_id, "rule_id": rid, "actor": action.actor, "target": stored.target or "",
                      "value": action.value or 0.0, "at": now, "expires_at": expires}
                     for rid in verdict.counted_rules
                 ])  # fmt: skip
@@ -369,7 +414,7 @@ class Engine:
                     "approvals_required": verdict.approvals_required, "args_hash": args_hash,
                     "policy_version": rules.policy_version, "created_at": now, "expires_at": expires,
                     "data": {"tool": action.tool, "actor": action.actor, "domain": action.domain, "value": action.value,
-                             "arguments": action.arguments, "reason": verdict.reason},
+                             "arguments": stored.arguments, "reason": decision.reason},
                 })  # fmt: skip
                 events.append(("approval.requested", {"approval_id": approval_id, "expires_at": expires.isoformat(),
                                "approvals_required": verdict.approvals_required}))  # fmt: skip
@@ -381,21 +426,27 @@ class Engine:
         if learns:
             # Memory learns of this decision now, from the objects at hand, so the next call
             # need not read it back; any event another writer slipped in is read on the next call.
-            written[0]["payload"] = {"action": action, "decision": {"request_id": request_id, "result": verdict.result.value,
+            written[0]["payload"] = {"action": stored, "decision": {"request_id": request_id, "result": verdict.result.value,
                                                                     "decided_at": now}}  # fmt: skip
             self.memory.ingest(written)
         return decision, decision_json
 
     def _judge(self, tx: SqlTx, rules: RuleSet, action: Action, now: datetime,
-               known: Mapping[tuple[Any, ...], Any] | None = None, *,
+               known: Mapping[tuple[Any, ...], Any] | None = None, stored: Action | None = None,
+               redactor: Redactor | None = None, *,
                use_memory: bool = True) -> tuple[Verdict, DecisionResult, RiskEstimate]:  # fmt: skip
         """The verdict on one call (kill switch, rules, then memory's risk), the rules' verdict
-        alone, and memory's estimate. Reads only: ``evaluate`` and ``dry_run`` share it."""
+        alone, and memory's estimate. Reads only: ``evaluate`` and ``dry_run`` share it.
+
+        The rules see ``action`` in clear; memory and the counters see ``stored``, its redacted
+        copy, which is what they are fed from the record."""
+        redactor = redactor or self.redactor_for(rules)
+        stored = stored or _redacted(redactor, action)
         switch = self._kill_switch_for(tx, action)
         if switch is not None:
             verdict = Verdict(DecisionResult.blocked, _kill_reason(switch))
         else:
-            verdict = evaluate(rules, action, now, _UsageAt(tx, now, known))
+            verdict = evaluate(rules, action, now, _UsageAt(tx, now, known, redactor.text))
         rules_result = verdict.result
         estimate = _NO_ESTIMATE
         if self.memory.learns and use_memory:
@@ -404,7 +455,7 @@ class Engine:
             while not self._catch_up(tx):
                 pass
             policy = resolve_risk(rules, action)
-            estimate = self.memory.assess(action, now, half_life_days=policy.half_life_days, prior=policy.prior,
+            estimate = self.memory.assess(stored, now, half_life_days=policy.half_life_days, prior=policy.prior,
                                           prior_strength=policy.prior_strength,
                                           outcome_error_rate=policy.outcome_error_rate)  # fmt: skip
             if switch is None:
@@ -527,6 +578,43 @@ class Engine:
             raise UnknownRequest(request_id)
         return Decision.model_validate(row["decision"])
 
+    #: Rows read per page while ``list_decisions`` looks for a rule among matched rules.
+    _LIST_PAGE = 500
+
+    def list_decisions(self, *, result: DecisionResult | str | None = None, tool: str | None = None,
+                       actor: str | None = None, domain: str | None = None, rule: str | None = None,
+                       since: datetime | None = None, until: datetime | None = None, before: str | None = None,
+                       limit: int = 100) -> list[Decision]:  # fmt: skip
+        """Decisions newest first, filtered by result, tool, actor, domain, a rule among the
+        matched (or shadow) rules, and ``since <= decided_at < until``; ``before`` is the
+        request id of the last decision of the previous page."""
+        result = DecisionResult(result).value if result is not None else None
+        since, until = _aware(since), _aware(until)
+        if limit < 1:
+            return []
+        out: list[Decision] = []
+        with self.store.read() as tx:
+            cursor: tuple[datetime, str] | None = None
+            if before is not None:
+                row = tx.get_decision(before)
+                if row is None:
+                    raise UnknownRequest(before)
+                cursor = (row["decided_at"], row["request_id"])
+            page = limit if rule is None else max(limit, self._LIST_PAGE)
+            while len(out) < limit:
+                rows = tx.list_decisions(result=result, tool=tool, actor=actor, domain=domain, since=since, until=until,
+                                         before=cursor, limit=page)  # fmt: skip
+                for row in rows:
+                    decision = Decision.model_validate(row["decision"])
+                    if rule is None or any(m.rule_id == rule for m in (*decision.matched_rules, *decision.shadow_rules)):
+                        out.append(decision)
+                        if len(out) == limit:
+                            break
+                if len(rows) < page:
+                    break
+                cursor = (rows[-1]["decided_at"], rows[-1]["request_id"])
+        return out
+
     def precedents(self, request_id: str) -> list[Precedent]:
         """The past cases a decision rested on, strongest first, as it recorded them."""
         return self.get_decision(request_id).precedents
@@ -575,7 +663,7 @@ class Engine:
             if recorded is None or not audit.intact(tx, made) or recorded.get("result") != decision.result.value or (
                     recorded.get("args_hash") != decision.args_hash):  # fmt: skip
                 raise NotApproved(f"{request_id} does not match its decision in the audit trail; refusing to run it")
-            if arguments is not None and arguments_hash(dict(arguments)) != decision.args_hash:
+            if arguments is not None and self.args_hash(arguments) != decision.args_hash:
                 raise ArgumentsMismatch(f"the arguments differ from those decided under {request_id}; decide them anew")
             if decision.result is DecisionResult.blocked:
                 raise NotApproved(f"{request_id} was blocked: {decision.reason}")
@@ -618,7 +706,7 @@ class Engine:
         status = ExecutionStatus(status)
         now = self.clock()
         with self.store.write() as tx:
-            return self._record_execution(tx, now, request_id, status, result_summary, error)
+            return self._record_execution(tx, now, request_id, status, result_summary, error, self._redactor(tx))
 
     def record_executions(self, reports: Sequence[tuple[str, ExecutionStatus | str, Any, str | None]]) -> list[Execution | ClearanceError]:
         """Record several executions in one durable transaction (one fsync, not one each).
@@ -629,23 +717,29 @@ class Engine:
         now = self.clock()
         results: list[Execution | ClearanceError] = []
         with self.store.write() as tx:
+            redactor = self._redactor(tx)
             for request_id, status, summary, error in reports:
                 try:
-                    results.append(self._record_execution(tx, now, request_id, ExecutionStatus(status), summary, error))
+                    results.append(self._record_execution(tx, now, request_id, ExecutionStatus(status), summary, error,
+                                                          redactor))  # fmt: skip
                 except ClearanceError as exc:  # raised before anything of this report was written
                     results.append(exc)
         return results
 
     def _record_execution(self, tx: SqlTx, now: datetime, request_id: str, status: ExecutionStatus,
-                          result_summary: Any, error: str | None) -> Execution:  # fmt: skip
+                          result_summary: Any, error: str | None, redactor: Redactor) -> Execution:  # fmt: skip
+        result_summary = redactor.value(result_summary)
+        error = redactor.text(error) if isinstance(error, str) else error
         row = tx.get_decision(request_id)
         if row is None:
             raise UnknownRequest(request_id)
         existing = tx.get_execution(request_id)
-        if existing is not None and ExecutionStatus(existing["status"]) in _FINAL:
-            if existing["status"] == status.value:
-                return _execution(existing)
-            raise ConflictError(f"the execution of {request_id} is already recorded as {existing['status']}")
+        result = DecisionResult(row["decision"]["result"])
+        approval = tx.approval_for_request(request_id) if result is DecisionResult.requires_approval else None
+        if executions.check_report(request_id, result=result, wanted=status, approval=approval, now=now,
+                                   current=ExecutionStatus(existing["status"]) if existing else None,
+                                   shadow=executions.is_shadow(row["context"])):  # fmt: skip
+            return _execution(existing)  # type: ignore[arg-type]
         record = {
             "request_id": request_id, "status": status.value,
             "claimed_by": existing["claimed_by"] if existing else None,
@@ -695,6 +789,8 @@ class Engine:
             row = tx.get_decision(request_id)
             if row is None:
                 raise UnknownRequest(request_id)
+            if outcome.description:
+                outcome = outcome.model_copy(update={"description": self._redactor(tx).text(outcome.description)})
             tx.insert_outcome(outcome.model_dump())
             audit.append(tx, "outcome.reported", outcome.model_dump(mode="json"), now=now,
                          request_id=request_id, trace_id=row["trace_id"])  # fmt: skip
@@ -773,6 +869,7 @@ class Engine:
         now = self.clock()
         expired = False
         with self.store.write() as tx:
+            comment = self._redactor(tx).text(comment) if comment else comment
             row = tx.get_approval(approval_id)
             if row is None:
                 raise NotFound(f"unknown approval id {approval_id!r}")
@@ -828,6 +925,7 @@ class Engine:
         """Block every matching call until deactivated."""
         scope, value = self._scope(domain, tool, actor)
         now = self.clock()
+        reason = self.redactor.text(reason) if reason else reason
         switch = KillSwitch(scope=scope, value=value, reason=reason, activated_by=by, activated_at=now)  # type: ignore[arg-type]
         with self.store.write() as tx:
             tx.set_kill_switch(switch.model_dump())
@@ -863,22 +961,25 @@ class Engine:
         ``owner``, the run is theirs: nobody else may save it again or release it, and its
         approvals must be of their own calls."""
         now = self.clock()
-        digest = _digest(state)
+        trace_id = state["trace_id"]
         with self.store.write() as tx:
+            # Sealed, not redacted: a resumed run needs its calls' real arguments back.
+            state = self._redactor(tx).seal(state)
+            digest = _digest(state)
             existing = tx.get_run(run_id)
             self._check_owner(existing, owner)
             for approval_id in approval_ids if owner is not None else ():
                 row = tx.get_approval(approval_id)
                 if row is not None and row["data"]["actor"] != owner:
                     raise NotYours(f"approval {approval_id} is of a call by {row['data']['actor']!r}, not {owner!r}")
-            tx.put_run({"run_id": run_id, "trace_id": state["trace_id"], "state": state, "digest": digest,
+            tx.put_run({"run_id": run_id, "trace_id": trace_id, "state": state, "digest": digest,
                         "created_at": existing["created_at"] if existing else now, "updated_at": now,
                         "leased_by": None, "leased_until": None,
                         "owner": existing["owner"] if existing else owner})  # fmt: skip
             for approval_id in approval_ids:
                 tx.add_run_approval(approval_id, run_id)
             audit.append(tx, "run.suspended", {"run_id": run_id, "digest": digest, "approval_ids": approval_ids},
-                         now=now, trace_id=state["trace_id"])  # fmt: skip
+                         now=now, trace_id=trace_id)  # fmt: skip
 
     def take_run(self, approval_id: str, *, wait_seconds: float = 30.0) -> dict[str, Any]:
         """Hand out, once, the saved run that waits for ``approval_id``.
@@ -907,7 +1008,7 @@ class Engine:
                     tx.set_run_lease(row["run_id"], approval_id, now + RUN_LEASE)
                     audit.append(tx, "run.resumed", {"run_id": row["run_id"], "approval_id": approval_id}, now=now,
                                  trace_id=row["trace_id"])  # fmt: skip
-                    return dict(row["state"])
+                    return self.redactor.unseal(dict(row["state"]))
             if time.monotonic() >= deadline:
                 raise RunBusy(f"run {row['run_id']} is being resumed by another caller (for approval {row['leased_by']})")
             time.sleep(0.05)
@@ -937,9 +1038,13 @@ class Engine:
 
     # -- audit ----------------------------------------------------------------------------
     def audit_events(self, *, request_id: str | None = None, trace_id: str | None = None, type: str | None = None,
-                     after_seq: int = 0, limit: int = 100) -> list[Event]:  # fmt: skip
+                     after_seq: int = 0, limit: int = 100, since: datetime | None = None,
+                     until: datetime | None = None) -> list[Event]:  # fmt: skip
+        """Audit events oldest first after ``after_seq``, by request, trace or type, and
+        ``since <= created_at < until``."""
         with self.store.read() as tx:
-            rows = tx.query_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq, limit=limit)
+            rows = tx.query_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq, limit=limit,
+                                   since=_aware(since), until=_aware(until))  # fmt: skip
         return [audit.to_event(r) for r in rows]
 
     def refuse_proposal(self, tool: str, reason: str, *, actor: str = "anonymous", domain: str = "default",
@@ -948,14 +1053,16 @@ class Engine:
         the model's, so it is kept as one bounded line of text whatever it was."""
         now = self.clock()
         with self.store.write() as tx:
-            audit.append(tx, "proposal.refused", {"tool": _line(tool, 256), "reason": _line(reason, 1024), "actor": actor,
+            redactor = self._redactor(tx)
+            audit.append(tx, "proposal.refused", {"tool": _line(redactor.text(tool), 256),
+                         "reason": _line(redactor.text(reason), 1024), "actor": actor,
                          "domain": domain}, now=now, trace_id=trace_id)  # fmt: skip
 
     def record_refusal(self, details: Mapping[str, Any]) -> None:
         """Put a refused request (who, what, why: the server's 401s and 403s) in the audit trail."""
         now = self.clock()
         with self.store.write() as tx:
-            audit.append(tx, "auth.refused", dict(details), now=now)
+            audit.append(tx, "auth.refused", self.redactor.value(dict(details)), now=now)
 
     def verify_audit(self) -> AuditReport:
         with self.store.read() as tx:
@@ -972,8 +1079,10 @@ class _UsageAt:
     other question goes to the store.
     """
 
-    def __init__(self, tx: SqlTx, now: datetime, known: Mapping[tuple[Any, ...], Any] | None = None) -> None:
+    def __init__(self, tx: SqlTx, now: datetime, known: Mapping[tuple[Any, ...], Any] | None = None,
+                 kept: Callable[[str], str] | None = None) -> None:  # fmt: skip
         self.tx, self.now, self.known = tx, now, known or {}
+        self.kept = kept  # a target as the counters keep it (redacted)
 
     @staticmethod
     def answers(lookups: Sequence[tuple[Any, ...]], values: Sequence[Any]) -> dict[tuple[Any, ...], Any]:
@@ -990,8 +1099,29 @@ class _UsageAt:
         return self.tx.total_value(rule_id, actor, since, self.now) if found is _MISSING else found  # type: ignore[return-value]
 
     def last_at(self, rule_id: str, actor: str, target: str | None) -> datetime | None:
+        if target and self.kept is not None:
+            target = self.kept(target)
         found = self.known.get(("last", rule_id, actor, target), _MISSING)
         return self.tx.last_at(rule_id, actor, target, self.now) if found is _MISSING else found  # type: ignore[return-value]
+
+
+def _redacted(redactor: Redactor, action: Action) -> Action:
+    """The copy of ``action`` that is kept: arguments, context and target redacted."""
+    if not redactor.enabled:
+        return action
+    return action.model_copy(update={"arguments": redactor.value(action.arguments), "context": redactor.value(action.context),
+                                     "target": redactor.text(action.target) if action.target else action.target})  # fmt: skip
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    """A time bound in UTC; one without a zone is read as UTC (a person typing a time range),
+    and one at the very ends of the calendar that UTC cannot hold becomes that end."""
+    if at is None or at.tzinfo is None:
+        return None if at is None else at.replace(tzinfo=timezone.utc)
+    try:
+        return at.astimezone(timezone.utc)
+    except OverflowError:
+        return (datetime.min if at.year == 1 else datetime.max).replace(tzinfo=timezone.utc)
 
 
 def _line(text: str, limit: int) -> str:

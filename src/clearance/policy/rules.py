@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from clearance.errors import RuleError
 from clearance.model import canonical_json
 from clearance.policy.conditions import Condition, compile_condition
+from clearance.redaction import RedactionSettings
 
 __all__ = ["AllowedHours", "CompiledRule", "CostPolicy", "Rule", "RuleFile", "RuleSet", "load_rules", "parse_rules", "rules_json_schema"]
 
@@ -278,6 +279,9 @@ class RuleFile(_Strict):
         default=None, description="What outcomes cost: memory's risk then becomes a verdict by expected cost."
     )
     domains: dict[str, DomainPolicy] = Field(default_factory=dict, description="Settings per domain (exact names).")
+    redaction: RedactionSettings | None = Field(
+        default=None, description="More secrets to redact from the record (argument names, patterns)."
+    )
     rules: list[Rule] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ from clearance.server.idempotency import IdempotencyMiddleware
 from clearance.server.middleware import RequestContext
 from clearance.server.refusals import Refusals
 from clearance.server.retention import RetentionSettings, RetentionTask
+from clearance.server.throttle import AuthThrottle
 from clearance.server.warmup import MemoryLifecycle, MemorySettings
 from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, plain, rules, runs
 
@@ -56,7 +57,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope, "description": text}
     for code, text in ((400, "The body could not be parsed"), (401, "No valid API key"), (403, "The key's role or identity may not do this"),
                        (404, "Unknown id"), (409, "Conflicts with what is recorded"),
-                       (413, "Body too large"), (422, "Invalid request"))  # fmt: skip
+                       (413, "Body too large"), (422, "Invalid request"),
+                       (429, "Too many failed authentications from this address or for this key; retry after Retry-After"))  # fmt: skip
 }
 
 
@@ -71,8 +73,15 @@ def create_app(
     metrics_key: str | None = None,
     memory: MemorySettings | None = None,
     retention: RetentionSettings | None = None,
+    auth_failures_per_minute: int | None = None,
+    dashboard: bool = True,
+    session_secret: str | None = None,
 ) -> FastAPI:
     """The HTTP API over ``engine`` (an :class:`Engine`, or a store location for one).
+
+    ``auth_failures_per_minute`` (else ``CLEARANCE_AUTH_FAILURES_PER_MINUTE``, default 30) is how
+    many failed authentications a client address may make with one key prefix before it is
+    answered 429 without a lookup.
 
     ``metrics_key`` (else ``CLEARANCE_METRICS_KEY``) puts ``/metrics`` behind a key: that
     bearer token, or any admin API key. Without one, ``/metrics`` answers anybody.
@@ -84,6 +93,10 @@ def create_app(
     started, everything alive is moved out of the garbage collector's sight (``gc.freeze``),
     so that its full collections no longer walk the modules, schemas and rebuilt memory, which
     held the event loop for 20-80 ms each here, several times a minute under load.
+
+    ``dashboard`` serves the web dashboard at ``/`` (:mod:`clearance.server.dashboard`); its
+    session cookies are signed with ``session_secret`` (else ``CLEARANCE_SESSION_SECRET``, else
+    a random key made now).
 
     ``memory`` says how memory warms up at start and how often it is saved (see
     :mod:`clearance.server.warmup`; default: from the environment, else wait for it and save
@@ -125,7 +138,9 @@ def create_app(
     app.state.engine = eng
     app.state.keys = eng.keys
     app.state.refusals = Refusals(eng.record_refusal)
+    app.state.throttle = AuthThrottle(auth_failures_per_minute)
     app.state.approval_waiters = {}
+    app.state.approval_listeners = set()  # woken when any approval is answered here (the dashboard's live list)
     app.state.metrics = None
     app.state.metrics_key = metrics_key if metrics_key is not None else os.environ.get("CLEARANCE_METRICS_KEY") or None
     app.state.webhooks = None
@@ -147,6 +162,13 @@ def create_app(
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router, prefix="/v1")
+    if dashboard:
+        try:
+            from clearance.server.dashboard import mount
+        except ImportError as exc:  # pragma: no cover - jinja2 and itsdangerous are in the server extra
+            log.warning("the dashboard is off: %s is not installed (pip install 'clearance[server]')", exc.name)
+        else:
+            mount(app, secret=session_secret)
     app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, kept=eng.idempotency)
     app.state.decisions = decisions.DecisionEndpoint(eng, app.state.keys, app.state.metrics, app.state.webhooks)
     app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe)

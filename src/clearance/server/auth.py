@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from clearance.server.errors import ApiError
 from clearance.engine.keys import ROLES, ApiKey, Keys, Principal, Role
 
-__all__ = ["ROLES", "ApiKey", "Keys", "Principal", "Role", "bearer_token", "refuse", "require"]
+__all__ = ["ROLES", "ApiKey", "Keys", "Principal", "Role", "bearer_token", "identify", "refuse", "require"]
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer clr_...`.")
 
@@ -53,15 +53,43 @@ def refuse(request: Request, status: int, message: str, principal: Principal | N
     return ApiError(status, kind, message, field)
 
 
+def identify(state: Any, client: str | None, token: str) -> Principal | None:
+    """The principal of ``token``, or None (a failure, counted); 429 for a client that keeps failing.
+
+    The one reading of a presented key for every route: an address or key prefix that failed
+    too often is refused before any lookup (:mod:`clearance.server.throttle`).
+    """
+    throttle = state.throttle
+    wait = throttle.retry_after(client, token)
+    if wait is not None:
+        _count(state, "throttled")
+        raise ApiError(429, "too_many_requests", f"too many failed authentications from this address; retry in {wait} s",
+                       retry_after=wait)  # fmt: skip
+    keys: Keys = state.keys
+    # A verified key is cached for a second, so this reads the store about once a second per key.
+    principal = keys.authenticate(token) if token else None
+    if principal is None:
+        throttle.failed(client, token)
+        _count(state, "missing" if not token else "invalid")
+    else:
+        throttle.succeeded(token)
+    return principal
+
+
+def _count(state: Any, outcome: str) -> None:
+    metrics = state.metrics
+    if metrics is not None:
+        metrics.auth_failures.labels(outcome).inc()
+
+
 async def principal_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     cached = getattr(request.state, "principal", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     if credentials is None:
+        identify(request.app.state, request.client.host if request.client else None, "")  # counted, maybe throttled
         raise await run_in_threadpool(refuse, request, 401, "an API key is required: send Authorization: Bearer <key>")
-    keys: Keys = request.app.state.keys
-    # A verified key is cached for a second, so this reads the store about once a second per key.
-    principal = keys.authenticate(credentials.credentials)
+    principal = identify(request.app.state, request.client.host if request.client else None, credentials.credentials)
     if principal is None:
         raise await run_in_threadpool(refuse, request, 401, "the API key is not valid or was revoked")
     request.state.principal = principal

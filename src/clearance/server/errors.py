@@ -55,6 +55,7 @@ ERROR_TYPES: list[tuple[type[Exception], int, str]] = [
     (E.AlreadyClaimed, 409, "already_claimed"),
     (E.NotApproved, 409, "not_approved"),
     (E.ArgumentsMismatch, 409, "arguments_mismatch"),
+    (E.IllegalTransition, 409, "illegal_transition"),
     (E.RunStateTampered, 409, "run_state_tampered"),
     (E.RunBusy, 409, "run_busy"),
     (E.ConflictError, 409, "conflict"),
@@ -67,9 +68,17 @@ ERROR_TYPES: list[tuple[type[Exception], int, str]] = [
 class ApiError(Exception):
     """A refusal raised by the server layer itself (auth, idempotency, limits)."""
 
-    def __init__(self, status: int, type: str, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, type: str, message: str, field: str | None = None,
+                 retry_after: int | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.status, self.type, self.message, self.field = status, type, message, field
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        if self.status == 401:
+            return {"WWW-Authenticate": "Bearer"}
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
 
 
 def error_type(exc: BaseException) -> tuple[int, str]:
@@ -124,7 +133,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
         return envelope(exc.status, exc.type, exc.message, field=exc.field, correlation_id=_correlation(request),
-                        headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)  # fmt: skip
+                        headers=exc.headers)  # fmt: skip
 
     @app.exception_handler(E.ClearanceError)
     async def _clearance(request: Request, exc: E.ClearanceError) -> JSONResponse:

@@ -41,6 +41,8 @@ class Metrics:
         self.decision_seconds = Histogram("clearance_decision_seconds", "Time to a durable decision.", registry=r,
                                           buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1))  # fmt: skip
         self.outcomes = Counter("clearance_outcomes", "Outcomes reported.", ["status"], registry=r)
+        self.auth_failures = Counter("clearance_auth_failures", "Failed authentications: missing or invalid key, "
+                                     "or throttled (429) after too many.", ["outcome"], registry=r)  # fmt: skip
         self.pending = Gauge("clearance_approvals_pending", "Pending approvals (at scrape time).", registry=r)
         self.oldest = Gauge("clearance_approval_oldest_pending_seconds", "Age of the oldest pending approval.", registry=r)
         self.webhooks = Counter("clearance_webhook_deliveries", "Webhook attempts by event and outcome.", ["event", "outcome"],
@@ -102,12 +104,12 @@ def _check_scraper(request: Request) -> None:
     key = request.app.state.metrics_key
     if key is None:
         return
-    from clearance.server.auth import bearer_token, refuse
+    from clearance.server.auth import bearer_token, identify, refuse
 
     token = bearer_token(request.headers.get("authorization"))
     if token and hmac.compare_digest(token.encode(), key.encode()):
         return
-    principal = request.app.state.keys.authenticate(token) if token else None
+    principal = identify(request.app.state, request.client.host if request.client else None, token)
     if principal is None:
         raise refuse(request, 401, "/metrics needs the metrics key or an admin API key")
     if principal.role != "admin":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -37,8 +37,12 @@ class IdempotencyKeys:
     durable first; a stored answer lost in a power cut leaves its key reserved, so a retry gets
     409 rather than a second operation. Writes queue with the store's other writers."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlStore, *, seal: Callable[[str], str] | None = None,
+                 unseal: Callable[[str], str] | None = None) -> None:  # fmt: skip
+        """``seal`` and ``unseal`` keep an answer that holds a secret (a resumed run's state)
+        sealed at rest and give it back whole on a retry."""
         self.store = store
+        self._seal, self._unseal = seal or _same, unseal or _same
         self._since_prune = 0
         self.engine = store.engine
         self._sqlite_path: str | None = None
@@ -73,6 +77,10 @@ class IdempotencyKeys:
 
     def begin(self, key_id: str, idem_key: str, fingerprint: str) -> tuple[str, int | None, str | None]:
         """``("new", None, None)`` once reserved; ``("done", status, body)``; ``("pending", ...)``; ``("mismatch", ...)``."""
+        state, status, body = self._begin(key_id, idem_key, fingerprint)
+        return state, status, self._unseal(body) if body is not None else None
+
+    def _begin(self, key_id: str, idem_key: str, fingerprint: str) -> tuple[str, int | None, str | None]:
         if self._sqlite_path is not None:
             return self._begin_sqlite(key_id, idem_key, fingerprint)
         now = utcnow()
@@ -121,6 +129,7 @@ class IdempotencyKeys:
         return "done", row[2], row[3]
 
     def finish(self, key_id: str, idem_key: str, status: int, body: str) -> None:
+        body = self._seal(body)
         if self._sqlite_path is not None:
             with self.store.writers.held():
                 self._sqlite().execute("UPDATE idempotency_keys SET state = 'done', status_code = ?, body = ? "
@@ -159,3 +168,7 @@ class IdempotencyKeys:
 def _sqlite_time(value: datetime) -> str:
     """How the store's UTCDateTime column is spelled in SQLite (naive UTC, microseconds)."""
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _same(text: str) -> str:
+    return text

@@ -56,6 +56,21 @@ def _retry_errors(retry_id: str) -> Iterator[None]:
         raise NotFound(f"no failed run has retry id {retry_id!r}") from None
 
 
+#: ``decision_mode`` values: ours, and bighub-openai's ``submit`` / ``submit_v2``, which chose
+#: between two endpoints of its hosted backend; here there is one decision path, and both
+#: mean what they meant to the program: the decision is enforced.
+DECISION_MODES: dict[str, Literal["enforce", "shadow"]] = {
+    "enforce": "enforce", "shadow": "shadow", "submit": "enforce", "submit_v2": "enforce"}  # fmt: skip
+
+
+def _decision_mode(value: Any, what: str = "decision_mode") -> Literal["enforce", "shadow"]:
+    try:
+        return DECISION_MODES[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"{what} must be 'enforce' or 'shadow' (or bighub-openai's 'submit', 'submit_v2'), "
+                         f"not {value!r}") from None  # fmt: skip
+
+
 #: Which driver method carries out each effect; both drivers implement every one of them.
 _HANDLERS: dict[type, str] = {
     fx.CallModel: "_call_model",
@@ -82,6 +97,7 @@ class _GuardBase:
         api: API = "responses",
         fail_mode: Literal["closed", "open"] = "closed",
         mode: Literal["enforce", "shadow"] = "enforce",
+        decision_mode: str | None = None,
         on_decision: Callable[[dict[str, Any]], Any] | None = None,
         provider_timeout_seconds: float = 60.0,
         provider_max_retries: int = 2,
@@ -109,8 +125,13 @@ class _GuardBase:
     ) -> None:
         if fail_mode not in ("closed", "open"):
             raise ValueError("fail_mode must be 'closed' or 'open'")
-        if mode not in ("enforce", "shadow"):
-            raise ValueError("mode must be 'enforce' or 'shadow'")
+        mode = _decision_mode(mode, "mode")
+        if decision_mode is not None:
+            # One knob under two names: mode= (ours) and decision_mode= (bighub-openai's).
+            chosen = _decision_mode(decision_mode)
+            if mode != "enforce" and chosen != mode:
+                raise ValueError(f"mode={mode!r} and decision_mode={decision_mode!r} disagree; give one of them")
+            mode = chosen
         Action(tool="-", actor=actor, domain=domain)  # an actor or domain no call could carry is refused now, not per call
         self.wire = wire_for(api)
         self.api = api
@@ -139,6 +160,7 @@ class _GuardBase:
         )  # fmt: skip
         self.breaker = CircuitBreaker(provider_circuit_breaker_failures, provider_circuit_breaker_reset_seconds)
         self._tools: dict[str, FunctionTool] = {}
+        self._modes: dict[str, Literal["enforce", "shadow"]] = {}
         self.structured_tool_name = structured_tool_name
         self.dispatch_tools = dict(dispatch_tools or {})
         if self.dispatch_tools and dispatcher is None:
@@ -173,26 +195,33 @@ class _GuardBase:
         parameters_schema: dict[str, Any] | None = None,
         description: str | None = None,
         strict: bool = True,
+        decision_mode: str | None = None,
     ) -> Any:
-        """Register a tool: ``guard.tool("name", fn, ...)``, ``guard.tool(fn)`` or ``@guard.tool(...)``."""
+        """Register a tool: ``guard.tool("name", fn, ...)``, ``guard.tool(fn)`` or ``@guard.tool(...)``.
+
+        ``decision_mode="shadow"`` observes this tool only (decided and recorded, always run)
+        while the guard's other tools stay enforced; ``"enforce"`` the reverse.
+        """
         if callable(name) and fn is None:
             name, fn = None, name
         if fn is None:
             def decorator(f: F) -> F:
                 self.tool(name, f, value_from_args=value_from_args, target_from_args=target_from_args,  # type: ignore[arg-type]
-                          parameters_schema=parameters_schema, description=description, strict=strict)  # fmt: skip
+                          parameters_schema=parameters_schema, description=description, strict=strict,
+                          decision_mode=decision_mode)  # fmt: skip
                 return f
 
             return decorator
         spec = function_tool(fn, name=name, description=description, parameters_schema=parameters_schema,  # type: ignore[arg-type]
                              value_from_args=value_from_args, target_from_args=target_from_args, strict=strict)  # fmt: skip
-        return self._add(spec)
+        return self._add(spec, decision_mode)
 
     register_tool = tool
 
     def declare_tool(self, name: str, parameters_schema: Mapping[str, Any], *, description: str = "",
                      strict: bool | None = None, value_from_args: Callable[[dict[str, Any]], float | None] | None = None,
-                     target_from_args: Callable[[dict[str, Any]], str | None] | None = None) -> FunctionTool:  # fmt: skip
+                     target_from_args: Callable[[dict[str, Any]], str | None] | None = None,
+                     decision_mode: str | None = None) -> FunctionTool:  # fmt: skip
         """Offer the model a tool with no Python function.
 
         Its allowed calls come back in the result's ``tool_calls`` (decided, not run), unless it is
@@ -202,11 +231,14 @@ class _GuardBase:
         if strict is None:
             strict = not strict_schema_problems(dict(parameters_schema))
         return self._add(declared_tool(name, parameters_schema, description=description, strict=strict,
-                                       value_from_args=value_from_args, target_from_args=target_from_args))  # fmt: skip
+                                       value_from_args=value_from_args, target_from_args=target_from_args),
+                         decision_mode)  # fmt: skip
 
-    def _add(self, spec: FunctionTool) -> FunctionTool:
+    def _add(self, spec: FunctionTool, decision_mode: str | None = None) -> FunctionTool:
         if spec.name in self._tools:
             raise ValueError(f"a tool named {spec.name!r} is already registered")
+        if decision_mode is not None:
+            self._modes[spec.name] = _decision_mode(decision_mode)
         if spec.name in self.dispatch_tools and spec.name != self.structured_tool_name:
             spec = self._dispatching(spec, self.dispatch_tools[spec.name])
         self._tools[spec.name] = spec
@@ -229,7 +261,8 @@ class _GuardBase:
 
     def _config(self) -> LoopConfig:
         return LoopConfig(tools=dict(self._tools), actor=self.actor, domain=self.domain, fail_mode=self.fail_mode,
-                          mode=self.mode, context=self.context, structured_tool=self.structured_tool_name)  # fmt: skip
+                          mode=self.mode, context=self.context, structured_tool=self.structured_tool_name,
+                          tool_modes=dict(self._modes))  # fmt: skip
 
     def _new_state(self, messages: Any, input: Any, model: str | None, instructions: str | None, store: bool | None,
                    max_turns: int | None, create_args: dict[str, Any], stream: bool = False,
@@ -249,7 +282,10 @@ class _GuardBase:
         if instructions is not None:
             request["instructions"] = instructions
         if self._tools:
-            request["tools"] = [t.responses_spec() for t in self._tools.values()]  # the wire translates
+            # Hosted tools the caller asks for (say {"type": "web_search"}) ride along with ours;
+            # their calls are the provider's to run, so nothing here decides or runs them.
+            hosted = [t for t in request.get("tools") or [] if isinstance(t, Mapping) and t.get("type") != "function"]
+            request["tools"] = [t.responses_spec() for t in self._tools.values()] + hosted  # the wire translates
         if not store and self.api == "responses":
             # Stateless: reasoning must travel with the transcript we carry.
             include = list(request.get("include") or [])
@@ -326,11 +362,23 @@ class _GuardBase:
         state.stream = stream
         return state
 
-    def _answer(self, approval_id: str, answer: Mapping[str, Any]) -> dict[str, Any]:
+    def _answer(self, approval_id: str, answer: Mapping[str, Any], by: str = "on_approval_required") -> dict[str, Any]:
         """``on_approval_required``'s answer as the approval loop records it (rejected when it says nothing)."""
-        approver = str(answer.get("approver") or self.approver or "on_approval_required")
+        approver = str(answer.get("approver") or self.approver or by)
         return {"approval_id": approval_id, "resolution": answer.get("resolution", "rejected"),
                 "comment": answer.get("comment"), "approver": approver}  # fmt: skip
+
+    def _resume_answer(self, approval_id: str, resolution: str | None, comment: str | None,
+                       approver: str | None) -> dict[str, Any] | None:  # fmt: skip
+        """What ``resume_after_approval(..., resolution=...)`` records before resuming; None without one."""
+        if resolution is None:
+            if comment is not None or approver is not None:
+                raise ValueError("comment= and approver= go with resolution= ('approved' or 'rejected')")
+            return None
+        if resolution not in ("approved", "rejected"):
+            raise ValueError(f"resolution must be 'approved' or 'rejected', not {resolution!r}")
+        return self._answer(approval_id, {"resolution": resolution, "comment": comment, "approver": approver},
+                            by="resume_after_approval")  # fmt: skip
 
     @staticmethod
     def _approval_ctx(result: dict[str, Any], pending: dict[str, Any]) -> dict[str, Any]:
@@ -358,8 +406,15 @@ class GuardedOpenAI(_GuardBase):
                                 response_format=response_format)  # fmt: skip
         return self._drive(run_steps(state, self._config()), response_format)
 
-    def resume_after_approval(self, approval_id: str) -> dict[str, Any]:
-        """Continue a run saved while ``approval_id`` was pending; works from any process."""
+    def resume_after_approval(self, approval_id: str, resolution: Literal["approved", "rejected"] | None = None,
+                              comment: str | None = None, approver: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """Continue a run saved while ``approval_id`` was pending; works from any process.
+
+        With ``resolution`` the approval is first resolved here (as ``approver``, default the
+        guard's ``approver``, with ``comment``), as bighub-openai's helper does; without one it
+        must have been resolved already (CLI, dashboard, ``engine.resolve_approval``).
+        """
+        self._resolve_first(approval_id, resolution, comment, approver)
         self._check_resumable(self.engine.get_approval(approval_id))
         state = RunState.from_dict(self.engine.take_run(approval_id))
         state.stream = False
@@ -377,8 +432,11 @@ class GuardedOpenAI(_GuardBase):
                                 response_format=response_format)  # fmt: skip
         yield from self._drive_stream(run_steps(state, self._config()), response_format)
 
-    def resume_after_approval_stream(self, approval_id: str) -> Iterator[dict[str, Any]]:
+    def resume_after_approval_stream(self, approval_id: str, resolution: Literal["approved", "rejected"] | None = None,
+                                     comment: str | None = None,
+                                     approver: str | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
         """The streaming twin of ``resume_after_approval``."""
+        self._resolve_first(approval_id, resolution, comment, approver)
         self._check_resumable(self.engine.get_approval(approval_id))
         state = RunState.from_dict(self.engine.take_run(approval_id))
         state.stream = True
@@ -432,6 +490,11 @@ class GuardedOpenAI(_GuardBase):
             result = self.resume_after_approval(pending["approval_id"])
         result["approval_loop"] = loop
         return result
+
+    def _resolve_first(self, approval_id: str, resolution: str | None, comment: str | None, approver: str | None) -> None:
+        entry = self._resume_answer(approval_id, resolution, comment, approver)
+        if entry is not None:
+            self.engine.resolve_approval(approval_id, entry["resolution"], approver=entry["approver"], comment=entry["comment"])
 
     def _resolve(self, approval_id: str, answer: Mapping[str, Any]) -> dict[str, Any]:
         entry = self._answer(approval_id, answer)
@@ -576,7 +639,10 @@ class AsyncGuardedOpenAI(_GuardBase):
                                 response_format=response_format)  # fmt: skip
         return await self._drive(run_steps(state, self._config()), response_format)
 
-    async def resume_after_approval(self, approval_id: str) -> dict[str, Any]:
+    async def resume_after_approval(self, approval_id: str, resolution: Literal["approved", "rejected"] | None = None,
+                                    comment: str | None = None, approver: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """Continue a run saved while ``approval_id`` was pending (see ``GuardedOpenAI.resume_after_approval``)."""
+        await self._resolve_first(approval_id, resolution, comment, approver)
         self._check_resumable(await self.engine.get_approval(approval_id))
         state = RunState.from_dict(await self.engine.take_run(approval_id))
         state.stream = False
@@ -594,7 +660,10 @@ class AsyncGuardedOpenAI(_GuardBase):
         async for event in self._drive_stream(run_steps(state, self._config()), response_format):
             yield event
 
-    async def resume_after_approval_stream(self, approval_id: str) -> AsyncIterator[dict[str, Any]]:
+    async def resume_after_approval_stream(self, approval_id: str, resolution: Literal["approved", "rejected"] | None = None,
+                                           comment: str | None = None,
+                                           approver: str | None = None) -> AsyncIterator[dict[str, Any]]:  # fmt: skip
+        await self._resolve_first(approval_id, resolution, comment, approver)
         self._check_resumable(await self.engine.get_approval(approval_id))
         state = RunState.from_dict(await self.engine.take_run(approval_id))
         state.stream = True
@@ -650,6 +719,13 @@ class AsyncGuardedOpenAI(_GuardBase):
             result = await self.resume_after_approval(pending["approval_id"])
         result["approval_loop"] = loop
         return result
+
+    async def _resolve_first(self, approval_id: str, resolution: str | None, comment: str | None,
+                             approver: str | None) -> None:  # fmt: skip
+        entry = self._resume_answer(approval_id, resolution, comment, approver)
+        if entry is not None:
+            await self.engine.resolve_approval(approval_id, entry["resolution"], approver=entry["approver"],
+                                               comment=entry["comment"])  # fmt: skip
 
     async def check_tool(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
         action = self._check_action(name, arguments)

@@ -23,6 +23,7 @@ import jsonschema
 from clearance._version import __version__
 from clearance.adapters.openai import effects as fx
 from clearance.adapters.openai.tools import FunctionTool, ToolArgumentsError
+from clearance.engine.executions import SHADOW_KEY
 from clearance.errors import ApprovalNotPending, ClearanceError, StructuredOutputError
 from clearance.model import Action, Approval, ApprovalStatus, Decision, DecisionResult, new_id
 
@@ -45,6 +46,11 @@ class LoopConfig:
     context: Mapping[str, Any] = field(default_factory=dict)
     #: A call to this tool is not run: its validated arguments are the run's ``structured`` result.
     structured_tool: str | None = None
+    #: Tools whose ``decision_mode`` differs from ``mode`` (say one new tool shadowed, the rest enforced).
+    tool_modes: Mapping[str, Literal["enforce", "shadow"]] = field(default_factory=dict)
+
+    def mode_for(self, tool: str) -> Literal["enforce", "shadow"]:
+        return self.tool_modes.get(tool, self.mode)
 
 
 @dataclass
@@ -274,7 +280,7 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
         try:
             args = tool.parse_arguments(raw)
             action = Action(tool=name, arguments=args, actor=cfg.actor, domain=cfg.domain, value=tool.value(args),
-                            target=tool.target(args), context=dict(cfg.context), trace_id=state.trace_id)  # fmt: skip
+                            target=tool.target(args), context=_context(cfg, name), trace_id=state.trace_id)  # fmt: skip
         except (ToolArgumentsError, ValueError, TypeError) as exc:
             error = exc.to_model_output() if isinstance(exc, ToolArgumentsError) else {
                 "error": "invalid_arguments", "tool": name, "message": str(exc)}  # fmt: skip
@@ -303,11 +309,12 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
             continue
         decision: Decision = result
         view = _decision_view(decision)
-        if tool.declared and (cfg.mode == "shadow" or decision.result is DecisionResult.allowed):
+        mode = cfg.mode_for(name)
+        if tool.declared and (mode == "shadow" or decision.result is DecisionResult.allowed):
             yield from _hand_off(state, call_id, name, args, view)
-        elif cfg.mode == "shadow" or decision.result is DecisionResult.allowed:
+        elif mode == "shadow" or decision.result is DecisionResult.allowed:
             runnable.append((fx.ToolRun(call_id, name, args, decision.request_id),
-                             {"decision": view, "enforced": cfg.mode == "enforce"}))  # fmt: skip
+                             {"decision": view, "enforced": mode == "enforce"}))  # fmt: skip
         elif decision.result is DecisionResult.blocked:
             _set_output(state, call_id, _refusal(view, "This call was blocked by policy and did not run."))
             yield fx.Emit(_event(state, tool=name, call_id=call_id, arguments=args, status="blocked", decision=view))
@@ -323,6 +330,15 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
             reports += yield from _after_run(state, run, res, meta["decision"], {k: v for k, v in meta.items() if k != "decision"})
         if reports:
             yield fx.Record(reports)
+
+
+def _context(cfg: LoopConfig, tool: str) -> dict[str, Any]:
+    """The caller's context; in shadow mode (the guard's, or this tool's decision_mode) it says so,
+    since the call will run whatever the verdict."""
+    context = dict(cfg.context)
+    if cfg.mode_for(tool) == "shadow":
+        context[SHADOW_KEY] = "shadow"
+    return context
 
 
 def _capture_unschematised(state: RunState, call_id: str, name: str, raw: Any) -> Generator[Any, Any, None]:

@@ -1,0 +1,1 @@
+"""Names other projects' users already write, mapped onto clearance (``clearance.compat.bighub``)."""
