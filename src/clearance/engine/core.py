@@ -499,8 +499,10 @@ class Engine:
                     say(f"memory: snapshot loaded at event {info.seq} in {info.seconds:.1f} s")
                 elif info.status == "ignored":
                     say(f"memory: snapshot ignored ({info.reason}); rebuilding from the audit log")
-            with self.store.read() as tx:
-                head = tx.chain_head()[0]
+            head = 0
+            if progress is not None:
+                with self.store.read() as tx:
+                    head = tx.chain_head()[0]
             done, last = False, time.monotonic()
             while not done:
                 with self.store.read() as tx:
