@@ -545,7 +545,7 @@ def restore_index(meta: dict[str, Any], keys: np.ndarray, data: np.ndarray) -> A
     if meta["kind"] != "hnsw":
         raise ValueError(f"unknown index kind {meta['kind']!r}")
     hnsw = HnswIndex(index.dim, **meta["options"])
-    restored = Index.restore(np.ascontiguousarray(data, dtype=np.uint8).tobytes())
+    restored = Index.restore(np.ascontiguousarray(data, dtype=np.uint8))  # read in place: no copy to bytes
     if restored is None or restored.ndim != index.dim or len(restored) != int(meta["size"]):
         raise ValueError("the saved HNSW graph does not match its description")
     restored.expansion_search = int(meta["expansion_search"])
