@@ -10,7 +10,8 @@ little CPU as possible; both processes share this machine's cores):
    latency counts from the scheduled start, so queueing is not hidden).
 
 Each request carries an ``Idempotency-Key`` like RemoteEngine's (``--no-idempotency-key`` to
-leave it out). The last line is JSON with ``decisions_per_s`` and ``p99_ms_at_500``.
+leave it out). The last line is JSON with ``decisions_per_s``, ``p99_ms_at_500`` and
+``bytes_per_decision`` (the store's pages in use after the run, per decision made).
 
 ``--db`` takes a SQLite file or a database URL (``postgresql://USER@HOST/DB``: the store the
 servers share). ``--replicas N`` then starts N server processes on that one database, each on
@@ -208,6 +209,23 @@ async def open_loop(port: int, token: str, idem: bool, rate: float, seconds: flo
             "p50_ms": pct(latencies, 50) * 1000, "p99_ms": pct(latencies, 99) * 1000}  # fmt: skip
 
 
+def bytes_per_decision(db: str) -> float | None:
+    """The SQLite store's pages in use (WAL checkpointed; free pages left out), per decision."""
+    import sqlite3
+
+    if "://" in db:
+        return None  # a database server's size is not this file's
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = pages * conn.execute("PRAGMA page_size").fetchone()[0]
+        decisions = conn.execute("SELECT count(*) FROM decisions").fetchone()[0]
+    finally:
+        conn.close()
+    return size / max(decisions, 1)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -267,15 +285,23 @@ def main() -> None:
             print(f"{args.replicas} replicas on one database: {replicated['per_s']:.0f} decisions/s "
                   f"(p50 {replicated['p50_ms']:.1f} ms, p99 {replicated['p99_ms']:.1f} ms, "
                   f"{replicated['errors']} errors of {replicated['requests']:.0f})")
-    finally:
         server.terminate()
         server.wait(timeout=10)
+        per_decision = bytes_per_decision(db)
+        if per_decision is not None:
+            print(f"store: {per_decision:,.0f} bytes per decision (pages in use, all tables and indexes)")
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=10)
         tmp.cleanup()
     extra: dict[str, object] = {}
     if replicated is not None:
         extra = {f"decisions_per_s_{args.replicas}_replicas": round(replicated["per_s"], 1),
                  f"p99_ms_{args.replicas}_replicas": round(replicated["p99_ms"], 2), "replicas": args.replicas}
         tput["errors"] += replicated["errors"]
+    if per_decision is not None:
+        extra["bytes_per_decision"] = round(per_decision)
     print(json.dumps({"decisions_per_s": round(tput["per_s"], 1), **extra, "database": db.split("://")[0] if "://" in db
                       else "sqlite", "p50_ms": round(tput["p50_ms"], 2),
                       "p99_ms": round(tput["p99_ms"], 2), f"p50_ms_at_{args.rate:.0f}": round(load["p50_ms"], 2),

@@ -23,6 +23,7 @@ from clearance.cli import render
 from clearance.cli.admin import db_app, init
 from clearance.cli.audit import audit_app
 from clearance.cli.failures import FailingClearly, Refusal, settings
+from clearance.cli.store import memory_app, store_app
 from clearance.cli.learning import explain, learning_app
 from clearance.cli.mcp import mcp_app
 from clearance.cli.step import step_app
@@ -54,6 +55,8 @@ app.add_typer(step_app, name="step")
 app.add_typer(learning_app, name="learning")
 app.add_typer(db_app, name="db")
 app.add_typer(mcp_app, name="mcp")
+app.add_typer(store_app, name="store")
+app.add_typer(memory_app, name="memory")
 app.command("explain")(explain)
 app.command("init")(init)
 
@@ -385,6 +388,17 @@ def serve(
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", envvar="CLEARANCE_CHECKPOINT_EVERY", min=0,
                                 help="Sign the audit chain's head every N events (needs --anchor-key; 0: only on "
                                 "demand, POST /v1/audit/checkpoints).")] = 0,
+    warmup: Annotated[Optional[str], typer.Option("--warmup", help="wait: accept connections once memory is loaded "
+                      "(from its snapshot, else rebuilt from the audit log), with progress lines; rules: answer at once, "
+                      "by rules alone until memory is ready (default: CLEARANCE_MEMORY_WARMUP, else wait).")] = None,
+    snapshot_seconds: Annotated[Optional[float], typer.Option("--snapshot-seconds", help="Save memory's snapshot beside "
+                                "the store this often and at shutdown (0: at shutdown only; negative: never; default: "
+                                "CLEARANCE_MEMORY_SNAPSHOT_SECONDS, else 600).")] = None,
+    retention_days: Annotated[Optional[float], typer.Option("--retention-days", help="Every hour, archive and delete "
+                              "what is older than this many days (clearance store prune; default: "
+                              "CLEARANCE_RETENTION_DAYS, else keep everything).")] = None,
+    archive_dir: Annotated[Optional[str], typer.Option("--archive-dir", help="Where retention's archives go (default: "
+                           "CLEARANCE_ARCHIVE_DIR, else beside a SQLite store).")] = None,
 ) -> None:
     """Run the control-plane server (HTTP API under /v1, OpenAPI at /v1/openapi.json) on this store."""
     if metrics_key:
@@ -411,10 +425,17 @@ def serve(
         from clearance.server.webhooks import WebhookSettings
 
         WebhookSettings.resolve(webhook_url or (), webhook_secret)
+        from clearance.server.warmup import MemorySettings
+
+        memory = MemorySettings.resolve(warmup, snapshot_seconds)
+        from clearance.server.retention import RetentionSettings
+
+        retention = RetentionSettings.resolve(retention_days, archive_dir)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     run_server(where.location, host=host, port=port, max_body_bytes=max_body_bytes, log_level=log_level, json_logs=json_logs,
-               workers=workers, webhook_urls=webhook_url or (), webhook_secret=webhook_secret)
+               workers=workers, webhook_urls=webhook_url or (), webhook_secret=webhook_secret, memory=memory,
+               retention=retention)  # fmt: skip
 
 
 @keys_app.command("create")

@@ -49,8 +49,12 @@ def append_all(
     request_id: str | None = None,
     trace_id: str | None = None,
     rows_out: list[dict[str, Any]] | None = None,
+    decision_text: str | None = None,
 ) -> list[str]:
     """Append consecutive events of one request (``(type, payload)`` pairs) in one write.
+
+    ``decision_text``: the first event holds this decision's JSON, which its decisions row
+    keeps; the store then keeps the event without it (the lean store) and puts it back on read.
 
     A payload may be :class:`RawJSON` holding its own :func:`canonical_json` text, so that a
     value already serialised for another column is not serialised again. ``rows_out``
@@ -69,6 +73,8 @@ def append_all(
                      "created_at": now, "body": body, "prev_hash": prev, "hash": digest})  # fmt: skip
         ids.append(event_id)
         prev = digest
+    if decision_text is not None and rows:
+        rows[0]["decision_text"] = decision_text
     tx.append_events(rows)
     if rows_out is not None:
         rows_out.extend(rows)
@@ -134,9 +140,12 @@ def _same_time(text: Any, value: datetime | None) -> bool:
 
 
 def verify(tx: SqlTx, *, on_event: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> AuditReport:
-    """Check every link of the chain and its head. ``on_event`` sees each event that holds
-    (its row and parsed body), in order, so other checks ride on this one reading."""
-    prev, expected_seq, checked = GENESIS, 1, 0
+    """Every stored event links to the one before, from the genesis or from the chain's cut
+    (``clearance store prune``: the last archived event's seq and hash), up to the head.
+    ``on_event`` sees each event that holds (its row and parsed body), in order, so other
+    checks ride on this one reading."""
+    cut = tx.chain_cut()
+    prev, expected_seq, checked = (GENESIS, 1, 0) if cut is None else (cut[1], cut[0] + 1, 0)
     for row in tx.iter_events():
         seq = row["seq"]
         if seq != expected_seq:
@@ -158,14 +167,15 @@ def verify(tx: SqlTx, *, on_event: Callable[[dict[str, Any], dict[str, Any]], No
             on_event(row, body)
         prev, expected_seq, checked = row["hash"], seq + 1, checked + 1
     head_seq, head_hash = tx.chain_head()
-    if head_seq > checked:
-        return AuditReport(False, checked, checked + 1, f"event {checked + 1} onwards are missing: the chain head "
-                           f"records {head_seq} events but {checked} are stored, so the newest were removed")  # fmt: skip
-    if head_seq < checked:
-        return AuditReport(False, checked, head_seq + 1, f"the chain head records {head_seq} events but {checked} "
+    last = expected_seq - 1  # the last event checked (the cut's, when none is kept after it)
+    if head_seq > last:
+        return AuditReport(False, checked, last + 1, f"event {last + 1} onwards are missing: the chain head "
+                           f"records {head_seq} events but the chain stops at {last}, so the newest were removed")  # fmt: skip
+    if head_seq < last:
+        return AuditReport(False, checked, head_seq + 1, f"the chain head records {head_seq} events but {last} "
                            f"are stored: event {head_seq + 1} onwards were added outside clearance")  # fmt: skip
     if head_hash != prev:
-        return AuditReport(False, checked, max(checked, 1), f"event {checked} does not match the chain head: "
+        return AuditReport(False, checked, max(last, 1), f"event {last} does not match the chain head: "
                            "the newest event was altered or replaced")  # fmt: skip
     return AuditReport(True, checked)
 

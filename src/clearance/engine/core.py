@@ -24,6 +24,7 @@ from clearance.engine.keys import Keys
 from clearance.engine.open_calls import open_approval
 from clearance.engine.redaction_key import resolve_key
 from clearance.engine.tool_pins import ToolPins
+from clearance.engine.snapshots import SnapshotInfo, Snapshots
 from clearance.errors import (
     AlreadyClaimed,
     AnchorError,
@@ -70,6 +71,7 @@ from clearance.store.idempotency import IdempotencyKeys, KeptAnswer
 from clearance.store.outbox import WebhookOutbox
 
 if TYPE_CHECKING:
+    from clearance.engine.retention import PruneReport
     from clearance.memory.report import LearningReport
 
 __all__ = ["Engine", "PolicyInfo"]
@@ -78,6 +80,9 @@ DEFAULT_APPROVAL_TTL = timedelta(hours=24)
 #: How long a resumer may hold a run before another may take it (a crashed resumer's lease lapses).
 RUN_LEASE = timedelta(minutes=10)
 
+
+#: What a decision made by rules alone while memory is still loading says of its risk.
+RULES_ONLY_WARMING = "memory is still loading: decided by rules alone"
 
 #: The estimate of a memory that does not learn.
 _NO_ESTIMATE = RiskEstimate()
@@ -164,6 +169,15 @@ class Engine:
             if self._anchor_key is None:
                 raise ValueError("checkpoint_every needs an anchor_key to sign with (make one: clearance audit keygen)")
             self.store.on_append.append(anchor.periodic(self._anchor_key, checkpoint_every))
+        #: Memory's snapshot beside the store (:mod:`clearance.engine.snapshots`): loaded by
+        #: :meth:`warm_memory`, saved by :meth:`save_memory_snapshot`.
+        self.snapshots = Snapshots(self)
+        self.snapshot_loaded: SnapshotInfo | None = None
+        #: True: until memory is warm, calls are decided by rules alone (and say so) instead of
+        #: waiting for it (``clearance serve --warmup rules``).
+        self.rules_only_while_warming = False
+        if hasattr(self.memory, "recall"):
+            self.memory.recall = self._recall  # late outcomes of calls memory stopped waiting for
 
     @functools.cached_property
     def idempotency(self) -> IdempotencyKeys:
@@ -335,8 +349,12 @@ class Engine:
         action = action if isinstance(action, Action) else Action.model_validate(action)
         now = self.clock()
         learns = self.memory.learns
+        warming = False
         if learns and not self._memory_warm:
-            self.warm_memory()
+            if self.rules_only_while_warming:
+                learns, warming = False, True  # memory catches up from the log once warm
+            else:
+                self.warm_memory()
         request_id = new_id("req")
         trace_id = action.trace_id or new_id("trc")
         args_hash = self.args_hash(action.arguments)
@@ -363,7 +381,7 @@ class Engine:
                 redactor = self.redactor_for(rules)
                 stored = _redacted(redactor, action)
                 action_json = canonical_json(stored.model_dump(mode="json"))
-            verdict, rules_result, estimate = self._judge(tx, rules, action, now, known, stored, redactor)
+            verdict, rules_result, estimate = self._judge(tx, rules, action, now, known, stored, redactor, use_memory=learns)
             approval_id = expires = None
             if verdict.result is DecisionResult.requires_approval:
                 approval_id = new_id("apr")
@@ -381,7 +399,7 @@ class Engine:
                 shadow_rules=verdict.shadow,
                 precedents=estimate.precedents,
                 evidence=estimate.evidence,
-                risk_summary=estimate.summary if learns else None,
+                risk_summary=estimate.summary if learns else (RULES_ONLY_WARMING if warming else None),
                 rules_result=rules_result,
                 policy_version=rules.policy_version,
                 decided_at=now,
@@ -419,9 +437,10 @@ class Engine:
                 events.append(("approval.requested", {"approval_id": approval_id, "expires_at": expires.isoformat(),
                                "approvals_required": verdict.approvals_required}))  # fmt: skip
             written: list[dict[str, Any]] = []
-            audit.append_all(tx, events, now=now, request_id=request_id, trace_id=trace_id, rows_out=written)
+            audit.append_all(tx, events, now=now, request_id=request_id, trace_id=trace_id, rows_out=written,
+                             decision_text=decision_json)  # fmt: skip
             if key is not None:
-                tx.keep_idempotent_answer(key[0], key[1], key[2], 200, decision_json, now)
+                tx.keep_idempotent_answer(key[0], key[1], key[2], 200, None, now, request_id=request_id)
         if learns:
             # Memory learns of this decision now, from the objects at hand, so the next call
             # need not read it back; any event another writer slipped in is read on the next call.
@@ -432,7 +451,8 @@ class Engine:
 
     def _judge(self, tx: SqlTx, rules: RuleSet, action: Action, now: datetime,
                known: Mapping[tuple[Any, ...], Any] | None = None, stored: Action | None = None,
-               redactor: Redactor | None = None) -> tuple[Verdict, DecisionResult, RiskEstimate]:  # fmt: skip
+               redactor: Redactor | None = None, *,
+               use_memory: bool = True) -> tuple[Verdict, DecisionResult, RiskEstimate]:  # fmt: skip
         """The verdict on one call (kill switch, rules, then memory's risk), the rules' verdict
         alone, and memory's estimate. Reads only: ``evaluate`` and ``dry_run`` share it.
 
@@ -447,7 +467,7 @@ class Engine:
             verdict = evaluate(rules, action, now, _UsageAt(tx, now, known, redactor.text))
         rules_result = verdict.result
         estimate = _NO_ESTIMATE
-        if self.memory.learns:
+        if self.memory.learns and use_memory:
             # Inside the caller's transaction: memory has seen every event before this decision,
             # in every process, and a rebuild from the log will compute the same estimate.
             while not self._catch_up(tx):
@@ -491,17 +511,66 @@ class Engine:
     #: Audit events read per round trip while memory catches up.
     _PAGE = 5000
 
-    def warm_memory(self) -> int:
+    def warm_memory(self, progress: Callable[[str], None] | None = None) -> int:
         """Feed memory every audit event it has not seen, outside any writer lock (the first
         decision does this by itself; a server calls it at start so no request waits for a
-        rebuild). Returns the seq memory has reached."""
+        rebuild). A fresh memory starts from the store's snapshot when it matches the chain.
+        ``progress`` gets a line now and then. Returns the seq memory has reached."""
         if self.memory.learns:
-            done = False
+            say = progress or (lambda line: None)
+            started = time.monotonic()
+            if self.memory.cursor == 0 and self.snapshot_loaded is None:
+                info = self.snapshot_loaded = self.snapshots.load()
+                if info.status == "loaded":
+                    say(f"memory: snapshot loaded at event {info.seq} in {info.seconds:.1f} s")
+                elif info.status == "ignored":
+                    say(f"memory: snapshot ignored ({info.reason}); rebuilding from the audit log")
+            head = 0
+            if progress is not None:
+                with self.store.read() as tx:
+                    head = tx.chain_head()[0]
+            done, last = False, time.monotonic()
             while not done:
                 with self.store.read() as tx:
                     done = self._catch_up(tx)
+                if progress is not None and time.monotonic() - last >= 2.0:
+                    last = time.monotonic()
+                    say(f"memory: at event {self.memory.cursor} of {head}")
+            say(f"memory: ready at event {self.memory.cursor} in {time.monotonic() - started:.1f} s")
         self._memory_warm = True
         return self.memory.cursor
+
+    @property
+    def memory_warm(self) -> bool:
+        """Whether memory has caught up with the store once (until then, see ``rules_only_while_warming``)."""
+        return self._memory_warm or not self.memory.learns
+
+    def save_memory_snapshot(self, *, if_changed: bool = False) -> SnapshotInfo:
+        """Save memory's state beside the store (a file next to a SQLite store, a table in
+        PostgreSQL), caught up with the log first. ``if_changed``: not when nothing was learnt
+        since the last save. Status ``off`` for a memory that keeps no snapshot."""
+        if not self.memory.learns or not self._memory_warm:
+            return SnapshotInfo("off" if not self.memory.learns else "cold")
+        with self.store.read() as tx:
+            while not self._catch_up(tx):
+                pass
+        return self.snapshots.save(if_changed=if_changed)
+
+    def prune(self, before: datetime, *, archive: str | Path | None = None) -> PruneReport:
+        """Archive what was written before ``before`` to a gzip JSON-lines file and delete it,
+        leaving the chain's cut so ``verify_audit`` proves the rest (:mod:`clearance.engine.retention`)."""
+        from clearance.engine.retention import prune
+
+        return prune(self, before, archive=archive)
+
+    def _recall(self, request_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The action and decision of a decided call, from its audit event (for memory)."""
+        with self.store.read() as tx:
+            rows = tx.query_events(request_id=request_id, type="decision.made", limit=1)
+        if not rows:
+            return None
+        payload = json.loads(rows[0]["body"])["payload"]
+        return payload["action"], payload["decision"]
 
     def _catch_up(self, tx: SqlTx) -> bool:
         """Feed memory, within ``tx``, what it has not seen; return whether it has seen all.
@@ -521,6 +590,9 @@ class Engine:
             else:
                 rows = tx.query_events(after_seq=memory.cursor - 1, limit=1) if head > memory.cursor else []
                 same = bool(rows) and rows[0]["seq"] == memory.cursor and rows[0]["hash"] == seen
+                if rows and rows[0]["seq"] > memory.cursor:  # gone: archived by a prune since?
+                    cut = tx.chain_cut()
+                    same = cut is not None and (cut[0] > memory.cursor or cut == (memory.cursor, seen))
             if not same:
                 memory.reset()
         rows = tx.query_events(after_seq=memory.cursor, limit=self._PAGE)

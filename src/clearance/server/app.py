@@ -23,7 +23,9 @@ from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware
 from clearance.server.middleware import RequestContext
 from clearance.server.refusals import Refusals
+from clearance.server.retention import RetentionSettings, RetentionTask
 from clearance.server.throttle import AuthThrottle
+from clearance.server.warmup import MemoryLifecycle, MemorySettings
 from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, plain, rules, runs
 
 if TYPE_CHECKING:
@@ -71,6 +73,8 @@ def create_app(
     webhooks: WebhookSettings | None = None,
     freeze_gc: bool = False,
     metrics_key: str | None = None,
+    memory: MemorySettings | None = None,
+    retention: RetentionSettings | None = None,
     auth_failures_per_minute: int | None = None,
     dashboard: bool = True,
     session_secret: str | None = None,
@@ -97,7 +101,12 @@ def create_app(
 
     ``dashboard`` serves the web dashboard at ``/`` (:mod:`clearance.server.dashboard`); its
     session cookies are signed with ``session_secret`` (else ``CLEARANCE_SESSION_SECRET``, else
-    a random key made now)."""
+    a random key made now).
+
+    ``memory`` says how memory warms up at start and how often it is saved (see
+    :mod:`clearance.server.warmup`; default: from the environment, else wait for it and save
+    every ten minutes and at shutdown). ``retention``: prune what is older than so many days,
+    hourly (:mod:`clearance.server.retention`; default: from the environment, else never)."""
     owns = not isinstance(engine, Engine)
     eng = engine if isinstance(engine, Engine) else Engine(engine, **anchor_settings())
     close = owns if close_engine is None else close_engine
@@ -108,8 +117,11 @@ def create_app(
         # Approvals resolved through any replica wake this one's waiters (PostgreSQL; else polling).
         app.state.approval_watcher = watcher = eng.watch_approvals(
             lambda approval_id: loop.call_soon_threadsafe(approvals.wake, app, approval_id))
-        # Memory rebuilt from the audit log before the first request, not during it.
-        await asyncio.to_thread(eng.warm_memory)
+        # Memory loaded (or rebuilt from the audit log) before the first request, not during it,
+        # unless the settings say to answer by rules alone meanwhile.
+        lifecycle = MemoryLifecycle(eng, memory if memory is not None else MemorySettings.resolve())
+        await lifecycle.start()
+        pruning.start()
         if freeze_gc:
             gc.collect()  # what is garbage already is collected, not frozen with the rest
             gc.freeze()
@@ -125,9 +137,12 @@ def create_app(
                 await sender.stop()
             app.state.decisions.stop()  # the group-commit writer, before the engine closes
             app.state.refusals.flush()
+            await pruning.stop()
+            await lifecycle.stop()  # the snapshot at shutdown
             if close:
                 eng.close()
 
+    pruning = RetentionTask(eng, retention if retention is not None else RetentionSettings.resolve())  # refused now, not later
     app = _App(title="clearance", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                responses=_ERRORS, docs_url="/docs", redoc_url=None, openapi_url="/v1/openapi.json")  # fmt: skip
     app.state.engine = eng
