@@ -36,6 +36,7 @@ from clearance.model import (
 
 if TYPE_CHECKING:
     from clearance.engine.audit import AuditReport
+    from clearance.engine.backtest import BacktestReport
     from clearance.engine.core import PolicyInfo
     from clearance.errors import ClearanceError
     from clearance.memory.report import LearningReport
@@ -128,6 +129,12 @@ class EngineAPI(Protocol):
 
     def policy_versions(self) -> list[dict[str, Any]]: ...
 
+    def backtest(self, rules: RuleFile | str | Path, *, since: datetime | None = None) -> BacktestReport:
+        """What a candidate rules file would have done to the decisions recorded since ``since``
+        (all of them by default): verdict changes, their recorded outcomes, approval load, per
+        rule. Judged by the engine's own evaluation, counters replayed in time order; writes nothing."""
+        ...
+
     def activate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
                              reason: str | None = None, by: str | None = None) -> KillSwitch:  # fmt: skip
         """Block every matching call until deactivated."""
@@ -187,6 +194,7 @@ class AsyncEngineAPI(Protocol):
     async def apply_rules(self, rules: RuleFile | str | Path, *, applied_by: str | None = None) -> PolicyInfo: ...
     async def current_rules(self) -> RuleSet: ...
     async def policy_versions(self) -> list[dict[str, Any]]: ...
+    async def backtest(self, rules: RuleFile | str | Path, *, since: datetime | None = None) -> BacktestReport: ...
     async def activate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
                                    reason: str | None = None, by: str | None = None) -> KillSwitch: ...  # fmt: skip
     async def deactivate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
@@ -255,6 +263,7 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("apply_rules", "PUT", "/v1/rules", _ADMIN, server_sets=("applied_by",)),
     Operation("current_rules", "GET", "/v1/rules", _APPROVER),
     Operation("policy_versions", "GET", "/v1/rules/versions", _APPROVER),
+    Operation("backtest", "POST", "/v1/rules/backtest", _APPROVER),
     Operation("activate_kill_switch", "POST", "/v1/kill-switches", _ADMIN, server_sets=("by",)),
     Operation("deactivate_kill_switch", "POST", "/v1/kill-switches/deactivate", _ADMIN, server_sets=("by",),
               answer="deactivated"),
@@ -271,12 +280,14 @@ def returns(name: str) -> Any:
     """What an operation returns, as a type (the protocol's annotations are strings; the names
     they use from higher modules are imported here, when asked)."""
     from clearance.engine.audit import AuditReport
+    from clearance.engine.backtest import BacktestReport
     from clearance.engine.core import PolicyInfo
     from clearance.errors import ClearanceError
     from clearance.memory.report import LearningReport
     from clearance.policy import RuleFile, RuleSet
 
     names = {**globals(), "AuditReport": AuditReport, "PolicyInfo": PolicyInfo, "ClearanceError": ClearanceError,
+             "BacktestReport": BacktestReport,
              "LearningReport": LearningReport, "RuleFile": RuleFile, "RuleSet": RuleSet}  # fmt: skip
     return typing.get_type_hints(getattr(EngineAPI, name), globalns=names)["return"]
 

@@ -58,7 +58,7 @@ from clearance.model import (
     new_id,
     utcnow,
 )
-from clearance.policy import Rule, RuleFile, RuleSet, Verdict, evaluate, load_rules, usage_lookups
+from clearance.policy import Rule, RuleFile, RuleSet, Usage, Verdict, evaluate, load_rules, usage_lookups
 from clearance.policy.risk import apply_risk, resolve_risk
 from clearance.redaction import RedactionSettings, Redactor
 from clearance.store import SqlStore, SqlTx, open_store
@@ -67,6 +67,7 @@ from clearance.store.idempotency import IdempotencyKeys, KeptAnswer
 from clearance.store.outbox import WebhookOutbox
 
 if TYPE_CHECKING:
+    from clearance.engine.backtest import BacktestReport
     from clearance.memory.report import LearningReport
 
 __all__ = ["Engine", "PolicyInfo"]
@@ -299,6 +300,13 @@ class Engine:
         with self.store.read() as tx:
             return tx.list_policies()
 
+    def backtest(self, rules: RuleFile | str | Path, *, since: datetime | None = None) -> BacktestReport:
+        """What a candidate rules file would have done to the decisions recorded since ``since``;
+        writes nothing (:mod:`clearance.engine.backtest`)."""
+        from clearance.engine.backtest import backtest
+
+        return backtest(self, rules if isinstance(rules, RuleFile) else load_rules(rules), since=since)
+
     # -- decisions ------------------------------------------------------------------------
     def evaluate(self, action: Action | Mapping[str, Any]) -> Decision:
         """Decide one call. The decision and its audit event are committed before this returns."""
@@ -412,24 +420,28 @@ class Engine:
             self.memory.ingest(written)
         return decision, decision_json
 
-    def _judge(self, tx: SqlTx, rules: RuleSet, action: Action, now: datetime,
+    def _judge(self, tx: SqlTx | None, rules: RuleSet, action: Action, now: datetime,
                known: Mapping[tuple[Any, ...], Any] | None = None, stored: Action | None = None,
-               redactor: Redactor | None = None) -> tuple[Verdict, DecisionResult, RiskEstimate]:  # fmt: skip
+               redactor: Redactor | None = None, *, usage: Usage | None = None,
+               learn: bool = True) -> tuple[Verdict, DecisionResult, RiskEstimate]:  # fmt: skip
         """The verdict on one call (kill switch, rules, then memory's risk), the rules' verdict
-        alone, and memory's estimate. Reads only: ``evaluate`` and ``dry_run`` share it.
+        alone, and memory's estimate. Reads only: ``evaluate``, ``dry_run`` and the backtest share it.
 
         The rules see ``action`` in clear; memory and the counters see ``stored``, its redacted
-        copy, which is what they are fed from the record."""
+        copy, which is what they are fed from the record. A replay (the backtest) passes no
+        transaction, its own counters as ``usage`` and ``learn=False``: history's kill switches
+        and risk are its record's, not today's."""
         redactor = redactor or self.redactor_for(rules)
         stored = stored or _redacted(redactor, action)
-        switch = self._kill_switch_for(tx, action)
+        switch = self._kill_switch_for(tx, action) if tx is not None else None
         if switch is not None:
             verdict = Verdict(DecisionResult.blocked, _kill_reason(switch))
         else:
-            verdict = evaluate(rules, action, now, _UsageAt(tx, now, known, redactor.text))
+            assert tx is not None or usage is not None
+            verdict = evaluate(rules, action, now, usage or _UsageAt(tx, now, known, redactor.text))  # type: ignore[arg-type]
         rules_result = verdict.result
         estimate = _NO_ESTIMATE
-        if self.memory.learns:
+        if learn and tx is not None and self.memory.learns:
             # Inside the caller's transaction: memory has seen every event before this decision,
             # in every process, and a rebuild from the log will compute the same estimate.
             while not self._catch_up(tx):

@@ -7,12 +7,14 @@ another.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
+from pydantic import Field
 
 from clearance.engine import PolicyInfo
+from clearance.engine.backtest import BacktestReport
 from clearance.errors import NotFound, RuleError
 from clearance.policy import Rule, RuleFile, RuleSet, parse_rules
 from clearance.server import schemas as S
@@ -107,6 +109,20 @@ def dry_run(body: S.DryRunRequest, request: Request, principal: Reader) -> S.Dry
     return S.DryRunResponse(policy_version=version, verdicts=[
         S.DryRunVerdict(result=v.result.value, reason=v.reason, matched_rules=[m.model_dump(mode="json") for m in v.matched],
                         shadow_rules=[m.model_dump(mode="json") for m in v.shadow]) for v in verdicts])  # fmt: skip
+
+
+class BacktestRequest(S.ApplyRulesRequest):
+    """The candidate rules (``document`` or ``yaml``) and where the replayed history starts."""
+
+    since: datetime | None = Field(default=None, description="Replay the decisions made since then (default: all).")
+
+
+@router.post("/rules/backtest", response_model=BacktestReport,
+             summary="What candidate rules would have done to the recorded decisions; nothing is written")  # fmt: skip
+def backtest(body: BacktestRequest, request: Request, principal: Reader) -> BacktestReport:
+    if body.since is not None and body.since.tzinfo is None:
+        raise ApiError(422, "validation_error", "since needs a time zone (e.g. 2026-01-01T00:00:00Z)", field="body.since")
+    return engine_of(request).backtest(_source(body), since=body.since)
 
 
 def _current(request: Request) -> RuleSet:

@@ -1,0 +1,51 @@
+"""Recorded decisions and their outcomes, read in time order for replays (backtests, rule
+evidence). Read-only: a replay never writes to the store it reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from clearance.store import schema as t
+from clearance.store.transaction import SqlTx
+
+__all__ = ["count_decisions", "iter_decisions", "iter_outcomes"]
+
+_d = t.decisions.c
+_o = t.outcomes.c
+_COLUMNS = (_d.request_id, _d.tool, _d.actor, _d.domain, _d.target, _d.value, _d.arguments, _d.context, _d.result,
+            _d.decided_at, _d.decision)  # fmt: skip
+
+
+def _window(since: datetime | None, until: datetime | None) -> list[Any]:
+    where = []
+    if since is not None:
+        where.append(_d.decided_at >= since)
+    if until is not None:
+        where.append(_d.decided_at < until)
+    return where
+
+
+def count_decisions(tx: SqlTx, since: datetime | None = None, until: datetime | None = None) -> int:
+    """How many decisions were made in ``[since, until)``."""
+    return int(tx.conn.execute(select(func.count()).select_from(t.decisions).where(*_window(since, until))).scalar_one())
+
+
+def iter_decisions(tx: SqlTx, since: datetime | None = None, until: datetime | None = None,
+                   batch: int = 2000) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """The decisions of ``[since, until)``, oldest first (ties in request id order), streamed."""
+    q = select(*_COLUMNS).where(*_window(since, until)).order_by(_d.decided_at, _d.request_id)
+    result = tx.conn.execution_options(yield_per=batch).execute(q)
+    for row in result.mappings():
+        yield dict(row)
+
+
+def iter_outcomes(tx: SqlTx, since: datetime | None = None, until: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """The outcomes reported of the decisions made in ``[since, until)``: request id, status, cost."""
+    q = (select(_o.request_id, _o.status, _o.severity, _o.cost, _o.observed_at)
+         .join(t.decisions, _d.request_id == _o.request_id).where(*_window(since, until)))  # fmt: skip
+    for row in tx.conn.execute(q).mappings():
+        yield dict(row)
