@@ -139,3 +139,66 @@ def test_the_api_and_remote_engine_answer_the_same(recorded: tuple[Path, Clock],
                 assert bad.status_code == 422 and "max_value" in bad.text
             finally:
                 remote.close()
+
+
+SHADOWED = """
+version: 1
+rules:
+  - {id: big-refunds, tool: refund, max_value: 700, status: shadow}
+  - {id: night-mail, tool: send_email, when: "args.to == 'ceo@example.com'", effect: require_approval, status: shadow}
+"""
+
+
+def test_promotion_shows_evidence_and_refuses_without_it(tmp_path: Path) -> None:
+    from clearance.errors import ConflictError
+
+    clock = Clock()
+    with Engine(tmp_path / "s.db", clock=clock) as engine:
+        engine.apply_rules(parse_rules(SHADOWED))
+        for value, status, cost in ((900, "harmful", 900.0), (800, "succeeded", 0.0), (950, "reverted", 100.0),
+                                    (1000, None, 0.0), (100, "harmful", 100.0)):  # fmt: skip
+            d = engine.evaluate({"tool": "refund", "arguments": {"amount": value}, "actor": "a", "value": value})
+            assert d.result.value == "allowed"  # shadow: never enforced
+            if status:
+                engine.report_outcome(d.request_id, status, cost=cost)
+            clock.tick()
+        d = engine.evaluate({"tool": "send_email", "arguments": {"to": "ceo@example.com"}, "actor": "a"})
+        ev = engine.rule_evidence("big-refunds")
+        # Fired on 900, 800, 950, 1000; outcomes known for three: two went wrong (one harmful), one succeeded.
+        assert (ev.fired, ev.would_block, ev.with_outcome, ev.bad, ev.harmful, ev.succeeded) == (4, 4, 3, 2, 1, 1)
+        assert ev.precision == pytest.approx(2 / 3) and ev.friction == 1 and ev.cost == 1000.0
+        with pytest.raises(ConflictError, match="no evidence.*night-mail.*1 call.*0 with an outcome"):
+            engine.promote_rule("night-mail")
+        with pytest.raises(ConflictError, match="big-refunds.*3 with an outcome \\(at least 5"):
+            engine.promote_rule("big-refunds", min_outcomes=5)
+        assert engine.current_rules().rules[1].rule.status == "shadow"  # nothing changed
+        done = engine.promote_rule("night-mail", force=True, applied_by="ops")
+        assert done.forced and done.evidence.with_outcome == 0
+        promoted = engine.promote_rule("big-refunds")
+        assert not promoted.forced and promoted.evidence.precision == pytest.approx(2 / 3)
+        assert {r.id: r.rule.status for r in engine.current_rules().rules} == {"big-refunds": "active", "night-mail": "active"}
+        assert engine.evaluate({"tool": "refund", "arguments": {}, "actor": "a", "value": 900}).result.value == "blocked"
+        with pytest.raises(ConflictError, match="not in shadow"):
+            engine.promote_rule("big-refunds", force=True)
+
+
+def test_cli_backtest_and_promote(recorded: tuple[Path, Clock], tmp_path: Path) -> None:
+    import json
+    import os
+
+    from cli_support import run_cli
+
+    path, _ = recorded
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(CANDIDATE)
+    env = {**os.environ, "COLUMNS": "200", "CLEARANCE_DB": str(path)}
+    out = run_cli(["backtest", "--rules", str(candidate), "--json"], env=env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["cost_avoided"] == 2700.0 and report["transitions"]["allowed->requires_approval"] == 5
+    text = run_cli(["backtest", "--rules", str(candidate), "--since", "3650d"], env=env)
+    assert text.returncode == 0 and "harm avoided 3 harmful call(s), cost avoided 2,700.00" in text.stdout
+    bad = run_cli(["backtest", "--rules", str(candidate), "--since", "last tuesday"], env=env)
+    assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
+    refused = run_cli(["rules", "promote", "refund-cap"], env=env)
+    assert refused.returncode == 1 and "not in shadow" in refused.stderr and "Traceback" not in refused.stderr

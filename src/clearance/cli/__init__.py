@@ -18,7 +18,7 @@ import typer
 from pydantic import ValidationError
 
 from clearance import __version__
-from clearance.cli import render
+from clearance.cli import backtest, render
 from clearance.cli.learning import explain, learning_app
 from clearance.cli.step import step_app
 from clearance.engine import Engine
@@ -49,6 +49,7 @@ for sub, name in ((rules_app, "rules"), (approvals_app, "approvals"), (outcomes_
 app.add_typer(step_app, name="step")
 app.add_typer(learning_app, name="learning")
 app.command("explain")(explain)
+backtest.register(app, rules_app)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text.")]
 ByOption = Annotated[Optional[str], typer.Option("--by", help="Who does this (recorded in the audit trail).")]

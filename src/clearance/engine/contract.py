@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from clearance.engine.audit import AuditReport
     from clearance.engine.backtest import BacktestReport
     from clearance.engine.core import PolicyInfo
+    from clearance.engine.evidence import Promotion, RuleEvidence
     from clearance.errors import ClearanceError
     from clearance.memory.report import LearningReport
     from clearance.policy import RuleFile, RuleSet
@@ -135,6 +136,16 @@ class EngineAPI(Protocol):
         rule. Judged by the engine's own evaluation, counters replayed in time order; writes nothing."""
         ...
 
+    def rule_evidence(self, rule_id: str, *, since: datetime | None = None) -> RuleEvidence:
+        """A rule's recorded would-have-fired calls (while in shadow) joined with their outcomes:
+        precision against bad outcomes, and friction (good calls it would have stopped)."""
+        ...
+
+    def promote_rule(self, rule_id: str, *, force: bool = False, min_outcomes: int = 1,
+                     applied_by: str | None = None) -> Promotion:  # fmt: skip
+        """Turn a shadow rule on, with its evidence; refused without evidence unless ``force``."""
+        ...
+
     def activate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
                              reason: str | None = None, by: str | None = None) -> KillSwitch:  # fmt: skip
         """Block every matching call until deactivated."""
@@ -195,6 +206,9 @@ class AsyncEngineAPI(Protocol):
     async def current_rules(self) -> RuleSet: ...
     async def policy_versions(self) -> list[dict[str, Any]]: ...
     async def backtest(self, rules: RuleFile | str | Path, *, since: datetime | None = None) -> BacktestReport: ...
+    async def rule_evidence(self, rule_id: str, *, since: datetime | None = None) -> RuleEvidence: ...
+    async def promote_rule(self, rule_id: str, *, force: bool = False, min_outcomes: int = 1,
+                           applied_by: str | None = None) -> Promotion: ...  # fmt: skip
     async def activate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
                                    reason: str | None = None, by: str | None = None) -> KillSwitch: ...  # fmt: skip
     async def deactivate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
@@ -264,6 +278,8 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("current_rules", "GET", "/v1/rules", _APPROVER),
     Operation("policy_versions", "GET", "/v1/rules/versions", _APPROVER),
     Operation("backtest", "POST", "/v1/rules/backtest", _APPROVER),
+    Operation("rule_evidence", "GET", "/v1/rules/{rule_id}/evidence", _APPROVER),
+    Operation("promote_rule", "POST", "/v1/rules/{rule_id}/promote", _ADMIN, server_sets=("applied_by",)),
     Operation("activate_kill_switch", "POST", "/v1/kill-switches", _ADMIN, server_sets=("by",)),
     Operation("deactivate_kill_switch", "POST", "/v1/kill-switches/deactivate", _ADMIN, server_sets=("by",),
               answer="deactivated"),
@@ -282,12 +298,13 @@ def returns(name: str) -> Any:
     from clearance.engine.audit import AuditReport
     from clearance.engine.backtest import BacktestReport
     from clearance.engine.core import PolicyInfo
+    from clearance.engine.evidence import Promotion, RuleEvidence
     from clearance.errors import ClearanceError
     from clearance.memory.report import LearningReport
     from clearance.policy import RuleFile, RuleSet
 
     names = {**globals(), "AuditReport": AuditReport, "PolicyInfo": PolicyInfo, "ClearanceError": ClearanceError,
-             "BacktestReport": BacktestReport,
+             "BacktestReport": BacktestReport, "Promotion": Promotion, "RuleEvidence": RuleEvidence,
              "LearningReport": LearningReport, "RuleFile": RuleFile, "RuleSet": RuleSet}  # fmt: skip
     return typing.get_type_hints(getattr(EngineAPI, name), globalns=names)["return"]
 

@@ -68,6 +68,7 @@ from clearance.store.outbox import WebhookOutbox
 
 if TYPE_CHECKING:
     from clearance.engine.backtest import BacktestReport
+    from clearance.engine.evidence import Promotion, RuleEvidence
     from clearance.memory.report import LearningReport
 
 __all__ = ["Engine", "PolicyInfo"]
@@ -306,6 +307,19 @@ class Engine:
         from clearance.engine.backtest import backtest
 
         return backtest(self, rules if isinstance(rules, RuleFile) else load_rules(rules), since=since)
+
+    def rule_evidence(self, rule_id: str, *, since: datetime | None = None) -> RuleEvidence:
+        """A rule's recorded would-have-fired calls joined with their outcomes (:mod:`clearance.engine.evidence`)."""
+        from clearance.engine.evidence import rule_evidence
+
+        return rule_evidence(self, rule_id, since=since)
+
+    def promote_rule(self, rule_id: str, *, force: bool = False, min_outcomes: int = 1,
+                     applied_by: str | None = None) -> Promotion:  # fmt: skip
+        """Turn a shadow rule on, with its evidence; refused without evidence unless ``force``."""
+        from clearance.engine.evidence import promote_rule
+
+        return promote_rule(self, rule_id, force=force, min_outcomes=min_outcomes, applied_by=applied_by)
 
     # -- decisions ------------------------------------------------------------------------
     def evaluate(self, action: Action | Mapping[str, Any]) -> Decision:
