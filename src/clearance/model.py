@@ -268,6 +268,9 @@ class Approval(_Model):
     arguments: dict[str, Any]
     args_hash: str
     policy_version: str
+    granted_policy_version: str | None = Field(
+        default=None, description="The policy version in force when it was approved; a claim under newer rules re-checks the call."
+    )
     reason: str
     approvals_required: int = 1
     votes: list[ApprovalVote] = Field(default_factory=list)

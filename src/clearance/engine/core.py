@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from clearance.engine import audit, executions
 from clearance.engine.audit import AuditReport
 from clearance.engine.keys import Keys
+from clearance.engine.recheck import recheck_claim
 from clearance.engine.redaction_key import resolve_key
 from clearance.errors import (
     AlreadyClaimed,
@@ -601,6 +602,7 @@ class Engine:
                 if evidence is None or not audit.intact(tx, evidence):
                     raise NotApproved(f"approval {approval['approval_id']} for {request_id} has no intact approval "
                                       "in the audit trail; refusing to run it")  # fmt: skip
+                recheck_claim(self, tx, row, approval, now, arguments)  # the policy may have changed since
             existing = tx.get_execution(request_id)
             if existing is not None and existing["status"] != ExecutionStatus.approval_required.value:
                 raise AlreadyClaimed(
@@ -814,8 +816,10 @@ class Engine:
                 final = resolution is ApprovalStatus.rejected or approvals >= row["approvals_required"]
                 ctx = {"now": now, "request_id": row["request_id"], "trace_id": decision["trace_id"]}
                 if final:
+                    granted = {"data": {**row["data"], "granted_policy_version": self._rules(tx).policy_version}}
                     tx.set_approval_status(approval_id, "pending", {"status": resolution.value, "resolved_at": now,
-                                           "resolved_by": approver, "comment": comment})  # fmt: skip
+                                           "resolved_by": approver, "comment": comment,
+                                           **(granted if resolution is ApprovalStatus.approved else {})})  # fmt: skip
                     if resolution is ApprovalStatus.rejected:
                         tx.release_usage(row["request_id"])
                     else:

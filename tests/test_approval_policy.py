@@ -1,0 +1,50 @@
+"""Approvals and policy changes: an approved call is re-checked on claim when the rules changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clearance import Engine
+from clearance.errors import NotApproved
+from clearance.policy import parse_rules
+
+V1 = "version: 1\nrules:\n  - {id: refunds, tool: refund, require_approval_above: 100}\n"
+BLOCKS = "version: 1\nrules:\n  - {id: refunds, tool: refund, require_approval_above: 100, max_value: 300}\n"
+STILL_ASKS = "version: 1\nrules:\n  - {id: refunds, tool: refund, require_approval_above: 200}\n"
+REFUND = {"tool": "refund", "arguments": {"amount": 500}, "actor": "agent", "value": 500}
+
+
+def _approved(engine: Engine) -> str:
+    d = engine.evaluate(REFUND)
+    assert d.result.value == "requires_approval"
+    approval = engine.resolve_approval(d.approval_id, "approved", approver="alice")  # type: ignore[arg-type]
+    assert approval.granted_policy_version == approval.policy_version == "1"
+    return d.request_id
+
+
+def test_an_approval_granted_under_v1_is_not_run_when_v2_blocks_it(tmp_path: Path) -> None:
+    with Engine(tmp_path / "a.db") as engine:
+        engine.apply_rules(parse_rules(V1))
+        request_id = _approved(engine)
+        engine.apply_rules(parse_rules(BLOCKS))
+        with pytest.raises(NotApproved, match=r"approved under policy version 1, but policy version 2 blocks it: "
+                                              r"refund of 500.00 exceeds max_value 300"):  # fmt: skip
+            engine.claim_execution(request_id, claimant="worker", arguments=REFUND["arguments"])
+        assert engine.get_execution(request_id) is None  # not claimed, not run
+        # Rules that still ask (or allow) leave the approval standing.
+        engine.apply_rules(parse_rules(STILL_ASKS))
+        assert engine.claim_execution(request_id, claimant="worker").status.value == "unknown"
+
+
+def test_unchanged_rules_and_a_pending_approval_answered_under_new_rules(tmp_path: Path) -> None:
+    with Engine(tmp_path / "b.db") as engine:
+        engine.apply_rules(parse_rules(V1))
+        assert engine.claim_execution(_approved(engine), claimant="w").status.value == "unknown"
+        pending = engine.evaluate(REFUND)
+        engine.apply_rules(parse_rules(BLOCKS))
+        approval = engine.resolve_approval(pending.approval_id, "approved", approver="bob")  # type: ignore[arg-type]
+        assert (approval.policy_version, approval.granted_policy_version) == ("1", "2")
+        with pytest.raises(NotApproved, match="policy version 2 blocks it"):
+            engine.claim_execution(pending.request_id, claimant="w")
