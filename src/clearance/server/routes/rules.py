@@ -112,6 +112,11 @@ def dry_run(body: S.DryRunRequest, request: Request, principal: Reader) -> S.Dry
                         shadow_rules=[m.model_dump(mode="json") for m in v.shadow]) for v in verdicts])  # fmt: skip
 
 
+def _zoned(since: datetime | None, field: str) -> None:
+    if since is not None and since.tzinfo is None:
+        raise ApiError(422, "validation_error", "since needs a time zone (e.g. 2026-01-01T00:00:00Z)", field=field)
+
+
 class BacktestRequest(S.ApplyRulesRequest):
     """The candidate rules (``document`` or ``yaml``) and where the replayed history starts."""
 
@@ -121,14 +126,14 @@ class BacktestRequest(S.ApplyRulesRequest):
 @router.post("/rules/backtest", response_model=BacktestReport,
              summary="What candidate rules would have done to the recorded decisions; nothing is written")  # fmt: skip
 def backtest(body: BacktestRequest, request: Request, principal: Reader) -> BacktestReport:
-    if body.since is not None and body.since.tzinfo is None:
-        raise ApiError(422, "validation_error", "since needs a time zone (e.g. 2026-01-01T00:00:00Z)", field="body.since")
+    _zoned(body.since, "body.since")
     return engine_of(request).backtest(_source(body), since=body.since)
 
 
 @router.get("/rules/{rule_id}/evidence", response_model=RuleEvidence,
             summary="A rule's recorded would-have-fired calls joined with their outcomes")  # fmt: skip
 def evidence(rule_id: RuleId, request: Request, principal: Reader, since: datetime | None = None) -> RuleEvidence:
+    _zoned(since, "query.since")
     return engine_of(request).rule_evidence(rule_id, since=since)
 
 
