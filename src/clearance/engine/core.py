@@ -369,6 +369,15 @@ class Engine:
                 stored = _redacted(redactor, action)
                 action_json = canonical_json(stored.model_dump(mode="json"))
             verdict, rules_result, estimate = self._judge(tx, rules, action, now, known, stored, redactor)
+            patches = verdict.patches
+            if verdict.action is not None:  # a constrained allow patched the call: the patched call is the one decided
+                action = verdict.action
+                stored = _redacted(redactor, action)
+                action_json = canonical_json(stored.model_dump(mode="json"))
+                args_hash = self.args_hash(action.arguments)
+                # The originals are the caller's (redacted as arguments are); the new values are the rules file's.
+                patches = [p.model_copy(update={"original": redactor.value({p.argument: p.original})[p.argument]})
+                           for p in patches]  # fmt: skip
             approval_id = expires = None
             if verdict.result is DecisionResult.requires_approval:
                 approval_id = new_id("apr")
@@ -393,6 +402,7 @@ class Engine:
                 approval_id=approval_id,
                 approval_expires_at=expires,
                 args_hash=args_hash,
+                patches=patches,
             )
             # Serialised once: the decisions row and the audit body hold the same text.
             decision_json = RawJSON(canonical_json(decision.model_dump(mode="json")))
@@ -454,6 +464,8 @@ class Engine:
         else:
             assert tx is not None or usage is not None
             verdict = evaluate(rules, action, now, usage or _UsageAt(tx, now, known, redactor.text))  # type: ignore[arg-type]
+            if verdict.action is not None:  # patched by a constrained allow: memory judges the patched call too
+                action, stored = verdict.action, _redacted(redactor, verdict.action)
         rules_result = verdict.result
         estimate = _NO_ESTIMATE
         if learn and tx is not None and self.memory.learns:
