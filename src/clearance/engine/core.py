@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from clearance.engine import audit, executions
 from clearance.engine.audit import AuditReport
 from clearance.engine.keys import Keys
+from clearance.engine.drift import DriftWatch
 from clearance.engine.recheck import recheck_claim
 from clearance.engine.redaction_key import resolve_key
 from clearance.errors import (
@@ -39,6 +40,7 @@ from clearance.errors import (
     UnknownRequest,
 )
 from clearance.memory import Memory, RiskEstimate, default_memory
+from clearance.memory.drift import DriftSettings
 from clearance.model import (
     NOT_RUN_STATUSES,
     Action,
@@ -116,7 +118,8 @@ class Engine:
 
     ``redaction`` adds argument names and patterns to what is redacted before anything is kept
     (``False`` turns redaction off); ``redaction_key`` is the store's key (see
-    :mod:`clearance.engine.redaction_key` for where it is found otherwise).
+    :mod:`clearance.engine.redaction_key` for where it is found otherwise). ``drift`` sets the
+    sequential test on bad-outcome rates (:class:`~clearance.memory.drift.DriftSettings`; ``False``: off).
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class Engine:
         default_approval_ttl: timedelta = DEFAULT_APPROVAL_TTL,
         redaction: RedactionSettings | Mapping[str, Any] | bool | None = None,
         redaction_key: bytes | str | None = None,
+        drift: DriftSettings | bool | None = None,
     ) -> None:
         if redaction is False:
             settings = RedactionSettings(enabled=False)
@@ -155,6 +159,8 @@ class Engine:
         self._keyed = 0  # decisions made under an Idempotency-Key, modulo _PRUNE_EVERY
         #: The API keys the server authenticates with (:class:`clearance.engine.keys.Keys`).
         self.keys = Keys(self.store)
+        #: Drift in bad-outcome rates (:mod:`clearance.engine.drift`); ``drift=False`` turns it off.
+        self.drift = DriftWatch(drift if isinstance(drift, DriftSettings) else DriftSettings(enabled=drift is not False))
 
     @functools.cached_property
     def idempotency(self) -> IdempotencyKeys:
@@ -713,20 +719,25 @@ class Engine:
             description=description, observed_at=observed_at or now, reported_by=reported_by,
             event_id=event_id or new_id("out"), recorded_at=now,
         )  # fmt: skip
-        with self.store.write() as tx:
-            existing = tx.get_outcome(outcome.event_id)
-            if existing is not None:
-                if existing["request_id"] != request_id:
-                    raise ConflictError(f"event id {outcome.event_id!r} is already used by an outcome of {existing['request_id']}")
-                return _outcome(existing)
-            row = tx.get_decision(request_id)
-            if row is None:
-                raise UnknownRequest(request_id)
-            if outcome.description:
-                outcome = outcome.model_copy(update={"description": self._redactor(tx).text(outcome.description)})
-            tx.insert_outcome(outcome.model_dump())
-            audit.append(tx, "outcome.reported", outcome.model_dump(mode="json"), now=now,
-                         request_id=request_id, trace_id=row["trace_id"])  # fmt: skip
+        try:
+            with self.store.write() as tx:
+                existing = tx.get_outcome(outcome.event_id)
+                if existing is not None:
+                    if existing["request_id"] != request_id:
+                        raise ConflictError(f"event id {outcome.event_id!r} is already used by an outcome of {existing['request_id']}")
+                    return _outcome(existing)
+                row = tx.get_decision(request_id)
+                if row is None:
+                    raise UnknownRequest(request_id)
+                if outcome.description:
+                    outcome = outcome.model_copy(update={"description": self._redactor(tx).text(outcome.description)})
+                tx.insert_outcome(outcome.model_dump())
+                audit.append(tx, "outcome.reported", outcome.model_dump(mode="json"), now=now,
+                             request_id=request_id, trace_id=row["trace_id"])  # fmt: skip
+                self.drift.after_outcome(tx, row, outcome.status.value, now)  # a drift alert joins the chain here
+        except BaseException:
+            self.drift.forget()  # it may have seen an outcome that did not commit: it reads the record again
+            raise
         return outcome
 
     def outcomes(self, request_id: str) -> list[Outcome]:

@@ -3,6 +3,7 @@ evidence). Read-only: a replay never writes to the store it reads."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 from clearance.store import schema as t
 from clearance.store.transaction import SqlTx
 
-__all__ = ["count_decisions", "iter_decisions", "iter_outcomes"]
+__all__ = ["count_decisions", "iter_decisions", "iter_outcomes", "outcome_events"]
 
 _d = t.decisions.c
 _o = t.outcomes.c
@@ -49,3 +50,17 @@ def iter_outcomes(tx: SqlTx, since: datetime | None = None, until: datetime | No
          .join(t.decisions, _d.request_id == _o.request_id).where(*_window(since, until)))  # fmt: skip
     for row in tx.conn.execute(q).mappings():
         yield dict(row)
+
+
+def outcome_events(tx: SqlTx, after_seq: int, before_seq: int | None = None) -> Iterator[tuple[int, str, str, str, str]]:
+    """``(seq, status, tool, actor, domain)`` of each ``outcome.reported`` event after ``after_seq``
+    (and before ``before_seq``), in the order they were recorded. Read by the chain's own key
+    range (the type is checked here), so a short range costs a short read however long the log."""
+    e = t.events.c
+    q = (select(e.seq, e.type, e.body, _d.tool, _d.actor, _d.domain).join(t.decisions, _d.request_id == e.request_id)
+         .where(e.seq > after_seq).order_by(e.seq))  # fmt: skip
+    if before_seq is not None:
+        q = q.where(e.seq < before_seq)
+    for seq, type_, body, tool, actor, domain in tx.conn.execute(q):
+        if type_ == "outcome.reported":
+            yield seq, json.loads(body)["payload"]["status"], tool, actor, domain
