@@ -78,3 +78,28 @@ def test_the_engine_records_an_alert_in_the_chain_once(tmp_path: Path) -> None:
     with Engine(tmp_path / "off.db", clock=lambda: clock[0], drift=False) as engine:
         _stream(engine, clock, calm + ["harmful"] * 20)
         assert engine.audit_events(type="drift.detected") == []
+
+
+def _risk_rules(half_life_days: float) -> str:
+    return ("version: 1\nrisk: {half_life_days: %s, approval_above: 0.99, block_above: 1.0}\n"
+            "rules:\n  - {id: wires, tool: wire, max_value: 1000000}\n" % half_life_days)  # fmt: skip
+
+
+def test_late_outcomes_count_when_they_arrive(tmp_path: Path) -> None:
+    """Outcomes reported days after their calls (chargebacks) move the next decision's risk at once."""
+    from clearance import parse_rules
+
+    clock = [T0]
+    call = {"tool": "wire", "arguments": {"iban": "DE00 1234", "amount": 900}, "actor": "agent-1", "value": 900}
+    with Engine(tmp_path / "late.db", clock=lambda: clock[0]) as engine:
+        engine.apply_rules(parse_rules(_risk_rules(90)))
+        earlier = []
+        for _ in range(6):
+            earlier.append(engine.evaluate(call).request_id)
+            clock[0] += timedelta(minutes=1)
+        before = engine.evaluate(call)
+        clock[0] += timedelta(days=5)
+        for rid in earlier:
+            engine.report_outcome(rid, "harmful", cost=900, observed_at=T0 + timedelta(days=4))
+        after = engine.evaluate(call)
+        assert after.risk_score > before.risk_score + 0.3
