@@ -187,8 +187,9 @@ def backtest(engine: Engine, rules: RuleFile, *, since: datetime | None = None, 
                 if SEVERITY[recorded] > SEVERITY[by_rules] and SEVERITY[recorded] > SEVERITY[result]:
                     result, reason = recorded, decision.get("reason", reason)
                 if result is not _BLOCKED:
+                    held = verdict.action or action  # a constrained allow's patched call holds its slots
                     for rid in verdict.counted_rules:
-                        usage.hold(rid, action.actor, action.target, action.value, now)
+                        usage.hold(rid, held.actor, held.target, held.value, now)
                 _count_fires(impact, verdict.matched, verdict.shadow)
             recorded_asks += recorded is _ASK
             candidate_asks += result is _ASK
