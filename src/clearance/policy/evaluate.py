@@ -136,7 +136,7 @@ def patch_action(rules: RuleSet, action: Action, now: datetime) -> tuple[Action,
     call's ``value`` carries the value with it. A ``when`` that cannot be evaluated patches nothing:
     the call is then judged as it came, by every other rule."""
     patchers = [r for r in rules.candidates(action.domain, action.tool)
-                if r.rule.patches and r.rule.status == "active" and r.actor_matches(action.actor)]  # fmt: skip
+                if r.patches and r.rule.status == "active" and r.actor_matches(action.actor)]  # fmt: skip
     if not patchers:
         return action, []
     ctx = evaluation_context(action, now)
@@ -179,7 +179,7 @@ def _check_rule(rule: CompiledRule, action: Action, now: datetime, usage: Usage,
     r, rid, tool, actor = rule.rule, rule.id, action.tool, action.actor
     shadow = r.status == "shadow"
     out: list[RuleMatch] = []
-    if r.patches:
+    if rule.patches:
         return out  # a constrained allow: it changed the call (patch_action), it does not fire
 
     def fire(effect: str, limit: str, reason: str) -> None:

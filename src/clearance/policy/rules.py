@@ -353,6 +353,7 @@ class CompiledRule:
     denied: Callable[[str], bool] | None = field(init=False, repr=False, compare=False)
     allowed: Callable[[str], bool] | None = field(init=False, repr=False, compare=False)
     counts: bool = field(init=False, repr=False, compare=False)
+    patches: bool = field(init=False, repr=False, compare=False)  # a constrained allow (clamp, override)
 
     def __post_init__(self) -> None:
         r, put = self.rule, object.__setattr__
@@ -362,6 +363,7 @@ class CompiledRule:
         put(self, "denied", None if r.deny_actors is None else glob_matcher(r.deny_actors))
         put(self, "allowed", None if r.allow_actors is None else glob_matcher(r.allow_actors))
         put(self, "counts", any(v is not None for v in (r.max_per_hour, r.max_per_day, r.budget, r.cooldown_seconds)))
+        put(self, "patches", r.patches)
 
     @property
     def id(self) -> str:
