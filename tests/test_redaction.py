@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clearance import Engine, parse_rules
 from clearance.engine.redaction_key import resolve_key
@@ -141,3 +143,18 @@ def test_memory_recognises_the_same_card_from_its_marker(tmp_path: Path) -> None
         good = engine.evaluate({"tool": "refund_payment", "actor": "z", "value": 50, "arguments": {"card": CARD2, "amount": 50}})
     assert bad.risk_score > good.risk_score + 0.2, (bad.risk_score, good.risk_score)
     assert bad.precedents and all(p.outcome == "harmful" for p in bad.precedents[:3]), bad.precedents
+
+
+_FRAGMENTS = ["4111 1111 1111 1111", "4111111111111111", "sk-", "proj-", "abcdefghijklmnopqrstuvwxyz0123", "Bearer ",
+              "BASIC ", "password", "=", ": ", '"', "'", "-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----",
+              "eyJhbGciOi", ".", "eyJzdWIi", "ghp_", "AKIA", "ABCDEFGHIJKLMNOP", "xoxb-", "glpat-", "rk_live_", "AIza",
+              "[redacted:card:0123456789abcdef]", " ", "-", "_", "0", "7", "api_key", "token", "x"]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=12).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_skipping_the_scan_never_changes_what_is_redacted(text: str) -> None:
+    from clearance.redaction import _BUILTIN
+
+    r = Redactor(b"k" * 32)
+    assert r.text(text) == _BUILTIN.sub(r._replace, text)

@@ -48,6 +48,7 @@ def matrix(rid: str, aid: str) -> list[tuple[str, str, Any, set[str]]]:
         ("GET", "/v1/ready", None, PUBLIC),
         ("POST", "/v1/decisions", act, AGENT),
         ("POST", "/v1/decisions/batch", {"actions": [act]}, AGENT),
+        ("GET", "/v1/decisions?tool=refund_payment", None, APPROVER),
         ("GET", f"/v1/decisions/{rid}", None, READ),
         ("GET", f"/v1/decisions/{rid}/action", None, READ),
         ("GET", f"/v1/decisions/{rid}/precedents", None, READ),

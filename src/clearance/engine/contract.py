@@ -25,6 +25,7 @@ from clearance.model import (
     Approval,
     ApprovalStatus,
     Decision,
+    DecisionResult,
     Event,
     Execution,
     ExecutionStatus,
@@ -64,6 +65,14 @@ class EngineAPI(Protocol):
 
     def get_action(self, request_id: str) -> Action:
         """The action as it was decided, arguments included."""
+        ...
+
+    def list_decisions(self, *, result: DecisionResult | str | None = None, tool: str | None = None,
+                       actor: str | None = None, domain: str | None = None, rule: str | None = None,
+                       since: datetime | None = None, until: datetime | None = None, before: str | None = None,
+                       limit: int = 100) -> list[Decision]:  # fmt: skip
+        """Decisions newest first, filtered (``rule``: among matched or shadow rules; ``since <=
+        decided_at < until``); ``before`` is the last request id of the previous page."""
         ...
 
     def precedents(self, request_id: str) -> list[Precedent]:
@@ -170,7 +179,10 @@ class EngineAPI(Protocol):
     def release_run(self, run_id: str, *, owner: str | None = None) -> None: ...
 
     def audit_events(self, *, request_id: str | None = None, trace_id: str | None = None, type: str | None = None,
-                     after_seq: int = 0, limit: int = 100) -> list[Event]: ...  # fmt: skip
+                     after_seq: int = 0, limit: int = 100, since: datetime | None = None,
+                     until: datetime | None = None) -> list[Event]:
+        """Audit events oldest first after ``after_seq`` (``since <= created_at < until``)."""
+        ...
 
     def verify_audit(self) -> AuditReport: ...
 
@@ -182,6 +194,10 @@ class AsyncEngineAPI(Protocol):
     async def evaluate_batch(self, actions: Sequence[Action | Mapping[str, Any]]) -> list[Decision]: ...
     async def get_decision(self, request_id: str) -> Decision: ...
     async def get_action(self, request_id: str) -> Action: ...
+    async def list_decisions(self, *, result: DecisionResult | str | None = None, tool: str | None = None,
+                             actor: str | None = None, domain: str | None = None, rule: str | None = None,
+                             since: datetime | None = None, until: datetime | None = None, before: str | None = None,
+                             limit: int = 100) -> list[Decision]: ...  # fmt: skip
     async def precedents(self, request_id: str) -> list[Precedent]: ...
     async def learning_report(self) -> LearningReport: ...
     async def refuse_proposal(self, tool: str, reason: str, *, actor: str = "anonymous", domain: str = "default",
@@ -218,7 +234,8 @@ class AsyncEngineAPI(Protocol):
     async def take_run(self, approval_id: str, *, wait_seconds: float = 30.0) -> dict[str, Any]: ...
     async def release_run(self, run_id: str, *, owner: str | None = None) -> None: ...
     async def audit_events(self, *, request_id: str | None = None, trace_id: str | None = None, type: str | None = None,
-                           after_seq: int = 0, limit: int = 100) -> list[Event]: ...  # fmt: skip
+                           after_seq: int = 0, limit: int = 100, since: datetime | None = None,
+                           until: datetime | None = None) -> list[Event]: ...  # fmt: skip
     async def verify_audit(self) -> AuditReport: ...
 
 
@@ -258,6 +275,7 @@ _ADMIN: tuple[Role, ...] = ()
 OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("evaluate", "POST", "/v1/decisions", _AGENT, body="action"),
     Operation("evaluate_batch", "POST", "/v1/decisions/batch", _AGENT, answer="decisions"),
+    Operation("list_decisions", "GET", "/v1/decisions", _APPROVER),
     Operation("get_decision", "GET", "/v1/decisions/{request_id}", _READERS),
     Operation("get_action", "GET", "/v1/decisions/{request_id}/action", _READERS),
     Operation("precedents", "GET", "/v1/decisions/{request_id}/precedents", _READERS, answer="precedents"),

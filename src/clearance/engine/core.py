@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -553,6 +553,43 @@ class Engine:
             raise UnknownRequest(request_id)
         return Decision.model_validate(row["decision"])
 
+    #: Rows read per page while ``list_decisions`` looks for a rule among matched rules.
+    _LIST_PAGE = 500
+
+    def list_decisions(self, *, result: DecisionResult | str | None = None, tool: str | None = None,
+                       actor: str | None = None, domain: str | None = None, rule: str | None = None,
+                       since: datetime | None = None, until: datetime | None = None, before: str | None = None,
+                       limit: int = 100) -> list[Decision]:  # fmt: skip
+        """Decisions newest first, filtered by result, tool, actor, domain, a rule among the
+        matched (or shadow) rules, and ``since <= decided_at < until``; ``before`` is the
+        request id of the last decision of the previous page."""
+        result = DecisionResult(result).value if result is not None else None
+        since, until = _aware(since), _aware(until)
+        if limit < 1:
+            return []
+        out: list[Decision] = []
+        with self.store.read() as tx:
+            cursor: tuple[datetime, str] | None = None
+            if before is not None:
+                row = tx.get_decision(before)
+                if row is None:
+                    raise UnknownRequest(before)
+                cursor = (row["decided_at"], row["request_id"])
+            page = limit if rule is None else max(limit, self._LIST_PAGE)
+            while len(out) < limit:
+                rows = tx.list_decisions(result=result, tool=tool, actor=actor, domain=domain, since=since, until=until,
+                                         before=cursor, limit=page)  # fmt: skip
+                for row in rows:
+                    decision = Decision.model_validate(row["decision"])
+                    if rule is None or any(m.rule_id == rule for m in (*decision.matched_rules, *decision.shadow_rules)):
+                        out.append(decision)
+                        if len(out) == limit:
+                            break
+                if len(rows) < page:
+                    break
+                cursor = (rows[-1]["decided_at"], rows[-1]["request_id"])
+        return out
+
     def precedents(self, request_id: str) -> list[Precedent]:
         """The past cases a decision rested on, strongest first, as it recorded them."""
         return self.get_decision(request_id).precedents
@@ -984,9 +1021,13 @@ class Engine:
 
     # -- audit ----------------------------------------------------------------------------
     def audit_events(self, *, request_id: str | None = None, trace_id: str | None = None, type: str | None = None,
-                     after_seq: int = 0, limit: int = 100) -> list[Event]:  # fmt: skip
+                     after_seq: int = 0, limit: int = 100, since: datetime | None = None,
+                     until: datetime | None = None) -> list[Event]:  # fmt: skip
+        """Audit events oldest first after ``after_seq``, by request, trace or type, and
+        ``since <= created_at < until``."""
         with self.store.read() as tx:
-            rows = tx.query_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq, limit=limit)
+            rows = tx.query_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq, limit=limit,
+                                   since=_aware(since), until=_aware(until))  # fmt: skip
         return [audit.to_event(r) for r in rows]
 
     def refuse_proposal(self, tool: str, reason: str, *, actor: str = "anonymous", domain: str = "default",
@@ -1053,6 +1094,17 @@ def _redacted(redactor: Redactor, action: Action) -> Action:
         return action
     return action.model_copy(update={"arguments": redactor.value(action.arguments), "context": redactor.value(action.context),
                                      "target": redactor.text(action.target) if action.target else action.target})  # fmt: skip
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    """A time bound in UTC; one without a zone is read as UTC (a person typing a time range),
+    and one at the very ends of the calendar that UTC cannot hold becomes that end."""
+    if at is None or at.tzinfo is None:
+        return None if at is None else at.replace(tzinfo=timezone.utc)
+    try:
+        return at.astimezone(timezone.utc)
+    except OverflowError:
+        return (datetime.min if at.year == 1 else datetime.max).replace(tzinfo=timezone.utc)
 
 
 def _line(text: str, limit: int) -> str:

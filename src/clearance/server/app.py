@@ -70,6 +70,8 @@ def create_app(
     freeze_gc: bool = False,
     metrics_key: str | None = None,
     auth_failures_per_minute: int | None = None,
+    dashboard: bool = True,
+    session_secret: str | None = None,
 ) -> FastAPI:
     """The HTTP API over ``engine`` (an :class:`Engine`, or a store location for one).
 
@@ -86,7 +88,11 @@ def create_app(
     ``freeze_gc`` is for a process that exists to serve this app (``clearance serve``): once
     started, everything alive is moved out of the garbage collector's sight (``gc.freeze``),
     so that its full collections no longer walk the modules, schemas and rebuilt memory, which
-    held the event loop for 20-80 ms each here, several times a minute under load."""
+    held the event loop for 20-80 ms each here, several times a minute under load.
+
+    ``dashboard`` serves the web dashboard at ``/`` (:mod:`clearance.server.dashboard`); its
+    session cookies are signed with ``session_secret`` (else ``CLEARANCE_SESSION_SECRET``, else
+    a random key made now)."""
     owns = not isinstance(engine, Engine)
     eng = engine if isinstance(engine, Engine) else Engine(engine)
     close = owns if close_engine is None else close_engine
@@ -119,6 +125,7 @@ def create_app(
     app.state.refusals = Refusals(eng.record_refusal)
     app.state.throttle = AuthThrottle(auth_failures_per_minute)
     app.state.approval_waiters = {}
+    app.state.approval_listeners = set()  # woken when any approval is answered here (the dashboard's live list)
     app.state.metrics = None
     app.state.metrics_key = metrics_key if metrics_key is not None else os.environ.get("CLEARANCE_METRICS_KEY") or None
     app.state.webhooks = None
@@ -140,6 +147,13 @@ def create_app(
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router, prefix="/v1")
+    if dashboard:
+        try:
+            from clearance.server.dashboard import mount
+        except ImportError as exc:  # pragma: no cover - jinja2 and itsdangerous are in the server extra
+            log.warning("the dashboard is off: %s is not installed (pip install 'clearance[server]')", exc.name)
+        else:
+            mount(app, secret=session_secret)
     app.add_middleware(IdempotencyMiddleware, keys=app.state.keys, kept=eng.idempotency)
     app.state.decisions = decisions.DecisionEndpoint(eng, app.state.keys, app.state.metrics, app.state.webhooks)
     app.add_middleware(RequestContext, max_body_bytes=max_body_bytes, observe=observe)

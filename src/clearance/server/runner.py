@@ -11,7 +11,19 @@ from typing import Any
 
 from clearance.engine import Engine
 
-__all__ = ["ServerThread", "serve"]
+__all__ = ["ServerThread", "announce", "serve"]
+
+
+def announce(engine: Engine, host: str, port: int, db: str | Path | None = None) -> str:
+    """What ``clearance serve`` prints at start: where the dashboard is and, while the store has
+    no admin key, how to make the first one."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    lines = [f"clearance: dashboard at http://{shown}:{port}/  (API under /v1, OpenAPI at /v1/openapi.json)"]
+    if not any(k.role == "admin" for k in engine.keys.list()):
+        where = f"--db {db} " if db is not None else ""
+        lines.append("clearance: no admin API key yet. Make the first one, then sign in to the dashboard with it:\n"
+                     f"    clearance {where}keys create NAME --role admin")  # fmt: skip
+    return "\n".join(lines)
 
 
 def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, max_body_bytes: int | None = None,
@@ -43,10 +55,14 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
             lg.propagate = False
     if workers > 1:
         import os
+        import secrets
 
         engine = Engine(db)  # migrate once, before the workers start
         os.environ["CLEARANCE_DB"] = engine.store.url
+        print(announce(engine, host, port, db), flush=True)
         engine.close()
+        # One key signs dashboard sessions in every worker, so any worker may answer a page.
+        os.environ.setdefault("CLEARANCE_SESSION_SECRET", secrets.token_urlsafe(32))
         os.environ["CLEARANCE_MAX_BODY_BYTES"] = str(max_body_bytes or DEFAULT_MAX_BODY_BYTES)
         if webhooks is not None:
             os.environ["CLEARANCE_WEBHOOK_URLS"] = ",".join(webhooks.urls)
@@ -55,6 +71,7 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
                     log_level=log_level, access_log=not json_logs, timeout_keep_alive=30)  # fmt: skip
         return
     app = create_app(db, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, webhooks=webhooks, freeze_gc=True)
+    print(announce(app.state.engine, host, port, db), flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not json_logs,
                 timeout_keep_alive=30)  # fmt: skip
 

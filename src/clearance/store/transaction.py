@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
 from clearance.store import schema as t
 from clearance.store import sqlite
@@ -116,6 +116,25 @@ class SqlTx:
 
     def get_decision(self, request_id: str) -> dict[str, Any] | None:
         return self._one(st.GET_DECISION, {"request_id": request_id})
+
+    def list_decisions(self, *, result: str | None, tool: str | None, actor: str | None, domain: str | None,
+                       since: datetime | None, until: datetime | None, before: tuple[datetime, str] | None,
+                       limit: int) -> list[dict[str, Any]]:  # fmt: skip
+        """Decision rows newest first, by the columns given; ``before`` is the (decided_at,
+        request_id) of the last row of the previous page. A scan: there are no secondary
+        indexes on decisions (they would slow every decision), and this is for people."""
+        d = t.decisions.c
+        q = select(t.decisions).order_by(d.decided_at.desc(), d.request_id.desc()).limit(limit)
+        for column, value in ((d.result, result), (d.tool, tool), (d.actor, actor), (d.domain, domain)):
+            if value is not None:
+                q = q.where(column == value)
+        if since is not None:
+            q = q.where(d.decided_at >= since)
+        if until is not None:
+            q = q.where(d.decided_at < until)
+        if before is not None:
+            q = q.where(or_(d.decided_at < before[0], and_(d.decided_at == before[0], d.request_id < before[1])))
+        return self._all(q)
 
     # -- usage (rate limits, budgets, cooldowns) ------------------------------------------
     def add_usage(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -322,9 +341,14 @@ class SqlTx:
             last = rows[-1]["seq"]
 
     def query_events(self, *, request_id: str | None = None, trace_id: str | None = None, type: str | None = None,
-                     after_seq: int = 0, limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
+                     after_seq: int = 0, limit: int = 100, since: datetime | None = None,
+                     until: datetime | None = None) -> list[dict[str, Any]]:  # fmt: skip
         e = t.events.c
         q = select(t.events).where(e.seq > after_seq).order_by(e.seq).limit(limit)
+        if since is not None:
+            q = q.where(e.created_at >= since)
+        if until is not None:
+            q = q.where(e.created_at < until)
         if request_id is not None:
             q = q.where(e.request_id == request_id)
         if trace_id is not None:

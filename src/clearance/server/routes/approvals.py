@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from clearance.model import Approval, ApprovalStatus
 from clearance.server import schemas as S
-from clearance.server.auth import Principal, refuse, require
-from clearance.server.deps import check_actor, engine_of
+from clearance.server.auth import Principal, require
+from clearance.server.deps import answering_as, check_actor, engine_of
 
 router = APIRouter(tags=["approvals"])
 log = logging.getLogger("clearance.server")
@@ -158,19 +158,20 @@ async def wait_approval(
              summary="Record one approver's answer; of concurrent answers exactly one takes effect")  # fmt: skip
 def resolve(approval_id: ApprovalId, body: S.ResolveRequest, request: Request, principal: Approver) -> Approval:
     engine = engine_of(request)
-    if principal.is_admin:
-        approver = body.approver or principal.identity
-    else:
-        if body.approver is not None and body.approver != principal.identity:
-            raise refuse(request, 403, f"this key answers as {principal.identity!r}, not {body.approver!r}", principal,
-                         field="body.approver")  # fmt: skip
-        approver = principal.identity
-        approval = engine.get_approval(approval_id)
-        if approval.actor == principal.identity:
-            raise refuse(request, 403, f"{principal.identity!r} made this call and cannot approve it", principal)
+    approver = answering_as(request, principal, approval_id, body.approver)
     result = engine.resolve_approval(approval_id, body.resolution, approver=approver, comment=body.comment)
+    answered(request, approval_id)
+    return result
+
+
+def answered(request: Request, approval_id: str) -> None:
+    """After an answer given through this server (the API or the dashboard): wake whoever waits
+    on that approval or on any, and send ``approval.resolved`` now rather than at the next poll."""
     notify(request, approval_id)
+    loop = getattr(request.app.state, "loop", None)
+    if loop is not None:
+        for event in list(getattr(request.app.state, "approval_listeners", ())):
+            loop.call_soon_threadsafe(event.set)
     webhooks = getattr(request.app.state, "webhooks", None)
     if webhooks is not None:
-        webhooks.wake()  # send approval.resolved now rather than at the next poll
-    return result
+        webhooks.wake()

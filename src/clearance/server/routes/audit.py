@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -25,6 +26,8 @@ def events(
     type: Text = None,
     after_seq: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    since: Annotated[Optional[datetime], Query(description="created_at >= since")] = None,
+    until: Annotated[Optional[datetime], Query(description="created_at < until")] = None,
 ) -> list[Event]:
     return engine_of(request).audit_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq,
-                                           limit=limit)  # fmt: skip
+                                           limit=limit, since=since, until=until)  # fmt: skip

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
@@ -14,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from clearance.engine import Engine
 from clearance.engine.batch import NotDurable
 from clearance.errors import ClearanceError
-from clearance.model import Action, Decision, Execution, Outcome
+from clearance.model import Action, Decision, DecisionResult, Execution, Outcome
 from clearance.server import schemas as S
 from clearance.server.auth import Keys, Principal, require
 from clearance.server.deps import check_actor, engine_of
@@ -91,6 +92,27 @@ def refuse_proposal(body: S.RefusedProposal, request: Request, principal: Agent)
 def evaluate_batch(body: S.EvaluateBatchRequest, request: Request, principal: Agent) -> S.EvaluateBatchResponse:
     actions = [_bind_actor(request, principal, a) for a in body.actions]
     return S.EvaluateBatchResponse(decisions=[_decide(request, a) for a in actions])
+
+
+Text = Annotated[Optional[str], Query(min_length=1, max_length=256)]
+
+
+@router.get("/decisions", response_model=list[Decision], summary="Decisions newest first, filtered")
+def list_decisions(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("approver"))],
+    result: Annotated[Optional[DecisionResult], Query()] = None,
+    tool: Text = None,
+    actor: Text = None,
+    domain: Text = None,
+    rule: Annotated[Optional[str], Query(min_length=1, max_length=128, description="Among matched or shadow rules.")] = None,
+    since: Annotated[Optional[datetime], Query(description="decided_at >= since")] = None,
+    until: Annotated[Optional[datetime], Query(description="decided_at < until")] = None,
+    before: Annotated[Optional[str], Query(min_length=1, max_length=64, description="The last request id of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[Decision]:
+    return engine_of(request).list_decisions(result=result, tool=tool, actor=actor, domain=domain, rule=rule, since=since,
+                                             until=until, before=before, limit=limit)  # fmt: skip
 
 
 @router.get("/decisions/{request_id}", response_model=Decision, summary="A recorded decision")
