@@ -71,10 +71,18 @@ def test_the_engine_records_an_alert_in_the_chain_once(tmp_path: Path) -> None:
                                                                               ("domain", "shop")}  # fmt: skip
         assert all(a.payload["baseline_rate"] < 0.1 and a.payload["method"] == "bernoulli_cusum" for a in alerts)
         assert engine.verify_audit().ok
-    # Another engine (a restarted process) reads the record and does not raise the same alert again.
-    with Engine(tmp_path / "d.db", clock=lambda: clock[0]) as engine:
-        _stream(engine, clock, ["succeeded"])
-        assert len(engine.audit_events(type="drift.detected")) == 3
+        since_alert = engine.drift._monitor.streams[("tool", "refund")].n  # outcomes after the alert, learnt afresh
+        assert 0 < since_alert < 20
+    # Other engines (restarted processes, one warmed at start as a server is) read the record and
+    # neither raise the same alerts again nor miss the next ones.
+    for warm in (False, True):
+        with Engine(tmp_path / "d.db", clock=lambda: clock[0]) as engine:
+            if warm:
+                engine.warm_memory()
+            _stream(engine, clock, ["succeeded"])
+            assert len(engine.audit_events(type="drift.detected")) == 3
+            streams = engine.drift._monitor.streams
+            assert streams[("tool", "refund")].n == since_alert + 1 + warm
     with Engine(tmp_path / "off.db", clock=lambda: clock[0], drift=False) as engine:
         _stream(engine, clock, calm + ["harmful"] * 20)
         assert engine.audit_events(type="drift.detected") == []

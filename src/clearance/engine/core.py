@@ -519,6 +519,8 @@ class Engine:
             while not done:
                 with self.store.read() as tx:
                     done = self._catch_up(tx)
+        with self.store.read() as tx:
+            self.drift.warm(tx)  # the drift streams too, from the record's outcomes
         self._memory_warm = True
         return self.memory.cursor
 
@@ -756,6 +758,7 @@ class Engine:
             description=description, observed_at=observed_at or now, reported_by=reported_by,
             event_id=event_id or new_id("out"), recorded_at=now,
         )  # fmt: skip
+        fed = False
         try:
             with self.store.write() as tx:
                 existing = tx.get_outcome(outcome.event_id)
@@ -771,9 +774,11 @@ class Engine:
                 tx.insert_outcome(outcome.model_dump())
                 audit.append(tx, "outcome.reported", outcome.model_dump(mode="json"), now=now,
                              request_id=request_id, trace_id=row["trace_id"])  # fmt: skip
+                fed = True
                 self.drift.after_outcome(tx, row, outcome.status.value, now)  # a drift alert joins the chain here
         except BaseException:
-            self.drift.forget()  # it may have seen an outcome that did not commit: it reads the record again
+            if fed:
+                self.drift.forget()  # it may have seen an outcome that did not commit: it reads the record again
             raise
         return outcome
 

@@ -35,6 +35,20 @@ class DriftWatch:
         with self._lock:
             self._monitor = DriftMonitor(self.settings)
 
+    def warm(self, tx: SqlTx) -> None:
+        """Read the record's outcomes (outside any writer lock: a server does this at start, so
+        the first outcome reported does not read the whole log under the lock)."""
+        if not self.settings.enabled:
+            return
+        head = tx.chain_head()[0]
+        with self._lock:
+            monitor = self._monitor
+            if monitor.cursor >= head:
+                return
+            for _, status, tool, actor, domain in outcome_events(tx, monitor.cursor):
+                monitor.observe(tool, actor, domain, status in BAD)
+            monitor.cursor = head
+
     def after_outcome(self, tx: SqlTx, decision: Mapping[str, Any], status: str, now: datetime) -> list[DriftAlert]:
         """Call right after the ``outcome.reported`` event is appended, in its transaction."""
         if not self.settings.enabled:

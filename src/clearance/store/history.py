@@ -54,13 +54,13 @@ def iter_outcomes(tx: SqlTx, since: datetime | None = None, until: datetime | No
 
 def outcome_events(tx: SqlTx, after_seq: int, before_seq: int | None = None) -> Iterator[tuple[int, str, str, str, str]]:
     """``(seq, status, tool, actor, domain)`` of each ``outcome.reported`` event after ``after_seq``
-    (and before ``before_seq``), in the order they were recorded. Read by the chain's own key
-    range (the type is checked here), so a short range costs a short read however long the log."""
+    (and before ``before_seq``), in the order they were recorded. A bounded range is read by the
+    chain's own key (the type is checked here), so a short range costs a short read however long
+    the log; an open one (a whole log) by the type's index."""
     e = t.events.c
     q = (select(e.seq, e.type, e.body, _d.tool, _d.actor, _d.domain).join(t.decisions, _d.request_id == e.request_id)
          .where(e.seq > after_seq).order_by(e.seq))  # fmt: skip
-    if before_seq is not None:
-        q = q.where(e.seq < before_seq)
+    q = q.where(e.type == "outcome.reported") if before_seq is None else q.where(e.seq < before_seq)
     for seq, type_, body, tool, actor, domain in tx.conn.execute(q):
         if type_ == "outcome.reported":
             yield seq, json.loads(body)["payload"]["status"], tool, actor, domain
