@@ -202,3 +202,23 @@ def test_cli_backtest_and_promote(recorded: tuple[Path, Clock], tmp_path: Path) 
     assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
     refused = run_cli(["rules", "promote", "refund-cap"], env=env)
     assert refused.returncode == 1 and "not in shadow" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_on_postgresql_the_backtest_and_drift_read_the_same_record(pg_url: str) -> None:
+    """The history reads (decisions streamed in time order, outcomes, the chain's outcome events)
+    on the other backend."""
+    from clearance.memory.drift import DriftSettings
+
+    clock = Clock()
+    with Engine(pg_url, clock=clock, drift=DriftSettings(warmup=30)) as engine:
+        engine.apply_rules(parse_rules(RECORDED))
+        _history(engine, clock)
+        report = engine.backtest(parse_rules(CANDIDATE))
+        assert report.transitions == {"allowed->blocked": 11, "allowed->requires_approval": 5, "blocked->allowed": 3}
+        assert (report.harm_avoided, report.cost_avoided, report.successful_stopped) == (3, 2700.0, 8)
+        for status in ["succeeded"] * 40 + ["harmful"] * 20:
+            d = engine.evaluate({"tool": "payout", "arguments": {}, "actor": "bot"})
+            engine.report_outcome(d.request_id, status)
+            clock.tick()
+        assert ("tool", "payout") in {(e.payload["scope"], e.payload["value"])
+                                          for e in engine.audit_events(type="drift.detected")}  # fmt: skip
