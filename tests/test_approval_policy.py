@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,30 @@ def test_unchanged_rules_and_a_pending_approval_answered_under_new_rules(tmp_pat
         assert (approval.policy_version, approval.granted_policy_version) == ("1", "2")
         with pytest.raises(NotApproved, match="policy version 2 blocks it"):
             engine.claim_execution(pending.request_id, claimant="w")
+
+
+def test_a_resumed_run_does_not_run_a_call_the_new_rules_block_and_tells_the_model(serve: Any, engine: Any) -> None:
+    """Over the adapter (embedded and remote engine): approved, then the policy changed, then resumed."""
+    import json
+
+    from adapter_support import RULES, recording_refund_guard
+
+    from clearance.testing import turn
+
+    server = serve(turn.function_call("refund_payment", {"order_id": "ord_7", "amount": 900}), turn.text("It was not refunded."))
+    ran: list[str] = []
+    g = recording_refund_guard(server, engine, ran=ran)
+    first = g.run(input="Refund ord_7 for 900", model="gpt-4.1")
+    approval_id = first["pending_approvals"][0]["approval_id"]
+    engine.resolve_approval(approval_id, "approved", approver="alice")
+    tighter = parse_rules(RULES)
+    rules = [r.model_copy(update={"max_value": 800}) if r.tool == "refund_payment" and r.max_value is not None else r
+             for r in tighter.rules]  # fmt: skip
+    engine.apply_rules(tighter.model_copy(update={"rules": rules}))
+    resumed = g.resume_after_approval(approval_id)
+    assert ran == [] and resumed["output_text"] == "It was not refunded."
+    last = resumed["execution"]["last"]
+    assert last["status"] == "blocked" and "blocks it" in last["decision"]["reason"]
+    told = json.loads(next(i for i in reversed(server.requests[1].json["input"]) if i.get("type") == "function_call_output")["output"])
+    assert told["status"] == "blocked" and "policy has changed" in told["message"]
+    assert engine.get_execution(first["pending_approvals"][0]["request_id"]).status.value == "not_run"

@@ -16,6 +16,7 @@ __all__ = [
     "DuplicateVote",
     "IllegalTransition",
     "NotApproved",
+    "PolicyBlocks",
     "NotFound",
     "RuleError",
     "RunBusy",
@@ -65,6 +66,10 @@ class AlreadyClaimed(ConflictError):
 
 class NotApproved(ConflictError):
     pass
+
+
+class PolicyBlocks(NotApproved):
+    """An approved call claimed under newer rules that block it: it must not run."""
 
 
 class NotYours(ClearanceError):

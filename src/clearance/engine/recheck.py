@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from clearance.errors import NotApproved
+from clearance.errors import PolicyBlocks
 from clearance.model import Action, DecisionResult
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def granted_under(approval: Mapping[str, Any]) -> str:
 
 def recheck_claim(engine: Engine, tx: SqlTx, row: Mapping[str, Any], approval: Mapping[str, Any], now: datetime,
                   arguments: Mapping[str, Any] | None) -> None:  # fmt: skip
-    """Raise :class:`NotApproved` when the rules in force, newer than the approval, block the call."""
+    """Raise :class:`PolicyBlocks` (a :class:`NotApproved`) when the rules in force, newer than the approval, block the call."""
     rules = engine._rules(tx)
     granted = granted_under(approval)
     if rules.policy_version == granted == approval["policy_version"]:
@@ -54,5 +54,5 @@ def recheck_claim(engine: Engine, tx: SqlTx, row: Mapping[str, Any], approval: M
                                     context=row["context"] or {}, trace_id=row["trace_id"])  # fmt: skip
     verdict = engine._judge(None, rules, action, now, stored=action, usage=_Taken(), learn=False)[0]
     if verdict.result is DecisionResult.blocked:
-        raise NotApproved(f"{row['request_id']} was approved under policy version {granted}, but policy version "
+        raise PolicyBlocks(f"{row['request_id']} was approved under policy version {granted}, but policy version "
                           f"{rules.policy_version} blocks it: {verdict.reason}; it was not run")  # fmt: skip

@@ -24,7 +24,7 @@ from clearance._version import __version__
 from clearance.adapters.openai import effects as fx
 from clearance.adapters.openai.tools import FunctionTool, ToolArgumentsError
 from clearance.engine.executions import SHADOW_KEY
-from clearance.errors import ApprovalNotPending, ClearanceError, StructuredOutputError
+from clearance.errors import ApprovalNotPending, ClearanceError, PolicyBlocks, StructuredOutputError
 from clearance.model import Action, Approval, ApprovalStatus, Decision, DecisionResult, new_id
 
 SCHEMA_VERSION = 1
@@ -398,6 +398,18 @@ def _told_changes(patches: list[dict[str, Any]] | None) -> dict[str, Any]:
             "message": f"Policy changed the arguments before this call ran: {said}. The result is of the changed call."}  # fmt: skip
 
 
+def _blocked_since(state: RunState, entry: dict[str, Any], view: dict[str, Any], approval_id: str,
+                   refused: PolicyBlocks) -> Generator[Any, Any, None]:  # fmt: skip
+    """An approved call whose claim the rules in force refuse (they changed since, and block it):
+    it does not run, its slots are given back, and the model hears why, as of any blocked call."""
+    view.update(allowed=False, result="blocked", reason=str(refused), approval_status="approved")
+    _set_output(state, entry["call_id"], _refusal(view, "This call was approved, but the policy has changed since "
+                                                        "and now blocks it; it did not run."))  # fmt: skip
+    yield fx.Record([(entry["request_id"], "not_run", None, str(refused))])
+    yield fx.Emit(_event(state, tool=entry["tool"], call_id=entry["call_id"], arguments=entry["arguments"],
+                         status="blocked", decision=view, approval_id=approval_id))  # fmt: skip
+
+
 def resume_steps(state: RunState, cfg: LoopConfig, approval_id: str) -> Steps:
     """Continue a suspended run once ``approval_id`` is answered; the loop goes on when none wait."""
     entry = next((p for p in state.pending if p["approval_id"] == approval_id), None)
@@ -410,21 +422,24 @@ def resume_steps(state: RunState, cfg: LoopConfig, approval_id: str) -> Steps:
     view = dict(entry["decision"])
     if approval.status is ApprovalStatus.approved:
         claimed = yield fx.Claim(entry["request_id"], entry["arguments"])
-        if isinstance(claimed, BaseException):
+        if isinstance(claimed, PolicyBlocks):
+            yield from _blocked_since(state, entry, view, approval_id, claimed)
+        elif isinstance(claimed, BaseException):
             raise claimed
-        view.update(allowed=True, approval_status="approved")
-        tool = cfg.tools.get(entry["tool"])
-        if tool is not None and tool.declared:
-            yield from _hand_off(state, entry["call_id"], entry["tool"], entry["arguments"], view,
-                                 approval_id=approval_id, approved_by=approval.resolved_by)  # fmt: skip
         else:
-            run = fx.ToolRun(entry["call_id"], entry["tool"], entry["arguments"], entry["request_id"])
-            [res] = yield fx.RunTools([run])
-            changed = {"patches": entry["patches"]} if entry.get("patches") else {}
-            reports = yield from _after_run(state, run, res, view, {"approval_id": approval_id, "approved_by": approval.resolved_by,
-                                                                    **changed})  # fmt: skip
-            if reports:
-                yield fx.Record(reports)
+            view.update(allowed=True, approval_status="approved")
+            tool = cfg.tools.get(entry["tool"])
+            if tool is not None and tool.declared:
+                yield from _hand_off(state, entry["call_id"], entry["tool"], entry["arguments"], view,
+                                     approval_id=approval_id, approved_by=approval.resolved_by)  # fmt: skip
+            else:
+                run = fx.ToolRun(entry["call_id"], entry["tool"], entry["arguments"], entry["request_id"])
+                [res] = yield fx.RunTools([run])
+                changed = {"patches": entry["patches"]} if entry.get("patches") else {}
+                reports = yield from _after_run(state, run, res, view, {"approval_id": approval_id,
+                                                "approved_by": approval.resolved_by, **changed})  # fmt: skip
+                if reports:
+                    yield fx.Record(reports)
     else:
         view.update(approval_status=approval.status.value)
         why = "a person rejected it" if approval.status is ApprovalStatus.rejected else "its approval expired"
