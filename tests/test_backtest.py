@@ -135,6 +135,16 @@ def test_the_api_and_remote_engine_answer_the_same(recorded: tuple[Path, Clock],
             remote = InProcessRemoteEngine(app, token)
             try:
                 assert remote.backtest(parse_rules(CANDIDATE)) == expected
+                since = T0 + timedelta(minutes=5)
+                assert remote.rule_evidence("refund-cap", since=since) == engine.rule_evidence("refund-cap", since=since)
+                from clearance.errors import ConflictError
+
+                admin = InProcessRemoteEngine(app, engine.keys.create("backtest-admin", "admin")[1])
+                try:
+                    with pytest.raises(ConflictError, match="not in shadow"):
+                        admin.promote_rule("refund-cap")
+                finally:
+                    admin.close()
                 bad = remote._client.post("/v1/rules/backtest", json={"yaml": "rules: [{id: x, max_value: -1}]"})  # type: ignore[attr-defined]
                 assert bad.status_code == 422 and "max_value" in bad.text
             finally:
