@@ -291,13 +291,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="timed evaluate calls (default 5000)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--db", type=Path, help="SQLite file to use (default: a fresh one in a temp dir)")
+    parser.add_argument("--db", help="SQLite file to use (default: a fresh one in a temp dir)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the timed loop")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL", "OFF"], default="FULL",
                         help="diagnostic only: weaken SQLite's fsync to see the engine's CPU share")  # fmt: skip
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be at least 1")
+    if args.db is not None and "://" in args.db:  # a URL is never turned into a file name
+        parser.error("--db takes a SQLite file: this benchmark reads the WAL (benchmarks/server.py --db takes URLs)")
+    if args.db is not None:
+        args.db = Path(args.db)
 
     if args.db is not None:
         report = run(args.n, args.seed, args.db, args.profile, args.synchronous)

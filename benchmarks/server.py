@@ -10,9 +10,16 @@ little CPU as possible; both processes share this machine's cores):
    latency counts from the scheduled start, so queueing is not hidden).
 
 Each request carries an ``Idempotency-Key`` like RemoteEngine's (``--no-idempotency-key`` to
-leave it out). The last line is JSON with ``decisions_per_s`` and ``p99_ms_at_500``.
+leave it out). The last line is JSON with ``decisions_per_s``, ``p99_ms_at_500`` and
+``bytes_per_decision`` (the store's pages in use after the run, per decision made).
+
+``--db`` takes a SQLite file or a database URL (``postgresql://USER@HOST/DB``: the store the
+servers share). ``--replicas N`` then starts N server processes on that one database, each on
+its own port (as N machines behind a load balancer would be), spreads the same connections over
+them, and adds ``decisions_per_s_N_replicas`` beside the one-server ``decisions_per_s``.
 
     python benchmarks/server.py [--seconds 10] [--connections 16] [--rate 500]
+    python benchmarks/server.py --db postgresql://postgres@127.0.0.1/bench --replicas 2
 """
 
 from __future__ import annotations
@@ -67,8 +74,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(db: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, CLEARANCE_DB=str(db))
+def start_server(db: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, CLEARANCE_DB=db)
     proc = subprocess.Popen([sys.executable, "-m", "clearance", "serve", "--port", str(port), "--log-level", "warning",
                              "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     deadline = time.monotonic() + 60
@@ -138,8 +145,9 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-async def closed_loop(port: int, token: str, idem: bool, connections: int, seconds: float) -> dict[str, float]:
-    conns = [Conn(port, token, idem) for _ in range(connections)]
+async def closed_loop(port: int | list[int], token: str, idem: bool, connections: int, seconds: float) -> dict[str, float]:
+    ports = port if isinstance(port, list) else [port]
+    conns = [Conn(ports[i % len(ports)], token, idem) for i in range(connections)]  # spread over the replicas
     await asyncio.gather(*(c.open() for c in conns))
     latencies: list[float] = []
     errors = 0
@@ -201,19 +209,48 @@ async def open_loop(port: int, token: str, idem: bool, rate: float, seconds: flo
             "p50_ms": pct(latencies, 50) * 1000, "p99_ms": pct(latencies, 99) * 1000}  # fmt: skip
 
 
-def main() -> None:
+def bytes_per_decision(db: str) -> float | None:
+    """The SQLite store's pages in use (WAL checkpointed; free pages left out), per decision."""
+    import sqlite3
+
+    if "://" in db:
+        return None  # a database server's size is not this file's
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = pages * conn.execute("PRAGMA page_size").fetchone()[0]
+        decisions = conn.execute("SELECT count(*) FROM decisions").fetchone()[0]
+    finally:
+        conn.close()
+    return size / max(decisions, 1)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--rate", type=float, default=500.0)
-    ap.add_argument("--db", type=Path, default=None, help="SQLite file (default: a fresh temporary one)")
+    ap.add_argument("--db", default=None, help="SQLite file or database URL, e.g. postgresql://postgres@127.0.0.1/bench "
+                    "(default: a fresh temporary SQLite file); a URL is used as it is, never as a file name")
+    ap.add_argument("--replicas", type=int, default=1, help="also measure N server processes on the one database")
     ap.add_argument("--workers", type=int, default=1, help="server worker processes (clearance serve --workers)")
     ap.add_argument("--no-idempotency-key", dest="idem", action="store_false")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def store_location(args: argparse.Namespace, tmp: str) -> str:
+    """The store the servers share: ``--db`` as given (a file or a URL: a string, as a Path
+    would turn ``postgresql://x`` into ``postgresql:/x``), else a fresh file in ``tmp``."""
+    return args.db if args.db is not None else str(Path(tmp) / "bench.db")
+
+
+def main() -> None:
+    args = parse_args()
 
     from clearance import Engine, parse_rules
     tmp = tempfile.TemporaryDirectory(prefix="clearance-bench-")
-    db = args.db or Path(tmp.name) / "bench.db"
+    db = store_location(args, tmp.name)
     with Engine(db) as engine:
         engine.apply_rules(parse_rules(RULES))
         _, token = engine.keys.create("bench", "agent", identity="agent-bench")
@@ -233,11 +270,40 @@ def main() -> None:
         load = asyncio.run(open_loop(port, token, args.idem, args.rate, args.seconds, max(args.connections, 32)))
         print(f"offered {args.rate:.0f}/s: achieved {load['achieved_per_s']:.0f}/s, p50 {load['p50_ms']:.1f} ms, "
               f"p99 {load['p99_ms']:.1f} ms ({load['errors']} errors of {load['requests']:.0f})")
-    finally:
+        replicated = None
+        if args.replicas > 1:
+            ports = [port] + [free_port() for _ in range(args.replicas - 1)]
+            others = [start_server(db, p, args.workers) for p in ports[1:]]
+            try:
+                time.sleep(1.0)
+                asyncio.run(closed_loop(ports, token, args.idem, 4, 1.0))  # warm up
+                replicated = asyncio.run(closed_loop(ports, token, args.idem, args.connections, args.seconds))
+            finally:
+                for proc in others:
+                    proc.terminate()
+                    proc.wait(timeout=10)
+            print(f"{args.replicas} replicas on one database: {replicated['per_s']:.0f} decisions/s "
+                  f"(p50 {replicated['p50_ms']:.1f} ms, p99 {replicated['p99_ms']:.1f} ms, "
+                  f"{replicated['errors']} errors of {replicated['requests']:.0f})")
         server.terminate()
         server.wait(timeout=10)
+        per_decision = bytes_per_decision(db)
+        if per_decision is not None:
+            print(f"store: {per_decision:,.0f} bytes per decision (pages in use, all tables and indexes)")
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=10)
         tmp.cleanup()
-    print(json.dumps({"decisions_per_s": round(tput["per_s"], 1), "p50_ms": round(tput["p50_ms"], 2),
+    extra: dict[str, object] = {}
+    if replicated is not None:
+        extra = {f"decisions_per_s_{args.replicas}_replicas": round(replicated["per_s"], 1),
+                 f"p99_ms_{args.replicas}_replicas": round(replicated["p99_ms"], 2), "replicas": args.replicas}
+        tput["errors"] += replicated["errors"]
+    if per_decision is not None:
+        extra["bytes_per_decision"] = round(per_decision)
+    print(json.dumps({"decisions_per_s": round(tput["per_s"], 1), **extra, "database": db.split("://")[0] if "://" in db
+                      else "sqlite", "p50_ms": round(tput["p50_ms"], 2),
                       "p99_ms": round(tput["p99_ms"], 2), f"p50_ms_at_{args.rate:.0f}": round(load["p50_ms"], 2),
                       "p99_ms_at_500" if args.rate == 500 else f"p99_ms_at_{args.rate:.0f}": round(load["p99_ms"], 2),
                       "achieved_per_s_at_offered": round(load["achieved_per_s"], 1), "offered_per_s": args.rate,

@@ -21,8 +21,14 @@ def _approved(engine: Engine) -> str:
     d = engine.evaluate(REFUND)
     assert d.result.value == "requires_approval"
     approval = engine.resolve_approval(d.approval_id, "approved", approver="alice")  # type: ignore[arg-type]
-    assert approval.granted_policy_version == approval.policy_version == "1"
+    assert approval.policy_version == _granted_under(engine, d.approval_id) == "1"
     return d.request_id
+
+
+def _granted_under(engine: Any, approval_id: str) -> str:
+    """The policy version the approval's ``approval.resolved`` event in the chain records."""
+    [event] = [e for e in engine.audit_events(type="approval.resolved", limit=1000) if e.payload["approval_id"] == approval_id]
+    return event.payload["policy_version"]
 
 
 def test_an_approval_granted_under_v1_is_not_run_when_v2_blocks_it(tmp_path: Path) -> None:
@@ -37,6 +43,7 @@ def test_an_approval_granted_under_v1_is_not_run_when_v2_blocks_it(tmp_path: Pat
         # Rules that still ask (or allow) leave the approval standing.
         engine.apply_rules(parse_rules(STILL_ASKS))
         assert engine.claim_execution(request_id, claimant="worker").status.value == "unknown"
+        assert engine.verify_audit().ok
 
 
 def test_unchanged_rules_and_a_pending_approval_answered_under_new_rules(tmp_path: Path) -> None:
@@ -46,7 +53,7 @@ def test_unchanged_rules_and_a_pending_approval_answered_under_new_rules(tmp_pat
         pending = engine.evaluate(REFUND)
         engine.apply_rules(parse_rules(BLOCKS))
         approval = engine.resolve_approval(pending.approval_id, "approved", approver="bob")  # type: ignore[arg-type]
-        assert (approval.policy_version, approval.granted_policy_version) == ("1", "2")
+        assert (approval.policy_version, _granted_under(engine, pending.approval_id)) == ("1", "2")
         with pytest.raises(NotApproved, match="policy version 2 blocks it"):
             engine.claim_execution(pending.request_id, claimant="w")
 

@@ -111,7 +111,7 @@ def test_every_operation_leaves_its_event(trail: tuple[Path, dict[str, Any]]) ->
     (resolved,) = by_type(events, "approval.resolved")
     assert resolved.request_id == held.request_id and resolved.trace_id == held.trace_id
     assert resolved.payload == {"approval_id": held.approval_id, "resolution": "approved", "approver": "alice",
-                                "comment": "loyal customer"}  # fmt: skip
+                                "comment": "loyal customer", "policy_version": "1"}  # fmt: skip
     (expired,) = by_type(events, "approval.expired")
     assert expired.request_id == late.request_id and expired.created_at == T0 + timedelta(hours=3, seconds=1)
 
@@ -147,7 +147,10 @@ def test_verify_ok_on_an_untouched_trail(trail: tuple[Path, dict[str, Any]]) -> 
         report = eng.verify_audit()
     assert report.ok and report.events_checked == len(t["events"])
     assert report.first_broken_seq is None and report.problem is None
-    assert report.as_dict() == {"ok": True, "events_checked": len(t["events"]), "first_broken_seq": None, "problem": None}
+    # 4 decisions, 3 approvals, 1 execution, 1 outcome and 1 policy agree with the chain; no checkpoint is kept.
+    assert report.as_dict() == {"ok": True, "events_checked": len(t["events"]), "first_broken_seq": None, "problem": None,
+                                "problems": [], "problems_total": 0, "rows_checked": 10, "checkpoints_checked": 0,
+                                "anchored_seq": None}  # fmt: skip
 
 
 def test_verify_ok_on_an_empty_store(tmp_path: Path) -> None:
@@ -180,10 +183,25 @@ def edit_body(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
 def edit_body_and_rehash(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
     """A forger who knows the hash function fixes the edited row; the next link still breaks."""
     seq = seq_of(t, "decision.made")
-    body, prev = conn.execute("SELECT body, prev_hash FROM events WHERE seq = ?", (seq,)).fetchone()
-    body = body.replace('"result":"allowed"', '"result":"blocked"')
-    conn.execute("UPDATE events SET body = ?, hash = ? WHERE seq = ?", (body, audit.link_hash(prev, body), seq))
+    body, prev, at, rid = conn.execute("SELECT body, prev_hash, decision_at, request_id FROM events WHERE seq = ?",
+                                       (seq,)).fetchone()  # fmt: skip
+    # The lean store: the decision's JSON is the decisions row's, spliced into the body at decision_at.
+    (decision,) = conn.execute("SELECT decision FROM decisions WHERE request_id = ?", (rid,)).fetchone()
+    forged = decision.replace('"result":"allowed"', '"result":"blocked"')
+    assert forged != decision and at is not None
+    conn.execute("UPDATE decisions SET decision = ? WHERE request_id = ?", (forged, rid))
+    whole = body[:at] + forged + body[at:]
+    conn.execute("UPDATE events SET hash = ? WHERE seq = ?", (audit.link_hash(prev, whole), seq))
     return seq + 1
+
+
+def edit_decision_row(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
+    """The decision's JSON is kept once, in its decisions row: the chain covers it there."""
+    seq = seq_of(t, "decision.made")
+    (rid,) = conn.execute("SELECT request_id FROM events WHERE seq = ?", (seq,)).fetchone()
+    conn.execute("UPDATE decisions SET decision = replace(decision, '\"result\":\"allowed\"', '\"result\":\"blocked\"') "
+                 "WHERE request_id = ?", (rid,))  # fmt: skip
+    return seq
 
 
 def edit_type(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
@@ -276,7 +294,7 @@ def append_forgery(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
     return n + 1
 
 
-TAMPERS = [edit_body, edit_body_and_rehash, edit_type, edit_request_id, edit_created_at, edit_hash, delete_middle,
+TAMPERS = [edit_body, edit_body_and_rehash, edit_decision_row, edit_type, edit_request_id, edit_created_at, edit_hash, delete_middle,
            delete_newest, delete_two_newest, delete_all, swap_rows, swap_contents, replace_newest_with_forgery,
            append_forgery]  # fmt: skip
 

@@ -471,7 +471,8 @@ def test_memory_stops_waiting_for_outcomes_of_old_calls(open_engine: Callable[..
                                                         tmp_path: Path) -> None:  # fmt: skip
     """A server decides without end: memory keeps the calls still waiting for an outcome only for
     the newest decisions and for so many days, so it stays bounded. A late outcome is recorded
-    and audited all the same; memory just no longer learns from it. A rebuild forgets alike."""
+    and audited all the same, and memory learns it from the stored call, featurised again
+    (issue 18). A rebuild forgets and revives alike."""
     engine = open_engine(memory=CaseMemory(max_waiting=3, wait_days=7))
     memory = engine.memory
     assert isinstance(memory, CaseMemory)
@@ -483,14 +484,17 @@ def test_memory_stops_waiting_for_outcomes_of_old_calls(open_engine: Callable[..
     assert answered.request_id in memory._cases and all(d.request_id in memory._cases for d in later)
     engine.report_outcome(first.request_id, "harmful")
     assert [o.status.value for o in engine.outcomes(first.request_id)] == ["harmful"]
-    assert memory._labelled["send_money"] == pytest.approx(1.0)  # only the answered call's outcome
+    engine.warm_memory()  # (memory reads the outcome from the log, as before the next decision)
+    assert memory._labelled["send_money"] == pytest.approx(2.0)  # the late one too, made again from the store
+    assert memory.revived == 1
     # Days count too: a week later the waiting calls are forgotten on the next decision.
     clock.tick(days=8)
     newest = engine.evaluate(send(KNOWN[0]))
     assert not any(d.request_id in memory._cases for d in later)
     assert newest.request_id in memory._cases and answered.request_id in memory._cases
     engine.report_outcome(later[0].request_id, "harmful")
-    assert memory._labelled["send_money"] == pytest.approx(1.0)
+    engine.warm_memory()
+    assert memory._labelled["send_money"] == pytest.approx(3.0) and memory.revived == 2
     # Rebuilt from the audit log, memory forgets the same calls and learns the same.
     rebuilt = CaseMemory(max_waiting=3, wait_days=7)
     with Engine(tmp_path / "memory.db", clock=clock, memory=rebuilt) as again:

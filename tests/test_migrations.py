@@ -123,3 +123,34 @@ def test_first_open_from_many_processes(tmp_path: Path) -> None:
     with Engine(db) as eng:
         assert eng.verify_audit().ok and eng.verify_audit().events_checked == 4
         assert schema_diffs(eng.store.engine) == []
+
+
+def test_lean_events_survive_a_downgrade_and_old_rows_stay_valid(tmp_path: Path) -> None:
+    """0007 keeps a decision's JSON once (the decision.made event refers to its decisions row).
+    Going back to 0006 puts it back into the events and kept answers; those full rows, read by
+    the new code again after an upgrade, still verify and answer the same."""
+    import sqlite3
+
+    db = tmp_path / "lean.db"
+    with Engine(db) as eng:
+        d = eng.evaluate({"tool": "t", "arguments": {"a": 1}})
+        eng.evaluate_serialised({"tool": "t"}, key=("k1", "idem-1", "f" * 64))  # an answer kept under a key
+    with sqlite3.connect(db) as conn:
+        lean = conn.execute("SELECT body, decision_at FROM events WHERE type = 'decision.made'").fetchall()
+        assert lean and all(at is not None and '"result"' not in body for body, at in lean)
+        assert conn.execute("SELECT body FROM idempotency_keys").fetchone()[0] is None
+    conn.close()
+    store = open_store(db)
+    cfg = migrate.alembic_config(store.engine)
+    command.downgrade(cfg, "0006")
+    store.close()
+    with sqlite3.connect(db) as conn:
+        assert all('"result"' in body for (body,) in conn.execute("SELECT body FROM events WHERE type = 'decision.made'"))
+        assert '"result"' in conn.execute("SELECT body FROM idempotency_keys").fetchone()[0]
+    conn.close()
+    with Engine(db) as eng:  # upgraded again on open: the full rows are read as they are
+        assert eng.verify_audit().ok, eng.verify_audit()
+        assert eng.get_decision(d.request_id) == d
+        with eng.store.write() as tx:
+            answer = tx.idempotent_answer("k1", "idem-1")
+        assert answer is not None and '"result"' in (answer[3] or "")

@@ -84,6 +84,7 @@ def matrix(rid: str, aid: str) -> list[tuple[str, str, Any, set[str]]]:
         ("POST", "/v1/kill-switches/deactivate", {"tool": "matrix_tool"}, ADMIN),
         ("GET", "/v1/audit/events", None, APPROVER),
         ("GET", "/v1/audit/verify", None, APPROVER),
+        ("POST", "/v1/audit/checkpoints", None, ADMIN),
         ("GET", "/v1/learning/report", None, APPROVER),
         ("POST", "/v1/proposals/refused", {"tool": "nope", "reason": "no such tool"}, AGENT),
         ("PUT", "/v1/runs/run_matrix", {"state": {"trace_id": "trc_m"}, "approval_ids": []}, AGENT),

@@ -1,7 +1,7 @@
 """clearance: decide each tool call of an AI agent before it runs, and learn from what happened."""
 
 from clearance._version import __version__
-from clearance.engine import AsyncEngine, AuditReport, Engine, PolicyInfo
+from clearance.engine import AsyncEngine, AuditReport, Checkpoint, Engine, PolicyInfo
 from clearance.errors import ClearanceError, RuleError, UnknownRequest
 from clearance.model import (
     Action,
@@ -28,6 +28,7 @@ __all__ = [
     "ApprovalStatus",
     "AsyncEngine",
     "AuditReport",
+    "Checkpoint",
     "ClearanceError",
     "Decision",
     "DecisionResult",

@@ -70,6 +70,8 @@ def run_demo(db: str | Path = "clearance-demo.db", *, live: bool = False, model:
     from clearance.adapters.openai import GuardedOpenAI
 
     out = console or Console(highlight=False)
+    if "://" in str(db):
+        raise ValueError(f"the demo recreates its store on each run, so it takes a SQLite file, not the URL {db}")
     path = Path(db)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyClaimed",
+    "AnchorError",
     "ApprovalExpired",
     "ApprovalNotPending",
     "ArgumentsMismatch",
@@ -103,3 +104,8 @@ class StructuredOutputError(ClearanceError, ValueError):
         super().__init__(message)
         self.result = result
         self.errors = errors or []
+
+
+class AnchorError(ClearanceError, ValueError):
+    """A signing key or a signed checkpoint of the audit chain that cannot be used: a missing or
+    unreadable key file, a checkpoint that is not one, a signature or key that does not match."""

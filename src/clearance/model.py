@@ -287,9 +287,6 @@ class Approval(_Model):
     arguments: dict[str, Any]
     args_hash: str
     policy_version: str
-    granted_policy_version: str | None = Field(
-        default=None, description="The policy version in force when it was approved; a claim under newer rules re-checks the call."
-    )
     reason: str
     approvals_required: int = 1
     votes: list[ApprovalVote] = Field(default_factory=list)
@@ -328,6 +325,11 @@ class KillSwitch(_Model):
     reason: str | None = None
     activated_by: str | None = None
     activated_at: datetime
+
+    def covers(self, *, domain: str, tool: str, actor: str) -> bool:
+        """Whether a call of ``tool`` by ``actor`` in ``domain`` is under this switch."""
+        scope, value = self.scope, self.value
+        return scope == "all" or (scope, value) in (("domain", domain), ("tool", tool), ("actor", actor))
 
 
 class Event(_Model):

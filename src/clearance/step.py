@@ -383,8 +383,10 @@ class ChatStep:
     def from_yaml(cls, path: str | Path, **kw: Any) -> ChatStep:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise StepConfigError(f"{path}: not valid YAML: {exc}") from None
+        except yaml.YAMLError as exc:  # one line, as a rules file's: where and what
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise StepConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
         if not isinstance(data, Mapping):
             raise StepConfigError(f"{path}: the configuration must be a mapping")
         data = data.get("with", data)  # an Engram's spec.with block pasted as is

@@ -1,7 +1,8 @@
 """The ``clearance`` command line.
 
 Exit codes let shell scripts and CI gate on a decision: ``check`` exits 0 when allowed, 3 when
-blocked, 4 when approval is required; 1 is any refused operation, 2 a usage error.
+blocked, 4 when approval is required; 1 is any refused operation, 2 a usage error. Failures
+are one or two lines on stderr, never a traceback (``--debug`` shows it): see ``failures``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ from pydantic import ValidationError
 
 from clearance import __version__
 from clearance.cli import backtest, render
+from clearance.cli.admin import db_app, init
+from clearance.cli.audit import audit_app
+from clearance.cli.failures import FailingClearly, Refusal, settings
+from clearance.cli.store import memory_app, store_app
 from clearance.cli.learning import explain, learning_app
+from clearance.cli.mcp import mcp_app
 from clearance.cli.step import step_app
 from clearance.engine import Engine
-from clearance.errors import ClearanceError
 from clearance.model import Action, ApprovalStatus, DecisionResult, OutcomeStatus
 from clearance.policy import load_rules, rules_json_schema
 
@@ -35,12 +40,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=FailingClearly,
 )
 rules_app = typer.Typer(help="Validate, apply and inspect rules.", no_args_is_help=True)
 approvals_app = typer.Typer(help="List and resolve approval requests.", no_args_is_help=True)
 outcomes_app = typer.Typer(help="Report what really happened after a call.", no_args_is_help=True)
 kill_app = typer.Typer(help="Block everything, or one domain, tool or actor, at once.", no_args_is_help=True)
-audit_app = typer.Typer(help="Read and verify the audit trail.", no_args_is_help=True)
 decisions_app = typer.Typer(help="Look up recorded decisions.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys of the control-plane server (clearance serve).", no_args_is_help=True)
 for sub, name in ((rules_app, "rules"), (approvals_app, "approvals"), (outcomes_app, "outcomes"),
@@ -48,36 +53,55 @@ for sub, name in ((rules_app, "rules"), (approvals_app, "approvals"), (outcomes_
     app.add_typer(sub, name=name)
 app.add_typer(step_app, name="step")
 app.add_typer(learning_app, name="learning")
+app.add_typer(db_app, name="db")
+app.add_typer(mcp_app, name="mcp")
+app.add_typer(store_app, name="store")
+app.add_typer(memory_app, name="memory")
 app.command("explain")(explain)
+app.command("init")(init)
 backtest.register(app, rules_app)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text.")]
 ByOption = Annotated[Optional[str], typer.Option("--by", help="Who does this (recorded in the audit trail).")]
 
 
-class _State:
-    db: Optional[str] = None
+state = settings  # --db, --create and --debug of this invocation (clearance.cli.failures)
 
 
-state = _State()
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"clearance {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(
     db: Annotated[
         Optional[str],
-        typer.Option("--db", envvar="CLEARANCE_DB", help="SQLite file or database URL. Default ./clearance.db."),
+        typer.Option("--db", envvar="CLEARANCE_DB", help="SQLite file or database URL (postgresql://USER@HOST/DB). "
+                     "Default ./clearance.db."),
     ] = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    create: Annotated[bool, typer.Option("--create", help="Create the store (and its folders) if it does not exist; "
+                      "commands that only read never do otherwise.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of a failure.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
-    if version:
-        print(f"clearance {__version__}")
-        raise typer.Exit()
-    state.db = db
+    state.db, state.create, state.debug = db, create, debug
 
 
-def _engine(**kw: Any) -> Engine:
-    return Engine(state.db, **kw)
+def _engine(*, reading: bool = False, quiet: bool = False, **kw: Any) -> Engine:
+    """The engine on the store of ``--db``, checked first (:func:`store_access.prepare`): a
+    command that only reads (``reading``) never creates one; one that does says so on stderr
+    unless ``quiet`` (``step stream``, whose stderr begins with its ready line)."""
+    from clearance.cli.store_access import prepare
+
+    where = prepare(state.db, reading=reading, create=state.create)
+    new = where.path is not None and not where.path.exists()
+    engine = Engine(where.location, **kw)
+    if new and not quiet:  # said, so that a mistyped --db of a writing command does not go unnoticed
+        render.err.print(f"note: created a new store at {render.safe(where.path)}")
+    return engine
 
 
 def _who(by: Optional[str]) -> str:
@@ -160,10 +184,19 @@ def rules_validate(file: Path, as_json: JsonFlag = False) -> None:
 
 
 @rules_app.command("apply")
-def rules_apply(file: Path, by: ByOption = None, as_json: JsonFlag = False) -> None:
+def rules_apply(
+    file: Path,
+    by: ByOption = None,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Apply it even though it removes every rule in force.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
     """Make a rules file the policy (a new version when anything changed)."""
+    source = load_rules(file)  # a file that does not load is refused before the store is opened
     with _engine() as engine:
-        info = engine.apply_rules(file, applied_by=_who(by))
+        if not source.rules and not allow_empty and (in_force := len(engine.current_rules().rules)):
+            raise Refusal(f"{file} has no rules: applying it would remove all {in_force} rule(s) in force; "
+                          f"pass --allow-empty to do that")  # fmt: skip
+        info = engine.apply_rules(source, applied_by=_who(by))
     if as_json:
         render.emit_json(info.__dict__)
     elif info.unchanged:
@@ -176,7 +209,7 @@ def rules_apply(file: Path, by: ByOption = None, as_json: JsonFlag = False) -> N
 @rules_app.command("show")
 def rules_show(as_json: JsonFlag = False) -> None:
     """Show the rules in force."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         ruleset = engine.current_rules()
     doc = ruleset.source.model_dump(mode="json", exclude_none=True)
     if as_json:
@@ -203,7 +236,7 @@ def approvals_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List approval requests, pending ones by default."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         items = engine.list_approvals(None if all_ else status, limit=limit)
     render.emit_json(items) if as_json else render.approvals(items)
 
@@ -211,7 +244,7 @@ def approvals_list(
 @approvals_app.command("show")
 def approvals_show(approval_id: str, as_json: JsonFlag = False) -> None:
     """Show one approval request with its votes."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         a = engine.get_approval(approval_id)
     render.emit_json(a) if as_json else render.approval(a)
 
@@ -303,7 +336,7 @@ def kill_off(
 @kill_app.command("status")
 def kill_status(as_json: JsonFlag = False) -> None:
     """Show active kill switches."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         switches = engine.kill_switches()
     if as_json:
         render.emit_json(switches)
@@ -317,46 +350,11 @@ def kill_status(as_json: JsonFlag = False) -> None:
                              f"{render.when(sw.activated_at)})")  # fmt: skip
 
 
-# -- audit ---------------------------------------------------------------------------------
-@audit_app.command("verify")
-def audit_verify(as_json: JsonFlag = False) -> None:
-    """Check the hash chain; exit 1 and name the first broken link if anything was altered."""
-    with _engine() as engine:
-        report = engine.verify_audit()
-    if as_json:
-        render.emit_json(report.as_dict())
-    elif report.ok:
-        render.out.print(f"[green]ok[/]: {report.events_checked} events, chain intact")
-    else:
-        render.err.print(f"[bold red]broken[/] at event {report.first_broken_seq}: {report.problem}")
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-@audit_app.command("list")
-def audit_list(
-    request_id: Optional[str] = None,
-    trace_id: Optional[str] = None,
-    type: Annotated[Optional[str], typer.Option("--type", help="Event type, e.g. decision.made.")] = None,
-    after: Annotated[int, typer.Option(help="Only events after this seq.")] = 0,
-    limit: int = 50,
-    as_json: JsonFlag = False,
-) -> None:
-    """List audit events, oldest first."""
-    with _engine() as engine:
-        events = engine.audit_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after, limit=limit)
-    if as_json:
-        render.emit_json(events)
-        return
-    for e in events:
-        render.out.print(f"{e.seq:>6}  {render.when(e.created_at)}  {e.type:<24} {e.request_id or '-'}")
-
-
 # -- decisions -----------------------------------------------------------------------------
 @decisions_app.command("show")
 def decisions_show(request_id: str, as_json: JsonFlag = False) -> None:
     """Show a recorded decision, its execution and outcomes."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         d = engine.get_decision(request_id)
         ex = engine.get_execution(request_id)
         outs = engine.outcomes(request_id)
@@ -386,22 +384,59 @@ def serve(
                               "process list).")] = None,
     metrics_key: Annotated[Optional[str], typer.Option("--metrics-key", help="Put /metrics behind this bearer token "
                            "(an admin API key works too; default: CLEARANCE_METRICS_KEY; none: /metrics is open).")] = None,
+    anchor_key: Annotated[Optional[Path], typer.Option("--anchor-key", envvar="CLEARANCE_ANCHOR_KEY", help="Private key "
+                          "that signs audit checkpoints (clearance audit keygen; default: CLEARANCE_ANCHOR_KEY).")] = None,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", envvar="CLEARANCE_CHECKPOINT_EVERY", min=0,
+                                help="Sign the audit chain's head every N events (needs --anchor-key; 0: only on "
+                                "demand, POST /v1/audit/checkpoints).")] = 0,
+    warmup: Annotated[Optional[str], typer.Option("--warmup", help="wait: accept connections once memory is loaded "
+                      "(from its snapshot, else rebuilt from the audit log), with progress lines; rules: answer at once, "
+                      "by rules alone until memory is ready (default: CLEARANCE_MEMORY_WARMUP, else wait).")] = None,
+    snapshot_seconds: Annotated[Optional[float], typer.Option("--snapshot-seconds", help="Save memory's snapshot beside "
+                                "the store this often and at shutdown (0: at shutdown only; negative: never; default: "
+                                "CLEARANCE_MEMORY_SNAPSHOT_SECONDS, else 600).")] = None,
+    retention_days: Annotated[Optional[float], typer.Option("--retention-days", help="Every hour, archive and delete "
+                              "what is older than this many days (clearance store prune; default: "
+                              "CLEARANCE_RETENTION_DAYS, else keep everything).")] = None,
+    archive_dir: Annotated[Optional[str], typer.Option("--archive-dir", help="Where retention's archives go (default: "
+                           "CLEARANCE_ARCHIVE_DIR, else beside a SQLite store).")] = None,
 ) -> None:
     """Run the control-plane server (HTTP API under /v1, OpenAPI at /v1/openapi.json) on this store."""
     if metrics_key:
         os.environ["CLEARANCE_METRICS_KEY"] = metrics_key  # every worker process reads it
+    if checkpoint_every and anchor_key is None:
+        raise typer.BadParameter("--checkpoint-every needs --anchor-key to sign with", param_hint="--anchor-key")
+    if anchor_key is not None:
+        from clearance.engine.anchor import load_private_key
+
+        load_private_key(anchor_key)  # a bad key fails here, before serving
+        os.environ["CLEARANCE_ANCHOR_KEY"] = str(anchor_key.expanduser().resolve())  # every worker process reads them
+        os.environ["CLEARANCE_CHECKPOINT_EVERY"] = str(checkpoint_every)
     try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
         from clearance.server.runner import serve as run_server
     except ImportError as exc:
-        raise typer.BadParameter(f"the server needs its extra: pip install 'clearance[server]' ({exc.name} is missing)") from None
+        raise Refusal(f"the server needs its extra: pip install 'clearance[server]' ({exc.name} is missing)") from None
+    from clearance.cli.store_access import prepare
+
+    where = prepare(state.db, reading=False, create=state.create)
     try:
         from clearance.server.webhooks import WebhookSettings
 
         WebhookSettings.resolve(webhook_url or (), webhook_secret)
+        from clearance.server.warmup import MemorySettings
+
+        memory = MemorySettings.resolve(warmup, snapshot_seconds)
+        from clearance.server.retention import RetentionSettings
+
+        retention = RetentionSettings.resolve(retention_days, archive_dir)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    run_server(state.db, host=host, port=port, max_body_bytes=max_body_bytes, log_level=log_level, json_logs=json_logs,
-               workers=workers, webhook_urls=webhook_url or (), webhook_secret=webhook_secret)
+    run_server(where.location, host=host, port=port, max_body_bytes=max_body_bytes, log_level=log_level, json_logs=json_logs,
+               workers=workers, webhook_urls=webhook_url or (), webhook_secret=webhook_secret, memory=memory,
+               retention=retention)  # fmt: skip
 
 
 @keys_app.command("create")
@@ -428,7 +463,7 @@ def keys_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List API keys (never their secrets)."""
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         items = engine.keys.list(include_revoked=all_)
     if as_json:
         render.emit_json([k.as_dict() for k in items])
@@ -461,7 +496,7 @@ def keys_revoke(key_id: str, by: ByOption = None, as_json: JsonFlag = False) -> 
 def demo(
     live: Annotated[bool, typer.Option("--live", help="Use the real OpenAI API (needs OPENAI_API_KEY).")] = False,
     model: Annotated[Optional[str], typer.Option(help="Model for --live (default gpt-4.1-mini).")] = None,
-    demo_db: Annotated[Path, typer.Option("--demo-db", help="Store for the demo; recreated on each run.")] = Path("clearance-demo.db"),
+    demo_db: Annotated[str, typer.Option("--demo-db", help="SQLite file for the demo; recreated on each run.")] = "clearance-demo.db",
 ) -> None:
     """A refund agent under governance: allowed, blocked, approved after waiting, outcome, audit. Offline by default."""
     from clearance.demo import run_demo
@@ -470,9 +505,6 @@ def demo(
 
 
 def main() -> None:
-    """Entry point: refused operations print one line to stderr and exit 1, never a traceback."""
-    try:
-        app()  # standalone mode: click exits with 2 on usage errors and with each Exit's code
-    except (ClearanceError, ValueError) as exc:
-        render.err.print(f"[bold red]error:[/] {exc}")
-        sys.exit(1)
+    """Entry point: failures print one or two lines to stderr and exit 1 (the root group,
+    :class:`FailingClearly`), usage errors exit 2, never a traceback unless ``--debug``."""
+    app()  # standalone mode: click exits with 2 on usage errors and with each Exit's code

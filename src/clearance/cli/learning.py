@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from clearance.cli import render
 
@@ -18,7 +17,7 @@ def explain(request_id: str, as_json: JsonFlag = False) -> None:
     """Why a call got its verdict: the rules that fired, the risk and the precedents behind it."""
     from clearance.cli import _engine
 
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         d = engine.get_decision(request_id)
         action = engine.get_action(request_id)
         outcomes = engine.outcomes(request_id)
@@ -33,13 +32,10 @@ def explain(request_id: str, as_json: JsonFlag = False) -> None:
     if d.risk_summary:
         render.out.print(f"  precedents  {render.safe(d.risk_summary)}")
     if d.precedents:
-        table = Table("precedent", "similar", "outcome", "cost", "decided")
-        table.columns[0].no_wrap = table.columns[2].no_wrap = True
-        for p in d.precedents:
-            table.add_row(p.request_id, f"{p.similarity:.2f}", render.badge(p.outcome or "unknown"),
-                          "-" if p.cost is None else f"{p.cost:,.2f}",
-                          "-" if p.decided_at is None else f"{p.decided_at:%Y-%m-%d %H:%M}")  # fmt: skip
-        render.out.print(table)
+        render.table(("precedent", "similar", "outcome", "cost", "decided"),
+                     [(p.request_id, f"{p.similarity:.2f}", render.badge(p.outcome or "unknown"),
+                       "-" if p.cost is None else f"{p.cost:,.2f}",
+                       "-" if p.decided_at is None else f"{p.decided_at:%Y-%m-%d %H:%M}") for p in d.precedents])  # fmt: skip
     for o in outcomes:
         render.out.print(f"  outcome     {render.badge(o.status.value)} cost {o.cost:,.2f} {render.safe(o.description or '')}")
 
@@ -52,7 +48,7 @@ def report(
     """Decisions memory changed, harm they avoided, approvals added, calibration, evidence per tool."""
     from clearance.cli import _engine
 
-    with _engine() as engine:
+    with _engine(reading=True) as engine:
         r = engine.learning_report()
     r.changed = r.changed[:examples]
     if as_json:
@@ -69,19 +65,15 @@ def report(
     if c.get("n"):
         out.print(f"calibration on {c['n']} outcomes: Brier {c['brier']:.4f} (base rate alone {c['brier_base_rate']:.4f}), "
                   f"ECE {c['ece']:.4f}")  # fmt: skip
-        table = Table("risk", "n", "mean risk", "observed bad rate")
-        for row in c["reliability"]:
-            table.add_row(f"{row['from']:.1f}-{row['to']:.1f}", str(row["n"]), f"{row['mean_risk']:.3f}",
-                          f"{row['observed_bad_rate']:.3f}")  # fmt: skip
-        out.print(table)
+        render.table(("risk", "n", "mean risk", "observed bad rate"),
+                     [(f"{row['from']:.1f}-{row['to']:.1f}", str(row["n"]), f"{row['mean_risk']:.3f}",
+                       f"{row['observed_bad_rate']:.3f}") for row in c["reliability"]])  # fmt: skip
     else:
         out.print("calibration: no outcomes reported yet")
     if r.tools:
-        table = Table("tool", "decisions", "with outcome", "bad rate", "mean evidence", "changed by memory")
-        for name, t in r.tools.items():
-            rate = "-" if t["bad_rate"] is None else f"{t['bad_rate']:.3f}"
-            table.add_row(name, str(t["decisions"]), str(t["with_outcome"]), rate, f"{t['mean_evidence']:.2f}",
-                          str(t["changed_by_memory"]))  # fmt: skip
-        out.print(table)
+        render.table(("tool", "decisions", "with outcome", "bad rate", "mean evidence", "changed by memory"),
+                     [(render.safe(name), str(t["decisions"]), str(t["with_outcome"]),
+                       "-" if t["bad_rate"] is None else f"{t['bad_rate']:.3f}", f"{t['mean_evidence']:.2f}",
+                       str(t["changed_by_memory"])) for name, t in r.tools.items()])  # fmt: skip
     for ch in r.changed:
         out.print(f"  {ch['request_id']}  {ch['rules_result']} -> {render.badge(ch['result'])}  {render.safe(ch['reason'])}")

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -64,16 +65,44 @@ def decision(d: Any) -> None:
         out.print(f"  approval    {d.approval_id} (expires {when(d.approval_expires_at)})")
 
 
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Rows as a table that fits the console, wrapping at spaces but never inside a word (an id
+    stays whole, to copy), or, where that cannot fit (a narrow terminal, many columns), as one
+    block of ``header: value`` lines per row, which wrap like any text. Nothing is ever cut to
+    ``sta…``. Output that is not a terminal gets ``COLUMNS`` or 80 columns, by the same rules."""
+    plain = [[Text.from_markup(cell).plain for cell in (h, *col)] for h, *col in zip(headers, *rows)]
+    least = [max(len(w) for cell in col for w in cell.split() or [""]) for col in plain]  # the longest word
+    most = [max(len(line) for cell in col for line in cell.splitlines() or [""]) for col in plain]
+    room = out.width - 3 * len(headers) - 1  # each column's padding and border
+    if sum(least) <= room:
+        spare = max(room - sum(least), 0)
+        want = [m - lo for m, lo in zip(most, least)]
+        widths = most if sum(most) <= room else [lo + spare * w // max(sum(want), 1) for lo, w in zip(least, want)]
+        grid = Table(*headers)
+        for column, width in zip(grid.columns, widths):
+            column.width, column.overflow = width, "fold"
+        for row in rows:
+            grid.add_row(*row)
+        out.print(grid)
+        return
+    for n, row in enumerate(rows):
+        if n:
+            out.print()
+        record = Table.grid(padding=(0, 2))
+        record.add_column(no_wrap=True)
+        record.add_column(overflow="fold")
+        for header, cell in zip(headers, row):
+            record.add_row(header, cell)
+        out.print(record)
+
+
 def approvals(items: Sequence[Any]) -> None:
     if not items:
         out.print("no approvals")
         return
-    table = Table("approval_id", "status", "tool", "actor", "value", "expires", "reason")
-    table.columns[0].no_wrap = True
-    for a in items:
-        value = "-" if a.value is None else f"{a.value:,.2f}"
-        table.add_row(a.approval_id, badge(a.status.value), safe(a.tool), safe(a.actor), value, when(a.expires_at), safe(a.reason))
-    out.print(table)
+    table(("approval_id", "status", "tool", "actor", "value", "expires", "reason"),
+          [(a.approval_id, badge(a.status.value), safe(a.tool), safe(a.actor), "-" if a.value is None else f"{a.value:,.2f}",
+            when(a.expires_at), safe(a.reason)) for a in items])  # fmt: skip
 
 
 def approval(a: Any) -> None:

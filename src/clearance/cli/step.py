@@ -28,7 +28,7 @@ def _step(config: Path) -> Any:
     from clearance.cli import _engine
     from clearance.step import ChatStep
 
-    return ChatStep.from_yaml(config, engine=_engine())
+    return ChatStep.from_yaml(config, engine=_engine(quiet=True))
 
 
 def _dumps(value: Any) -> str:
@@ -41,11 +41,16 @@ def step_run(
     input: Annotated[str, typer.Option("--input", "-i", help="A JSON file with the step's inputs, or - for stdin.")] = "-",
 ) -> None:
     """Read one JSON input, run the step once, print one JSON output."""
-    text = sys.stdin.read() if input == "-" else Path(input).read_text()
+    from clearance.cli.failures import Refusal
+
+    try:
+        text = sys.stdin.read() if input == "-" else Path(input).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise Refusal(f"cannot read the input {input}: {exc.strerror or exc}; give a JSON file with --input, or - for stdin") from None
     try:
         inputs = json.loads(text)
     except ValueError as exc:
-        raise ValueError(f"the input is not JSON: {exc}") from None
+        raise Refusal(f"the input {'on stdin' if input == '-' else input} is not JSON: {exc}") from None
     step = _step(config)
     try:
         print(_dumps(step.run(inputs)))

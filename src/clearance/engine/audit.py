@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -49,8 +49,12 @@ def append_all(
     request_id: str | None = None,
     trace_id: str | None = None,
     rows_out: list[dict[str, Any]] | None = None,
+    decision_text: str | None = None,
 ) -> list[str]:
     """Append consecutive events of one request (``(type, payload)`` pairs) in one write.
+
+    ``decision_text``: the first event holds this decision's JSON, which its decisions row
+    keeps; the store then keeps the event without it (the lean store) and puts it back on read.
 
     A payload may be :class:`RawJSON` holding its own :func:`canonical_json` text, so that a
     value already serialised for another column is not serialised again. ``rows_out``
@@ -69,6 +73,8 @@ def append_all(
                      "created_at": now, "body": body, "prev_hash": prev, "hash": digest})  # fmt: skip
         ids.append(event_id)
         prev = digest
+    if decision_text is not None and rows:
+        rows[0]["decision_text"] = decision_text
     tx.append_events(rows)
     if rows_out is not None:
         rows_out.extend(rows)
@@ -94,14 +100,33 @@ def to_event(row: dict[str, Any]) -> Event:
 
 @dataclass(frozen=True)
 class AuditReport:
+    """What verification found. ``problem`` is the first thing wrong (``first_broken_seq`` the
+    event where it shows, when one does); ``problems`` lists the first few of everything wrong,
+    ``problems_total`` counts them all. ``rows_checked`` counts the state-table rows compared
+    with the chain, ``checkpoints_checked`` the signed checkpoints kept in the store, and
+    ``anchored_seq`` is the head an anchor (a checkpoint kept outside the store) vouched for."""
+
     ok: bool
     events_checked: int
     first_broken_seq: int | None = None
     problem: str | None = None
+    problems: list[str] = field(default_factory=list)
+    problems_total: int = 0
+    rows_checked: int = 0
+    checkpoints_checked: int = 0
+    anchored_seq: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.problem is not None and not self.problems:
+            object.__setattr__(self, "problems", [self.problem])
+        if self.problems_total < len(self.problems):
+            object.__setattr__(self, "problems_total", len(self.problems))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "events_checked": self.events_checked,
-                "first_broken_seq": self.first_broken_seq, "problem": self.problem}  # fmt: skip
+        return {"ok": self.ok, "events_checked": self.events_checked, "first_broken_seq": self.first_broken_seq,
+                "problem": self.problem, "problems": list(self.problems), "problems_total": self.problems_total,
+                "rows_checked": self.rows_checked, "checkpoints_checked": self.checkpoints_checked,
+                "anchored_seq": self.anchored_seq}  # fmt: skip
 
 
 _PROJECTED = ("event_id", "seq", "trace_id", "request_id", "type")
@@ -114,8 +139,13 @@ def _same_time(text: Any, value: datetime | None) -> bool:
         return False
 
 
-def verify(tx: SqlTx) -> AuditReport:
-    prev, expected_seq, checked = GENESIS, 1, 0
+def verify(tx: SqlTx, *, on_event: Callable[[dict[str, Any], dict[str, Any]], None] | None = None) -> AuditReport:
+    """Every stored event links to the one before, from the genesis or from the chain's cut
+    (``clearance store prune``: the last archived event's seq and hash), up to the head.
+    ``on_event`` sees each event that holds (its row and parsed body), in order, so other
+    checks ride on this one reading."""
+    cut = tx.chain_cut()
+    prev, expected_seq, checked = (GENESIS, 1, 0) if cut is None else (cut[1], cut[0] + 1, 0)
     for row in tx.iter_events():
         seq = row["seq"]
         if seq != expected_seq:
@@ -133,16 +163,19 @@ def verify(tx: SqlTx) -> AuditReport:
                 return AuditReport(False, checked, seq, f"event {seq} was altered: column {name} disagrees with its body")
         if not _same_time(body.get("created_at"), row["created_at"]):
             return AuditReport(False, checked, seq, f"event {seq} was altered: column created_at disagrees with its body")
+        if on_event is not None:
+            on_event(row, body)
         prev, expected_seq, checked = row["hash"], seq + 1, checked + 1
     head_seq, head_hash = tx.chain_head()
-    if head_seq > checked:
-        return AuditReport(False, checked, checked + 1, f"event {checked + 1} onwards are missing: the chain head "
-                           f"records {head_seq} events but {checked} are stored, so the newest were removed")  # fmt: skip
-    if head_seq < checked:
-        return AuditReport(False, checked, head_seq + 1, f"the chain head records {head_seq} events but {checked} "
+    last = expected_seq - 1  # the last event checked (the cut's, when none is kept after it)
+    if head_seq > last:
+        return AuditReport(False, checked, last + 1, f"event {last + 1} onwards are missing: the chain head "
+                           f"records {head_seq} events but the chain stops at {last}, so the newest were removed")  # fmt: skip
+    if head_seq < last:
+        return AuditReport(False, checked, head_seq + 1, f"the chain head records {head_seq} events but {last} "
                            f"are stored: event {head_seq + 1} onwards were added outside clearance")  # fmt: skip
     if head_hash != prev:
-        return AuditReport(False, checked, max(checked, 1), f"event {checked} does not match the chain head: "
+        return AuditReport(False, checked, max(last, 1), f"event {last} does not match the chain head: "
                            "the newest event was altered or replaced")  # fmt: skip
     return AuditReport(True, checked)
 

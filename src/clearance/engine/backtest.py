@@ -180,7 +180,7 @@ def backtest(engine: Engine, rules: RuleFile, *, since: datetime | None = None, 
                 verdict = None
                 result, reason = _BLOCKED, decision.get("reason", "kill switch")
             else:
-                verdict = engine._judge(None, ruleset, action, now, stored=action, usage=usage, learn=False)[0]
+                verdict = engine._judge(None, ruleset, action, now, stored=action, usage=usage, use_memory=False)[0]
                 result, reason = verdict.result, verdict.reason
                 # Memory only tightens: what it added to the recorded verdict, it adds to the candidate's.
                 by_rules = DecisionResult(decision.get("rules_result") or row["result"])

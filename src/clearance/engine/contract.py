@@ -36,6 +36,7 @@ from clearance.model import (
 )
 
 if TYPE_CHECKING:
+    from clearance.engine.anchor import Checkpoint
     from clearance.engine.audit import AuditReport
     from clearance.engine.backtest import BacktestReport
     from clearance.engine.core import PolicyInfo
@@ -186,6 +187,10 @@ class EngineAPI(Protocol):
 
     def verify_audit(self) -> AuditReport: ...
 
+    def checkpoint_audit(self) -> Checkpoint:
+        """Sign the audit chain's head now with the engine's anchor key, keep and return the checkpoint."""
+        ...
+
 
 class AsyncEngineAPI(Protocol):
     """:class:`EngineAPI` for asyncio: the same operations, awaited (checked by a test)."""
@@ -237,6 +242,7 @@ class AsyncEngineAPI(Protocol):
                            after_seq: int = 0, limit: int = 100, since: datetime | None = None,
                            until: datetime | None = None) -> list[Event]: ...  # fmt: skip
     async def verify_audit(self) -> AuditReport: ...
+    async def checkpoint_audit(self) -> Checkpoint: ...
 
 
 Role = Literal["agent", "approver"]
@@ -307,12 +313,14 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("release_run", "POST", "/v1/runs/{run_id}/release", _AGENT, server_sets=("owner",)),
     Operation("audit_events", "GET", "/v1/audit/events", _APPROVER),
     Operation("verify_audit", "GET", "/v1/audit/verify", _APPROVER),
+    Operation("checkpoint_audit", "POST", "/v1/audit/checkpoints", _ADMIN),
 )}  # fmt: skip
 
 
 def returns(name: str) -> Any:
     """What an operation returns, as a type (the protocol's annotations are strings; the names
     they use from higher modules are imported here, when asked)."""
+    from clearance.engine.anchor import Checkpoint
     from clearance.engine.audit import AuditReport
     from clearance.engine.backtest import BacktestReport
     from clearance.engine.core import PolicyInfo
@@ -321,7 +329,7 @@ def returns(name: str) -> Any:
     from clearance.memory.report import LearningReport
     from clearance.policy import RuleFile, RuleSet
 
-    names = {**globals(), "AuditReport": AuditReport, "PolicyInfo": PolicyInfo, "ClearanceError": ClearanceError,
+    names = {**globals(), "AuditReport": AuditReport, "Checkpoint": Checkpoint, "PolicyInfo": PolicyInfo, "ClearanceError": ClearanceError,
              "BacktestReport": BacktestReport, "Promotion": Promotion, "RuleEvidence": RuleEvidence,
              "LearningReport": LearningReport, "RuleFile": RuleFile, "RuleSet": RuleSet}  # fmt: skip
     return typing.get_type_hints(getattr(EngineAPI, name), globalns=names)["return"]

@@ -18,14 +18,18 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from clearance.engine import audit, executions
+from clearance.engine import anchor, audit, executions
 from clearance.engine.audit import AuditReport
 from clearance.engine.keys import Keys
 from clearance.engine.drift import DriftWatch
 from clearance.engine.recheck import recheck_claim
+from clearance.engine.open_calls import open_approval
 from clearance.engine.redaction_key import resolve_key
+from clearance.engine.tool_pins import ToolPins
+from clearance.engine.snapshots import SnapshotInfo, Snapshots
 from clearance.errors import (
     AlreadyClaimed,
+    AnchorError,
     ClearanceError,
     ApprovalExpired,
     ApprovalNotPending,
@@ -72,6 +76,7 @@ from clearance.store.outbox import WebhookOutbox
 if TYPE_CHECKING:
     from clearance.engine.backtest import BacktestReport
     from clearance.engine.evidence import Promotion, RuleEvidence
+    from clearance.engine.retention import PruneReport
     from clearance.memory.report import LearningReport
 
 __all__ = ["Engine", "PolicyInfo"]
@@ -80,6 +85,9 @@ DEFAULT_APPROVAL_TTL = timedelta(hours=24)
 #: How long a resumer may hold a run before another may take it (a crashed resumer's lease lapses).
 RUN_LEASE = timedelta(minutes=10)
 
+
+#: What a decision made by rules alone while memory is still loading says of its risk.
+RULES_ONLY_WARMING = "memory is still loading: decided by rules alone"
 
 #: The estimate of a memory that does not learn.
 _NO_ESTIMATE = RiskEstimate()
@@ -133,6 +141,8 @@ class Engine:
         redaction: RedactionSettings | Mapping[str, Any] | bool | None = None,
         redaction_key: bytes | str | None = None,
         drift: DriftSettings | bool | None = None,
+        anchor_key: anchor.PrivateKeySource | None = None,
+        checkpoint_every: int = 0,
     ) -> None:
         if redaction is False:
             settings = RedactionSettings(enabled=False)
@@ -161,12 +171,34 @@ class Engine:
         self.keys = Keys(self.store)
         #: Drift in bad-outcome rates (:mod:`clearance.engine.drift`); ``drift=False`` turns it off.
         self.drift = DriftWatch(drift if isinstance(drift, DriftSettings) else DriftSettings(enabled=drift is not False))
+        # The key that signs checkpoints of the audit chain (clearance.engine.anchor), kept
+        # outside the database; with checkpoint_every, each write that passes a multiple of it signs.
+        self._anchor_key = anchor.load_private_key(anchor_key) if anchor_key is not None else None
+        if checkpoint_every:
+            if self._anchor_key is None:
+                raise ValueError("checkpoint_every needs an anchor_key to sign with (make one: clearance audit keygen)")
+            self.store.on_append.append(anchor.periodic(self._anchor_key, checkpoint_every))
+        #: Memory's snapshot beside the store (:mod:`clearance.engine.snapshots`): loaded by
+        #: :meth:`warm_memory`, saved by :meth:`save_memory_snapshot`.
+        self.snapshots = Snapshots(self)
+        self.snapshot_loaded: SnapshotInfo | None = None
+        #: True: until memory is warm, calls are decided by rules alone (and say so) instead of
+        #: waiting for it (``clearance serve --warmup rules``).
+        self.rules_only_while_warming = False
+        if hasattr(self.memory, "recall"):
+            self.memory.recall = self._recall  # late outcomes of calls memory stopped waiting for
 
     @functools.cached_property
     def idempotency(self) -> IdempotencyKeys:
         """Idempotency keys of requests made outside a decision's transaction (the server's
         ``Idempotency-Key`` on every route but ``POST /v1/decisions``)."""
         return IdempotencyKeys(self.store, seal=self.redactor.seal_text, unseal=self.redactor.unseal_text)
+
+    @functools.cached_property
+    def tool_pins(self) -> ToolPins:
+        """The digests of the tool definitions MCP servers showed, pinned in the audit chain
+        (:mod:`clearance.engine.tool_pins`)."""
+        return ToolPins(self.store, lambda: self.clock())
 
     def webhook_outbox(self, endpoints: Mapping[str, str], events: Sequence[str], *, worker_id: str, batch: int = 50,
                        lease_seconds: float = 60.0, retention_days: float = 7.0) -> WebhookOutbox:  # fmt: skip
@@ -346,8 +378,12 @@ class Engine:
         action = action if isinstance(action, Action) else Action.model_validate(action)
         now = self.clock()
         learns = self.memory.learns
+        warming = False
         if learns and not self._memory_warm:
-            self.warm_memory()
+            if self.rules_only_while_warming:
+                learns, warming = False, True  # memory catches up from the log once warm
+            else:
+                self.warm_memory()
         request_id = new_id("req")
         trace_id = action.trace_id or new_id("trc")
         args_hash = self.args_hash(action.arguments)
@@ -374,7 +410,7 @@ class Engine:
                 redactor = self.redactor_for(rules)
                 stored = _redacted(redactor, action)
                 action_json = canonical_json(stored.model_dump(mode="json"))
-            verdict, rules_result, estimate = self._judge(tx, rules, action, now, known, stored, redactor)
+            verdict, rules_result, estimate = self._judge(tx, rules, action, now, known, stored, redactor, use_memory=learns)
             patches = verdict.patches
             if verdict.action is not None:  # a constrained allow patched the call: the patched call is the one decided
                 action = verdict.action
@@ -401,7 +437,7 @@ class Engine:
                 shadow_rules=verdict.shadow,
                 precedents=estimate.precedents,
                 evidence=estimate.evidence,
-                risk_summary=estimate.summary if learns else None,
+                risk_summary=estimate.summary if learns else (RULES_ONLY_WARMING if warming else None),
                 rules_result=rules_result,
                 policy_version=rules.policy_version,
                 decided_at=now,
@@ -440,9 +476,10 @@ class Engine:
                 events.append(("approval.requested", {"approval_id": approval_id, "expires_at": expires.isoformat(),
                                "approvals_required": verdict.approvals_required}))  # fmt: skip
             written: list[dict[str, Any]] = []
-            audit.append_all(tx, events, now=now, request_id=request_id, trace_id=trace_id, rows_out=written)
+            audit.append_all(tx, events, now=now, request_id=request_id, trace_id=trace_id, rows_out=written,
+                             decision_text=decision_json)  # fmt: skip
             if key is not None:
-                tx.keep_idempotent_answer(key[0], key[1], key[2], 200, decision_json, now)
+                tx.keep_idempotent_answer(key[0], key[1], key[2], 200, None, now, request_id=request_id)
         if learns:
             # Memory learns of this decision now, from the objects at hand, so the next call
             # need not read it back; any event another writer slipped in is read on the next call.
@@ -454,13 +491,13 @@ class Engine:
     def _judge(self, tx: SqlTx | None, rules: RuleSet, action: Action, now: datetime,
                known: Mapping[tuple[Any, ...], Any] | None = None, stored: Action | None = None,
                redactor: Redactor | None = None, *, usage: Usage | None = None,
-               learn: bool = True) -> tuple[Verdict, DecisionResult, RiskEstimate]:  # fmt: skip
+               use_memory: bool = True) -> tuple[Verdict, DecisionResult, RiskEstimate]:  # fmt: skip
         """The verdict on one call (kill switch, rules, then memory's risk), the rules' verdict
         alone, and memory's estimate. Reads only: ``evaluate``, ``dry_run`` and the backtest share it.
 
         The rules see ``action`` in clear; memory and the counters see ``stored``, its redacted
         copy, which is what they are fed from the record. A replay (the backtest) passes no
-        transaction, its own counters as ``usage`` and ``learn=False``: history's kill switches
+        transaction, its own counters as ``usage`` and ``use_memory=False``: history's kill switches
         and risk are its record's, not today's."""
         redactor = redactor or self.redactor_for(rules)
         stored = stored or _redacted(redactor, action)
@@ -474,7 +511,7 @@ class Engine:
                 action, stored = verdict.action, _redacted(redactor, verdict.action)
         rules_result = verdict.result
         estimate = _NO_ESTIMATE
-        if learn and tx is not None and self.memory.learns:
+        if use_memory and tx is not None and self.memory.learns:
             # Inside the caller's transaction: memory has seen every event before this decision,
             # in every process, and a rebuild from the log will compute the same estimate.
             while not self._catch_up(tx):
@@ -486,6 +523,14 @@ class Engine:
             if switch is None:
                 verdict = apply_risk(verdict, estimate, policy)
         return verdict, rules_result, estimate
+
+    def open_approval(self, action: Action | Mapping[str, Any]) -> Decision | None:
+        """The decision of an earlier, identical MCP call whose approval is pending or granted and
+        under which nothing has run (:mod:`clearance.engine.open_calls`): a retry waits for or
+        runs under it instead of asking a person again."""
+        action = action if isinstance(action, Action) else Action.model_validate(action)
+        with self.store.read() as tx:
+            return open_approval(tx, action, self.args_hash(action.arguments), self.clock())
 
     def dry_run(self, actions: Sequence[Action | Mapping[str, Any]], *, rules: RuleFile | None = None) -> tuple[str, list[Verdict]]:
         """What ``evaluate`` would decide for each action now, under the rules in force or
@@ -510,19 +555,68 @@ class Engine:
     #: Audit events read per round trip while memory catches up.
     _PAGE = 5000
 
-    def warm_memory(self) -> int:
+    def warm_memory(self, progress: Callable[[str], None] | None = None) -> int:
         """Feed memory every audit event it has not seen, outside any writer lock (the first
         decision does this by itself; a server calls it at start so no request waits for a
-        rebuild). Returns the seq memory has reached."""
+        rebuild). A fresh memory starts from the store's snapshot when it matches the chain.
+        ``progress`` gets a line now and then. Returns the seq memory has reached."""
         if self.memory.learns:
-            done = False
+            say = progress or (lambda line: None)
+            started = time.monotonic()
+            if self.memory.cursor == 0 and self.snapshot_loaded is None:
+                info = self.snapshot_loaded = self.snapshots.load()
+                if info.status == "loaded":
+                    say(f"memory: snapshot loaded at event {info.seq} in {info.seconds:.1f} s")
+                elif info.status == "ignored":
+                    say(f"memory: snapshot ignored ({info.reason}); rebuilding from the audit log")
+            head = 0
+            if progress is not None:
+                with self.store.read() as tx:
+                    head = tx.chain_head()[0]
+            done, last = False, time.monotonic()
             while not done:
                 with self.store.read() as tx:
                     done = self._catch_up(tx)
+                if progress is not None and time.monotonic() - last >= 2.0:
+                    last = time.monotonic()
+                    say(f"memory: at event {self.memory.cursor} of {head}")
+            say(f"memory: ready at event {self.memory.cursor} in {time.monotonic() - started:.1f} s")
         with self.store.read() as tx:
             self.drift.warm(tx)  # the drift streams too, from the record's outcomes
         self._memory_warm = True
         return self.memory.cursor
+
+    @property
+    def memory_warm(self) -> bool:
+        """Whether memory has caught up with the store once (until then, see ``rules_only_while_warming``)."""
+        return self._memory_warm or not self.memory.learns
+
+    def save_memory_snapshot(self, *, if_changed: bool = False) -> SnapshotInfo:
+        """Save memory's state beside the store (a file next to a SQLite store, a table in
+        PostgreSQL), caught up with the log first. ``if_changed``: not when nothing was learnt
+        since the last save. Status ``off`` for a memory that keeps no snapshot."""
+        if not self.memory.learns or not self._memory_warm:
+            return SnapshotInfo("off" if not self.memory.learns else "cold")
+        with self.store.read() as tx:
+            while not self._catch_up(tx):
+                pass
+        return self.snapshots.save(if_changed=if_changed)
+
+    def prune(self, before: datetime, *, archive: str | Path | None = None) -> PruneReport:
+        """Archive what was written before ``before`` to a gzip JSON-lines file and delete it,
+        leaving the chain's cut so ``verify_audit`` proves the rest (:mod:`clearance.engine.retention`)."""
+        from clearance.engine.retention import prune
+
+        return prune(self, before, archive=archive)
+
+    def _recall(self, request_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The action and decision of a decided call, from its audit event (for memory)."""
+        with self.store.read() as tx:
+            rows = tx.query_events(request_id=request_id, type="decision.made", limit=1)
+        if not rows:
+            return None
+        payload = json.loads(rows[0]["body"])["payload"]
+        return payload["action"], payload["decision"]
 
     def _catch_up(self, tx: SqlTx) -> bool:
         """Feed memory, within ``tx``, what it has not seen; return whether it has seen all.
@@ -542,6 +636,9 @@ class Engine:
             else:
                 rows = tx.query_events(after_seq=memory.cursor - 1, limit=1) if head > memory.cursor else []
                 same = bool(rows) and rows[0]["seq"] == memory.cursor and rows[0]["hash"] == seen
+                if rows and rows[0]["seq"] > memory.cursor:  # gone: archived by a prune since?
+                    cut = tx.chain_cut()
+                    same = cut is not None and (cut[0] > memory.cursor or cut == (memory.cursor, seen))
             if not same:
                 memory.reset()
         rows = tx.query_events(after_seq=memory.cursor, limit=self._PAGE)
@@ -659,7 +756,7 @@ class Engine:
                 if evidence is None or not audit.intact(tx, evidence):
                     raise NotApproved(f"approval {approval['approval_id']} for {request_id} has no intact approval "
                                       "in the audit trail; refusing to run it")  # fmt: skip
-                recheck_claim(self, tx, row, approval, now, arguments)  # the policy may have changed since
+                recheck_claim(self, tx, row, approval, evidence, now, arguments)  # the policy may have changed since
             existing = tx.get_execution(request_id)
             if existing is not None and existing["status"] != ExecutionStatus.approval_required.value:
                 raise AlreadyClaimed(
@@ -838,6 +935,12 @@ class Engine:
     #: How often ``wait_approval`` looks at the store.
     _WAIT_POLL = 0.05
 
+    def watch_approvals(self, on_change: Callable[[str], None]) -> Any:
+        """Call ``on_change(approval_id)`` when any process commits a change of an approval's
+        status (PostgreSQL: LISTEN/NOTIFY); returns the watcher (``.stop()``, ``.listening``),
+        or None where the store has no such channel (SQLite: poll it)."""
+        return self.store.watch_approvals(on_change)
+
     def resolve_approval(
         self,
         approval_id: str,
@@ -881,16 +984,15 @@ class Engine:
                 final = resolution is ApprovalStatus.rejected or approvals >= row["approvals_required"]
                 ctx = {"now": now, "request_id": row["request_id"], "trace_id": decision["trace_id"]}
                 if final:
-                    granted = {"data": {**row["data"], "granted_policy_version": self._rules(tx).policy_version}}
                     tx.set_approval_status(approval_id, "pending", {"status": resolution.value, "resolved_at": now,
-                                           "resolved_by": approver, "comment": comment,
-                                           **(granted if resolution is ApprovalStatus.approved else {})})  # fmt: skip
+                                           "resolved_by": approver, "comment": comment})  # fmt: skip
                     if resolution is ApprovalStatus.rejected:
                         tx.release_usage(row["request_id"])
                     else:
                         tx.keep_usage(row["request_id"])
                     audit.append(tx, "approval.resolved", {"approval_id": approval_id, "resolution": resolution.value,
-                                 "approver": approver, "comment": comment}, **ctx)  # fmt: skip
+                                 "approver": approver, "comment": comment,
+                                 "policy_version": self._rules(tx).policy_version}, **ctx)  # fmt: skip
                 else:
                     audit.append(tx, "approval.voted", {"approval_id": approval_id, "resolution": resolution.value,
                                  "approver": approver, "comment": comment, "approvals": approvals,
@@ -937,10 +1039,9 @@ class Engine:
     @staticmethod
     def _kill_switch_for(tx: SqlTx, action: Action) -> KillSwitch | None:
         for row in tx.kill_switches():
-            scope, value = row["scope"], row["value"]
-            if scope == "all" or (scope == "domain" and value == action.domain) or (
-                scope == "tool" and value == action.tool) or (scope == "actor" and value == action.actor):  # fmt: skip
-                return KillSwitch(**row)
+            switch = KillSwitch(**row)
+            if switch.covers(domain=action.domain, tool=action.tool, actor=action.actor):
+                return switch
         return None
 
     # -- suspended runs -------------------------------------------------------------------
@@ -1053,8 +1154,38 @@ class Engine:
             audit.append(tx, "auth.refused", self.redactor.value(dict(details)), now=now)
 
     def verify_audit(self) -> AuditReport:
+        """Check the chain, the checkpoints kept in the store and the state tables against the chain."""
+        own = [self._anchor_key.public_key()] if self._anchor_key is not None else []
         with self.store.read() as tx:
-            return audit.verify(tx)
+            return anchor.verify(tx, public_keys=own)
+
+    def verify_anchor(self, checkpoint: anchor.Checkpoint | str | Path,
+                      public_keys: Sequence[anchor.PublicKeySource]) -> AuditReport:  # fmt: skip
+        """:meth:`verify_audit`, and proof that the store still holds the history ``checkpoint``
+        (a checkpoint kept outside the store, or its file) signed, by one of ``public_keys``."""
+        if not isinstance(checkpoint, anchor.Checkpoint):
+            path = Path(checkpoint).expanduser()
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise AnchorError(f"cannot read the anchor {path}: {exc.strerror or exc}") from None
+            checkpoint = anchor.Checkpoint.parse(text, source=str(path))
+        with self.store.read() as tx:
+            return anchor.verify(tx, anchor=checkpoint, public_keys=public_keys)
+
+    def checkpoint_audit(self) -> anchor.Checkpoint:
+        """Sign the audit chain's head now with the engine's anchor key and keep the checkpoint."""
+        if self._anchor_key is None:
+            raise AnchorError("this engine has no anchor key to sign with (give anchor_key, or the server "
+                              "--anchor-key; make one with: clearance audit keygen)")  # fmt: skip
+        now = self.clock()
+        with self.store.write() as tx:
+            return anchor.checkpoint(tx, self._anchor_key, now)
+
+    def audit_checkpoints(self, *, limit: int = 20) -> list[anchor.Checkpoint]:
+        """The checkpoints kept in the store, newest first (unverified: check them with a public key)."""
+        with self.store.read() as tx:
+            return [anchor.Checkpoint.parse(r["document"]) for r in tx.checkpoints(limit=limit, newest_first=True)]
 
 
 _MISSING = object()

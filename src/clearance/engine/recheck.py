@@ -9,6 +9,7 @@ approval stands. The counters are not asked again: the call took its slots when 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,22 +38,24 @@ class _Taken:
         return None
 
 
-def granted_under(approval: Mapping[str, Any]) -> str:
-    """The policy version an approval was granted under (asked under, for older rows)."""
-    return approval["data"].get("granted_policy_version") or approval["policy_version"]
+def granted_under(approval: Mapping[str, Any], resolved: Mapping[str, Any]) -> str:
+    """The policy version an approval was granted under, as its ``approval.resolved`` event in the
+    audit chain records it (the version it was asked under, for events from before it did)."""
+    return json.loads(resolved["body"])["payload"].get("policy_version") or approval["policy_version"]
 
 
-def recheck_claim(engine: Engine, tx: SqlTx, row: Mapping[str, Any], approval: Mapping[str, Any], now: datetime,
-                  arguments: Mapping[str, Any] | None) -> None:  # fmt: skip
-    """Raise :class:`PolicyBlocks` (a :class:`NotApproved`) when the rules in force, newer than the approval, block the call."""
+def recheck_claim(engine: Engine, tx: SqlTx, row: Mapping[str, Any], approval: Mapping[str, Any],
+                  resolved: Mapping[str, Any], now: datetime, arguments: Mapping[str, Any] | None) -> None:  # fmt: skip
+    """Raise :class:`PolicyBlocks` (a :class:`NotApproved`) when the rules in force, newer than the
+    approval, block the call. ``resolved`` is the approval's ``approval.resolved`` event row."""
     rules = engine._rules(tx)
-    granted = granted_under(approval)
+    granted = granted_under(approval, resolved)
     if rules.policy_version == granted == approval["policy_version"]:
         return  # asked, granted and claimed under the same rules
     action = Action.model_construct(tool=row["tool"], arguments=dict(arguments if arguments is not None else row["arguments"]),
                                     actor=row["actor"], domain=row["domain"], value=row["value"], target=row["target"],
                                     context=row["context"] or {}, trace_id=row["trace_id"])  # fmt: skip
-    verdict = engine._judge(None, rules, action, now, stored=action, usage=_Taken(), learn=False)[0]
+    verdict = engine._judge(None, rules, action, now, stored=action, usage=_Taken(), use_memory=False)[0]
     if verdict.result is DecisionResult.blocked:
         raise PolicyBlocks(f"{row['request_id']} was approved under policy version {granted}, but policy version "
                           f"{rules.policy_version} blocks it: {verdict.reason}; it was not run")  # fmt: skip

@@ -18,11 +18,12 @@ several processes sharing one store each learn everything the others record.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import threading
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -148,6 +149,9 @@ class CaseMemory:
         if max_waiting < 1 or not wait_days > 0:
             raise ValueError("max_waiting must be at least 1 and wait_days above 0")
         self.max_waiting, self.wait = max_waiting, wait_days * 86400.0  # seconds
+        #: ``recall(request_id) -> (action, decision) | None``: the stored call, for an outcome
+        #: that arrives after memory stopped waiting for it (the engine sets it; memory does no I/O).
+        self.recall: Callable[[str], tuple[Any, Mapping[str, Any]] | None] | None = None
         self._lock = threading.RLock()
         self.reset()
 
@@ -188,6 +192,7 @@ class CaseMemory:
         self._bad_ts: Counter[tuple[str, str]] = Counter()
         self._all = [0.0, 0.0]  # summed badness, precedents: the deployment's base rate
         self._next_key = 0
+        self.revived = 0  # cases made again from the store for a late outcome
         # What memory learns about its evidence: reviewers' reliability, reports' noise.
         self.reviewer = ReviewerModel()
         self.noise = NoiseModel()
@@ -280,7 +285,9 @@ class CaseMemory:
     def _outcome(self, request_id: str, status: str, severity: float, cost: float) -> None:
         stored = self._cases.get(request_id)
         if stored is None:
-            return
+            stored = self._revive(request_id)
+            if stored is None:
+                return
         case = _Case._make(stored)
         bad = _badness(status, severity)
         if not case.real:  # the call's first report: it grades the reports and the reviewer
@@ -293,6 +300,33 @@ class CaseMemory:
                 return
             cost = max(cost, case.cost or 0.0)
         self._label(case, bad, 1.0, status, severity, cost, real=True)
+
+    def _revive(self, request_id: str) -> tuple[Any, ...] | None:
+        """A case memory stopped waiting for (see MAX_WAITING), made again from the stored call
+        (``recall``, which the engine sets) and featurised with what memory knows now: its late
+        outcome is learnt rather than lost. Only when the call was not blocked and not kept out
+        of memory. Deterministic, so a rebuild from the log revives it the same way."""
+        recall = self.recall
+        found = recall(request_id) if recall is not None else None
+        if found is None:
+            return None
+        action_data, decision = found
+        if decision.get("result") == "blocked":
+            return None
+        action = action_data if isinstance(action_data, Action) else Action.model_validate(action_data)
+        if action.context.get("memory") is False:
+            return None
+        raw, profile = self.features.vector(action)
+        decided_at = decision["decided_at"]
+        case = _Case(
+            request_id=request_id, tool=action.tool, domain=action.domain,
+            decided_at=decided_at if isinstance(decided_at, datetime) else datetime.fromisoformat(decided_at),
+            ids=tuple(profile.ids), value=action.value, vector=np.asarray(raw, dtype=np.float32),
+            shape=_shape(profile), risk=float(decision.get("risk_score") or 0.0),
+            twin=_h(action.tool + "\x00" + "\x00".join(sorted(profile.tokens))),
+        )  # fmt: skip
+        self.revived += 1
+        return tuple(case)
 
     def _answered(self, request_id: str, resolution: str) -> None:
         stored = self._cases.get(request_id)
@@ -330,7 +364,7 @@ class CaseMemory:
             row = cols.append(case.decided_at.timestamp() / 86400.0, weight, bad, self._id(case.tool),
                               self._id(case.domain))  # fmt: skip
             self._row_case.append(())  # the labelled case, stored below
-            sig = hash(vector.tobytes())
+            sig = _h_bytes(vector.tobytes())  # stable across processes: snapshots keep it
             for part in (("tool", case.tool), ("domain", case.domain), ("all", "")):
                 pid = self._part_ids.setdefault(part, len(self._part_ids))
                 key = self._proto_of.get((pid, sig))
@@ -534,6 +568,10 @@ class CaseMemory:
         verb = verbs.most_common(1)[0][0]
         lead = "the most similar" if n == 1 else (f"all {n} most similar" if len(bad) == n else f"{len(bad)} of the {n} most similar")
         return f"{lead} {calls}{how} {verb}{costs}"
+
+
+def _h_bytes(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
 def _shape(profile: Profile) -> str:

@@ -511,3 +511,44 @@ def make_index(dim: int, *, exact_below: int = 4096, **hnsw_options: Any) -> Vec
     HNSW beyond (see :class:`AdaptiveIndex`). ``hnsw_options`` go to :class:`HnswIndex`
     (``connectivity``, ``expansion_add``, ``expansion_search``, ``build_threads``)."""
     return AdaptiveIndex(dim, exact_below=exact_below, **hnsw_options)
+
+
+# -- saving and restoring (memory snapshots) --------------------------------------------------
+
+
+def dump_index(index: VectorIndex) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """What restores ``index`` (an :class:`AdaptiveIndex` from :func:`make_index`), as plain
+    data: settings, then either the exact index's ``(keys, vectors)`` or usearch's own saved
+    graph as bytes (``uint8``) and an empty key array. No pickle: arrays and numbers only."""
+    if not isinstance(index, AdaptiveIndex):
+        raise TypeError(f"only indexes made by make_index can be saved, not {type(index).__name__}")
+    with index._write_lock:
+        inner = index._inner
+        meta: dict[str, Any] = {"dim": index.dim, "exact_below": index.exact_below, "options": dict(index._hnsw_options)}
+        if isinstance(inner, ExactIndex):
+            keys, vectors = inner.snapshot()
+            return {**meta, "kind": "exact"}, keys, vectors
+        with inner._lock:
+            blob = inner._index.save()
+            expansion_search = int(inner._index.expansion_search)
+        assert blob is not None
+        meta.update(kind="hnsw", expansion_search=expansion_search, size=len(inner))
+        return meta, np.empty(0, dtype=np.uint64), np.frombuffer(bytes(blob), dtype=np.uint8)
+
+
+def restore_index(meta: dict[str, Any], keys: np.ndarray, data: np.ndarray) -> AdaptiveIndex:
+    """The index :func:`dump_index` saved; ``ValueError`` when the saved data does not hold up."""
+    index = AdaptiveIndex(int(meta["dim"]), exact_below=int(meta["exact_below"]), **meta["options"])
+    if meta["kind"] == "exact":
+        index._inner.add_many(keys, data)
+        return index
+    if meta["kind"] != "hnsw":
+        raise ValueError(f"unknown index kind {meta['kind']!r}")
+    hnsw = HnswIndex(index.dim, **meta["options"])
+    restored = Index.restore(np.ascontiguousarray(data, dtype=np.uint8))  # read in place: no copy to bytes
+    if restored is None or restored.ndim != index.dim or len(restored) != int(meta["size"]):
+        raise ValueError("the saved HNSW graph does not match its description")
+    restored.expansion_search = int(meta["expansion_search"])
+    hnsw._index = restored
+    index._inner = hnsw
+    return index

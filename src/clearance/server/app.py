@@ -12,16 +12,20 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from clearance import __version__
 from clearance.engine import Engine
+from clearance.engine.anchor import settings_from_env as anchor_settings
 from clearance.server import errors
+from clearance.server.deps import printable_request
 from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware
 from clearance.server.middleware import RequestContext
 from clearance.server.refusals import Refusals
+from clearance.server.retention import RetentionSettings, RetentionTask
 from clearance.server.throttle import AuthThrottle
+from clearance.server.warmup import MemoryLifecycle, MemorySettings
 from clearance.server.routes import approvals, audit, decisions, health, keys, kill_switch, plain, rules, runs
 
 if TYPE_CHECKING:
@@ -69,11 +73,16 @@ def create_app(
     webhooks: WebhookSettings | None = None,
     freeze_gc: bool = False,
     metrics_key: str | None = None,
+    memory: MemorySettings | None = None,
+    retention: RetentionSettings | None = None,
     auth_failures_per_minute: int | None = None,
     dashboard: bool = True,
     session_secret: str | None = None,
 ) -> FastAPI:
     """The HTTP API over ``engine`` (an :class:`Engine`, or a store location for one).
+
+    Given a location, the engine signs audit checkpoints with ``CLEARANCE_ANCHOR_KEY`` every
+    ``CLEARANCE_CHECKPOINT_EVERY`` events when they are set (``clearance serve --anchor-key``).
 
     ``auth_failures_per_minute`` (else ``CLEARANCE_AUTH_FAILURES_PER_MINUTE``, default 30) is how
     many failed authentications a client address may make with one key prefix before it is
@@ -92,16 +101,27 @@ def create_app(
 
     ``dashboard`` serves the web dashboard at ``/`` (:mod:`clearance.server.dashboard`); its
     session cookies are signed with ``session_secret`` (else ``CLEARANCE_SESSION_SECRET``, else
-    a random key made now)."""
+    a random key made now).
+
+    ``memory`` says how memory warms up at start and how often it is saved (see
+    :mod:`clearance.server.warmup`; default: from the environment, else wait for it and save
+    every ten minutes and at shutdown). ``retention``: prune what is older than so many days,
+    hourly (:mod:`clearance.server.retention`; default: from the environment, else never)."""
     owns = not isinstance(engine, Engine)
-    eng = engine if isinstance(engine, Engine) else Engine(engine)
+    eng = engine if isinstance(engine, Engine) else Engine(engine, **anchor_settings())
     close = owns if close_engine is None else close_engine
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.loop = asyncio.get_running_loop()
-        # Memory rebuilt from the audit log before the first request, not during it.
-        await asyncio.to_thread(eng.warm_memory)
+        app.state.loop = loop = asyncio.get_running_loop()
+        # Approvals resolved through any replica wake this one's waiters (PostgreSQL; else polling).
+        app.state.approval_watcher = watcher = eng.watch_approvals(
+            lambda approval_id: loop.call_soon_threadsafe(approvals.wake, app, approval_id))
+        # Memory loaded (or rebuilt from the audit log) before the first request, not during it,
+        # unless the settings say to answer by rules alone meanwhile.
+        lifecycle = MemoryLifecycle(eng, memory if memory is not None else MemorySettings.resolve())
+        await lifecycle.start()
+        pruning.start()
         if freeze_gc:
             gc.collect()  # what is garbage already is collected, not frozen with the rest
             gc.freeze()
@@ -111,13 +131,18 @@ def create_app(
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.stop()
             if sender is not None:
                 await sender.stop()
             app.state.decisions.stop()  # the group-commit writer, before the engine closes
             app.state.refusals.flush()
+            await pruning.stop()
+            await lifecycle.stop()  # the snapshot at shutdown
             if close:
                 eng.close()
 
+    pruning = RetentionTask(eng, retention if retention is not None else RetentionSettings.resolve())  # refused now, not later
     app = _App(title="clearance", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                responses=_ERRORS, docs_url="/docs", redoc_url=None, openapi_url="/v1/openapi.json")  # fmt: skip
     app.state.engine = eng
@@ -125,6 +150,7 @@ def create_app(
     app.state.refusals = Refusals(eng.record_refusal)
     app.state.throttle = AuthThrottle(auth_failures_per_minute)
     app.state.approval_waiters = {}
+    app.state.approval_watcher = None
     app.state.approval_listeners = set()  # woken when any approval is answered here (the dashboard's live list)
     app.state.metrics = None
     app.state.metrics_key = metrics_key if metrics_key is not None else os.environ.get("CLEARANCE_METRICS_KEY") or None
@@ -146,7 +172,7 @@ def create_app(
         app.state.webhooks = ApprovalWebhookSender(eng, webhooks, on_result=on_result)
     errors.install(app)
     for module in ROUTERS:
-        app.include_router(module.router, prefix="/v1")
+        app.include_router(module.router, prefix="/v1", dependencies=[Depends(printable_request)])
     if dashboard:
         try:
             from clearance.server.dashboard import mount

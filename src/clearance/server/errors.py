@@ -22,12 +22,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clearance import errors as E
 
-__all__ = ["ERROR_TYPES", "ApiError", "ErrorBody", "ErrorEnvelope", "envelope", "error_type", "install", "validation_message"]
+__all__ = ["ERROR_TYPES", "STORE_UNAVAILABLE", "ApiError", "ErrorBody", "ErrorEnvelope", "envelope", "error_type", "install", "validation_message"]
 
 log = logging.getLogger("clearance.server")
 
@@ -62,8 +62,17 @@ ERROR_TYPES: list[tuple[type[Exception], int, str]] = [
     (E.ConflictError, 409, "conflict"),
     (E.NotYours, 403, "not_yours"),
     (E.RuleError, 422, "rule_error"),
+    (E.AnchorError, 409, "anchor_error"),
     (E.ClearanceError, 400, "refused"),
 ]
+
+
+#: What the database going away looks like: it cannot be reached (``OperationalError``), the
+#: driver's connection is closed (``InterfaceError``), or it broke inside a transaction, which
+#: SQLAlchemy then refuses to commit (``PendingRollbackError``). Each is a 503: nothing was
+#: recorded, so nothing may run; the pool reconnects by itself once the database is back.
+STORE_UNAVAILABLE = (OperationalError, InterfaceError, PendingRollbackError)
+STORE_UNAVAILABLE_MESSAGE = "the store is unavailable; nothing was recorded: retry later"
 
 
 class ApiError(Exception):
@@ -163,11 +172,13 @@ def install(app: FastAPI) -> None:
     async def _recursion(request: Request, exc: RecursionError) -> JSONResponse:
         return envelope(422, "validation_error", "the request is nested too deeply", correlation_id=_correlation(request))
 
-    @app.exception_handler(OperationalError)
-    async def _store(request: Request, exc: OperationalError) -> JSONResponse:
-        log.warning("store unavailable: %s", exc.orig)
-        return envelope(503, "unavailable", "the store is unavailable; retry later", correlation_id=_correlation(request),
+    async def _store(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("store unavailable: %s", getattr(exc, "orig", None) or exc)
+        return envelope(503, "unavailable", STORE_UNAVAILABLE_MESSAGE, correlation_id=_correlation(request),
                         headers={"Retry-After": "1"})  # fmt: skip
+
+    for cls in STORE_UNAVAILABLE:
+        app.add_exception_handler(cls, _store)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -7,9 +7,14 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clearance.engine import Engine
+from clearance.engine.schema import require_current_schema
+
+if TYPE_CHECKING:
+    from clearance.server.retention import RetentionSettings
+    from clearance.server.warmup import MemorySettings
 
 __all__ = ["ServerThread", "announce", "serve"]
 
@@ -28,13 +33,17 @@ def announce(engine: Engine, host: str, port: int, db: str | Path | None = None)
 
 def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, max_body_bytes: int | None = None,
           log_level: str = "info", json_logs: bool = True, workers: int = 1, webhook_urls: Sequence[str] = (),
-          webhook_secret: str | None = None) -> None:  # fmt: skip
+          webhook_secret: str | None = None, memory: MemorySettings | None = None,
+          retention: RetentionSettings | None = None) -> None:  # fmt: skip
     """Run the server in the foreground; with ``workers > 1``, that many processes share the port
     (and the store: idempotency keys and API keys live there, so any worker may answer a retry).
+    A store whose schema is behind this release is refused (``SchemaOutOfDate``): upgrading is
+    ``clearance db upgrade``'s job, done once, not every replica's on start.
 
     Webhooks go to ``webhook_urls`` (else ``CLEARANCE_WEBHOOK_URLS``), signed with
     ``webhook_secret`` (else ``CLEARANCE_WEBHOOK_SECRET``); every worker runs a sender and
-    the store makes sure each event is sent by one of them."""
+    the store makes sure each event is sent by one of them. ``memory``: warm-up and snapshots
+    (:mod:`clearance.server.warmup`); ``retention``: :mod:`clearance.server.retention`."""
     import logging
 
     import uvicorn
@@ -44,6 +53,8 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
     from clearance.server.webhooks import WebhookSettings
 
     webhooks = WebhookSettings.resolve(webhook_urls, webhook_secret)  # bad settings fail here, before serving
+    # Replicas share the database: none migrates it under the others (`clearance db upgrade` does).
+    require_current_schema(db)
 
     if json_logs:
         handler = logging.StreamHandler()
@@ -51,6 +62,15 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
         for name in ("clearance.server", "clearance.server.access"):
             lg = logging.getLogger(name)
             lg.handlers[:] = [handler]
+            lg.setLevel(log_level.upper())
+            lg.propagate = False
+    # Memory's warm-up progress and snapshot warnings are shown in either log format.
+    plain = logging.StreamHandler()
+    plain.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    for name in ("clearance.memory",) if json_logs else ("clearance.memory", "clearance.server"):
+        lg = logging.getLogger(name)
+        if not lg.handlers:
+            lg.addHandler(handler if json_logs else plain)
             lg.setLevel(log_level.upper())
             lg.propagate = False
     if workers > 1:
@@ -64,13 +84,21 @@ def serve(db: str | Path | None, *, host: str = "127.0.0.1", port: int = 8080, m
         # One key signs dashboard sessions in every worker, so any worker may answer a page.
         os.environ.setdefault("CLEARANCE_SESSION_SECRET", secrets.token_urlsafe(32))
         os.environ["CLEARANCE_MAX_BODY_BYTES"] = str(max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+        if memory is not None:
+            os.environ["CLEARANCE_MEMORY_WARMUP"] = memory.warmup
+            os.environ["CLEARANCE_MEMORY_SNAPSHOT_SECONDS"] = str(-1 if memory.snapshot_seconds is None else memory.snapshot_seconds)
+        if retention is not None and retention.days is not None:
+            os.environ["CLEARANCE_RETENTION_DAYS"] = str(retention.days)
+            if retention.archive_dir:
+                os.environ["CLEARANCE_ARCHIVE_DIR"] = retention.archive_dir
         if webhooks is not None:
             os.environ["CLEARANCE_WEBHOOK_URLS"] = ",".join(webhooks.urls)
             os.environ["CLEARANCE_WEBHOOK_SECRET"] = webhooks.secret
         uvicorn.run("clearance.server.app:from_env", factory=True, workers=workers, host=host, port=port,
                     log_level=log_level, access_log=not json_logs, timeout_keep_alive=30)  # fmt: skip
         return
-    app = create_app(db, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, webhooks=webhooks, freeze_gc=True)
+    app = create_app(db, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, webhooks=webhooks, freeze_gc=True,
+                     memory=memory, retention=retention)  # fmt: skip
     print(announce(app.state.engine, host, port, db), flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not json_logs,
                 timeout_keep_alive=30)  # fmt: skip

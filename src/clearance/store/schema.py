@@ -17,6 +17,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -183,6 +184,8 @@ events = Table(
     Column("body", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # decision.made: where the decisions row's JSON goes back into `body` (the lean store).
+    Column("decision_at", Integer),
     Index("ix_events_request_id", "request_id"),
     Index("ix_events_trace_id", "trace_id"),
     Index("ix_events_type", "type"),
@@ -196,6 +199,22 @@ chain_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+
+# Signed checkpoints of the chain's head (clearance.engine.anchor): the head at ``seq`` was
+# ``hash``, signed by the key ``key_id``. ``document`` is the checkpoint exactly as signed and
+# exported; the other columns are copies for queries. Only a key kept outside the database can
+# make one, so an attacker who rewrites the events cannot make these agree with the rewrite.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("seq", Integer, nullable=False, autoincrement=False),
+    Column("key_id", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("document", Text, nullable=False),
+    PrimaryKeyConstraint("seq", "key_id"),
 )
 
 
@@ -243,6 +262,31 @@ api_keys = Table(
     Column("revoked_by", String(256)),
 )
 
+# Memory's snapshot on PostgreSQL (clearance.store.snapshots; a SQLite store keeps it in a
+# file beside it), in chunks, all of one snapshot: the audit seq it reflects is in each row.
+memory_snapshots = Table(
+    "memory_snapshots",
+    metadata,
+    Column("part", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("saved_at", UTCDateTime, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# Where the audit chain was cut by `clearance store prune` (clearance.engine.retention): the
+# last archived event's seq and hash, from which `audit verify` proves the events kept.
+chain_cuts = Table(
+    "chain_cuts",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("cut_at", UTCDateTime, nullable=False),
+    Column("before", UTCDateTime, nullable=False),
+    Column("archive", Text),
+    Column("digest", String(64), nullable=False),
+)
+
+
 # What the server answered to a POST carrying an Idempotency-Key, per API key, so a retry
 # gets the first answer instead of a second decision (clearance.server.idempotency).
 idempotency_keys = Table(
@@ -255,6 +299,8 @@ idempotency_keys = Table(
     Column("status_code", Integer),
     Column("body", Text),
     Column("created_at", UTCDateTime, nullable=False),
+    # A decision's answer: the decision it is (its JSON is not copied into `body`).
+    Column("request_id", String(64)),
     PrimaryKeyConstraint("key_id", "idem_key"),
     Index("ix_idempotency_keys_created_at", "created_at"),
 )

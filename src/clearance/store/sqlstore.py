@@ -8,7 +8,7 @@ retries, and keeps the audit chain linear.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -23,7 +23,7 @@ from clearance.store.sqlite.counts import UsageCounts
 from clearance.store.sqlite.deferred import DeferredCommits
 from clearance.store.writers import WriterQueue
 from clearance.store.statements import Prepared, bind_processor
-from clearance.store.transaction import SqlTx
+from clearance.store.transaction import AppendHook, SqlTx
 
 
 def _savepoint_sql(depth: int) -> tuple[str, str, str]:
@@ -52,6 +52,9 @@ class SqlStore:
         self._checkpointer = Checkpointer(path) if path else None
         self._writers = WriterQueue(path)
         self._deferred = DeferredCommits(self.engine, path) if path else None
+        #: Called inside each write transaction with the events it appends (the engine signs
+        #: checkpoints of the audit chain here); the store itself knows nothing of them.
+        self.on_append: list[AppendHook] = []
         if migrate:
             upgrade(self.engine)
 
@@ -81,7 +84,7 @@ class SqlStore:
         joined = self._batch.__dict__.get("conn")
         if joined is not None:
             with self._savepoint(joined):
-                yield SqlTx(joined, self._prepared, self._counts)
+                yield SqlTx(joined, self._prepared, self._counts, self.on_append)
             return
         deferred = None if sync else self._deferred
         queue = self._writers
@@ -98,7 +101,7 @@ class SqlStore:
                             sqlite.begin(conn, immediate=True)
                         else:
                             postgres.lock_writers(conn)
-                        yield SqlTx(conn, self._prepared, self._counts)
+                        yield SqlTx(conn, self._prepared, self._counts, self.on_append)
                     if kept is not None:
                         deferred.unsynced += 1  # type: ignore[union-attr]  # under the writer lock: counted in order
                 except BaseException:
@@ -170,6 +173,14 @@ class SqlStore:
             run(release)
         finally:
             local.depth = depth - 1
+
+    def watch_approvals(self, on_change: Callable[[str], None]) -> postgres.ApprovalListener | None:
+        """On PostgreSQL, a listener calling ``on_change(approval_id)`` after each committed change
+        of an approval's status, made by any process (stop it with ``.stop()``); None on SQLite,
+        where the processes sharing a file are on one machine and poll it."""
+        if self.dialect != "postgresql":
+            return None
+        return postgres.ApprovalListener(self.engine.url, on_change)
 
     def note_commit(self) -> None:
         """Tell the WAL checkpointer about a commit made outside :meth:`write` (on SQLite)."""

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, Text, bindparam, cast, func, insert, literal, or_, select, update
 from sqlalchemy.sql import ColumnElement, Select
 
 from clearance.model import RawJSON
@@ -43,17 +43,27 @@ INSERT_APPROVAL = insert(t.approvals)
 MOVE_HEAD = update(t.chain_head).where(t.chain_head.c.id == 1)
 GET_DECISION = select(t.decisions).where(t.decisions.c.request_id == bindparam("request_id"))
 _ik = t.idempotency_keys.c
-GET_IDEMPOTENT = select(_ik.fingerprint, _ik.state, _ik.status_code, _ik.body).where(
+_d = t.decisions.c
+#: A decision's JSON as the text it was stored as (the canonical text the audit chain hashed).
+DECISION_TEXT = cast(_d.decision, Text)
+GET_IDEMPOTENT = select(_ik.fingerprint, _ik.state, _ik.status_code, func.coalesce(_ik.body, DECISION_TEXT)).select_from(
+    t.idempotency_keys.outerjoin(t.decisions, _d.request_id == _ik.request_id)).where(
     _ik.key_id == bindparam("key_id"), _ik.idem_key == bindparam("idem_key"))  # fmt: skip
 INSERT_IDEMPOTENT = insert(t.idempotency_keys)
+_ap = t.approvals.c
+#: Approvals of calls with one arguments hash that may still run (the MCP gateway asks on each call).
+OPEN_APPROVALS = select(t.approvals).where(
+    _ap.status.in_(("pending", "approved")), _ap.expires_at > bindparam("now", type_=t.UTCDateTime()),
+    _ap.args_hash == bindparam("args_hash")).order_by(_ap.created_at.desc()).limit(20)  # fmt: skip
 
 #: statement -> the column keys its INSERT or UPDATE is compiled for (None: a SELECT).
 HOT: dict[Any, tuple[str, ...] | None] = {
     INSERT_DECISION: tuple(c.name for c in t.decisions.columns),
     INSERT_USAGE: ("request_id", "rule_id", "actor", "target", "value", "at", "active", "expires_at"),
-    INSERT_EVENT: ("seq", "event_id", "trace_id", "request_id", "type", "created_at", "body", "prev_hash", "hash"),
+    INSERT_EVENT: ("seq", "event_id", "trace_id", "request_id", "type", "created_at", "body", "prev_hash", "hash",
+                   "decision_at"),
     MOVE_HEAD: ("seq", "hash"), PRELUDE: None, GET_IDEMPOTENT: None,
-    INSERT_IDEMPOTENT: ("key_id", "idem_key", "fingerprint", "state", "status_code", "body", "created_at"),
+    INSERT_IDEMPOTENT: ("key_id", "idem_key", "fingerprint", "state", "status_code", "body", "created_at", "request_id"),
 }  # fmt: skip
 
 _NOW = bindparam("now", type_=t.UTCDateTime())

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 
 from clearance.store import schema as t
-from clearance.store import sqlite
+from clearance.store import postgres, sqlite
 from clearance.store import statements as st
 from clearance.store.sqlite.counts import UsageCounts
+
+
+#: Called with the transaction and the events it has just appended (see ``SqlStore.on_append``).
+AppendHook = Callable[["SqlTx", Sequence[dict[str, Any]]], None]
 
 
 class SqlTx:
     """One transaction. Methods are the storage vocabulary the engine composes."""
 
     def __init__(self, conn: Connection, prepared: dict[Any, st.Prepared] | None = None,
-                 counts: UsageCounts | None = None) -> None:  # fmt: skip
+                 counts: UsageCounts | None = None, on_append: Sequence[AppendHook] = ()) -> None:  # fmt: skip
         self.conn = conn
+        self._on_append = on_append  # called with each batch of appended events, inside this transaction
         self._prepared = prepared if prepared is not None else {}
         self._counts = counts  # a write transaction's view of the store's UsageCounts (SQLite)
         #: The sqlite3 connection under ``conn`` (hot statements run on it directly), else None.
@@ -184,6 +189,11 @@ class SqlTx:
     def approval_for_request(self, request_id: str) -> dict[str, Any] | None:
         return self._one(select(t.approvals).where(t.approvals.c.request_id == request_id))
 
+    def open_approvals(self, args_hash: str, now: datetime) -> list[dict[str, Any]]:
+        """Approvals of calls with these arguments that are pending or approved and not past their
+        deadline, newest first, at most 20 (the status index narrows the scan to those)."""
+        return [dict(r) for r in self.conn.execute(st.OPEN_APPROVALS, {"now": now, "args_hash": args_hash}).mappings()]
+
     def list_approvals(self, status: str | None, limit: int) -> list[dict[str, Any]]:
         q = select(t.approvals).order_by(t.approvals.c.created_at, t.approvals.c.approval_id).limit(limit)
         if status is not None:
@@ -197,7 +207,10 @@ class SqlTx:
         """Compare-and-set, so that of two resolutions only one can move a pending approval."""
         a = t.approvals.c
         still = update(t.approvals).where(a.approval_id == approval_id, a.status == expected)
-        return self.conn.execute(still.values(**values)).rowcount == 1
+        moved = self.conn.execute(still.values(**values)).rowcount == 1
+        if moved and self.conn.dialect.name == "postgresql":  # waiters on every replica, at commit
+            postgres.notify_approval(self.conn, approval_id)
+        return moved
 
     def add_vote(self, row: dict[str, Any]) -> None:
         self.conn.execute(insert(t.approval_votes), row)
@@ -291,8 +304,31 @@ class SqlTx:
         still = update(t.run_approvals).where(ra.approval_id == approval_id, ra.consumed_at.is_(None))
         return self.conn.execute(still.values(consumed_at=now)).rowcount == 1
 
+    def chain_cut(self) -> tuple[int, str] | None:
+        """``(seq, hash)`` of the last event archived and deleted by a prune, or None."""
+        c = t.chain_cuts.c
+        r = self.conn.execute(select(c.seq, c.hash).order_by(c.seq.desc()).limit(1)).first()
+        return None if r is None else (int(r[0]), str(r[1]))
+
     def event_after(self, seq: int) -> dict[str, Any] | None:
-        return self._one(select(t.events).where(t.events.c.seq == seq + 1))
+        return self._whole([self._one(select(t.events).where(t.events.c.seq == seq + 1))])[0]
+
+    def _whole(self, rows: list[Any]) -> list[Any]:
+        """Event rows with their whole bodies: a lean ``decision.made`` body gets its decision's
+        JSON back (from the decisions row) where ``decision_at`` says. A decision row that is
+        gone or changed leaves a body whose hash no longer holds, as any other edit would."""
+        lean = [r for r in rows if r is not None and r.get("decision_at") is not None]
+        if lean:
+            d = t.decisions.c
+            texts = dict(self.conn.execute(select(d.request_id, st.DECISION_TEXT).where(
+                d.request_id.in_({r["request_id"] for r in lean}))).all())  # fmt: skip
+            for r in lean:
+                at = r["decision_at"]
+                r["body"] = r["body"][:at] + texts.get(r["request_id"], "") + r["body"][at:]
+        for r in rows:
+            if r is not None:
+                r.pop("decision_at", None)
+        return rows
 
     # -- idempotency keys of the server ------------------------------------------------------
     def idempotent_answer(self, key_id: str, idem_key: str) -> tuple[str, str, int | None, str | None] | None:
@@ -300,10 +336,12 @@ class SqlTx:
         r = self._run(st.GET_IDEMPOTENT, {"key_id": key_id, "idem_key": idem_key}).fetchone()
         return None if r is None else (r[0], r[1], r[2], r[3])
 
-    def keep_idempotent_answer(self, key_id: str, idem_key: str, fingerprint: str, status: int, body: str,
-                               now: datetime) -> None:  # fmt: skip
+    def keep_idempotent_answer(self, key_id: str, idem_key: str, fingerprint: str, status: int, body: str | None,
+                               now: datetime, *, request_id: str | None = None) -> None:  # fmt: skip
+        """``request_id``: the answer is that decision's JSON, read from its row (``body`` None)."""
         self._run(st.INSERT_IDEMPOTENT, {"key_id": key_id, "idem_key": idem_key, "fingerprint": fingerprint,
-                                       "state": "done", "status_code": status, "body": body, "created_at": now})  # fmt: skip
+                                       "state": "done", "status_code": status, "body": body, "created_at": now,
+                                       "request_id": request_id})  # fmt: skip
 
     def prune_idempotent_answers(self, before: datetime) -> None:
         self.conn.execute(delete(t.idempotency_keys).where(t.idempotency_keys.c.created_at < before))
@@ -319,7 +357,8 @@ class SqlTx:
         """Store consecutive events and move the chain head to the last of them."""
         if not rows:
             return
-        self._run(st.INSERT_EVENT, rows[0] if len(rows) == 1 else list(rows))
+        stored = [_lean(r) for r in rows]
+        self._run(st.INSERT_EVENT, stored[0] if len(stored) == 1 else stored)
         last = rows[-1]
         self._run(st.MOVE_HEAD, {"seq": last["seq"], "hash": last["hash"]})
         counts = self._counts
@@ -329,12 +368,14 @@ class SqlTx:
             else:
                 counts.reset()
         self._chain = (last["seq"], last["hash"])
+        for hook in self._on_append:
+            hook(self, rows)
 
     def iter_events(self, batch: int = 1000) -> Iterator[dict[str, Any]]:
         last = 0
         while True:
             q = select(t.events).where(t.events.c.seq > last).order_by(t.events.c.seq).limit(batch)
-            rows = [dict(r) for r in self.conn.execute(q).mappings()]
+            rows = self._whole([dict(r) for r in self.conn.execute(q).mappings()])
             if not rows:
                 return
             yield from rows
@@ -355,4 +396,44 @@ class SqlTx:
             q = q.where(e.trace_id == trace_id)
         if type is not None:
             q = q.where(e.type == type)
-        return self._all(q)
+        return self._whole(self._all(q))
+
+    # -- signed checkpoints of the chain and the state tables, for verification -------------
+    def insert_checkpoint(self, row: dict[str, Any]) -> None:
+        self.conn.execute(insert(t.audit_checkpoints), row)
+
+    def get_checkpoint(self, seq: int, key_id: str) -> dict[str, Any] | None:
+        c = t.audit_checkpoints.c
+        return self._one(select(t.audit_checkpoints).where(c.seq == seq, c.key_id == key_id))
+
+    def checkpoints(self, *, limit: int | None = None, newest_first: bool = False) -> list[dict[str, Any]]:
+        c = t.audit_checkpoints.c
+        q = select(t.audit_checkpoints).order_by(*((c.seq.desc(), c.key_id) if newest_first else (c.seq, c.key_id)))
+        return self._all(q if limit is None else q.limit(limit))
+
+    def event_at(self, seq: int) -> dict[str, Any] | None:
+        return self._whole([self._one(select(t.events).where(t.events.c.seq == seq))])[0]
+
+    def iter_rows(self, table: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every row of a table with a one-column key (``decisions``, ``approvals``, ``executions``,
+        ``outcomes``, ``policies``, ``api_keys``), in pages by its key, never held whole."""
+        tbl = t.metadata.tables[table]
+        (key,) = tbl.primary_key.columns
+        last: Any = None
+        while True:
+            q = select(tbl).order_by(key).limit(batch)
+            rows = self._all(q if last is None else q.where(key > last))
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1][key.name]
+
+
+def _lean(row: dict[str, Any]) -> dict[str, Any]:
+    """The row an event is stored as: a ``decision.made`` whose body holds ``row["decision_text"]``
+    (the decisions row's JSON) is stored without it, and ``decision_at`` says where it goes."""
+    text = row.get("decision_text")
+    at = row["body"].find(text) if text else -1
+    if at < 0:
+        return {**row, "decision_at": None}
+    return {**row, "body": row["body"][:at] + row["body"][at + len(text) :], "decision_at": at}

@@ -77,6 +77,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: OpenAI's rule for function (and response-format) names.
 TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
+#: The most a model may send as one call's arguments (JSON text, bytes). Larger proposals are
+#: refused like invalid ones: otherwise the embedded engine would decide, store and audit them
+#: whole, and a server (1 MB bodies by default) would refuse the decision request instead.
+MAX_ARGUMENTS_BYTES = 256 * 1024
+
 #: ``format`` values strict mode accepts for strings (OpenAI "Supported schemas").
 SUPPORTED_STRING_FORMATS = frozenset(
     {"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}
@@ -236,6 +241,11 @@ class FunctionTool:
         validators). The result is a fresh dict in the JSON form the model sent, which is what the
         engine judges and the audit trail records; ``to_python`` turns it into Python objects.
         """
+        if isinstance(raw, (str, bytes, bytearray)) and len(raw) * (4 if isinstance(raw, str) else 1) > MAX_ARGUMENTS_BYTES:
+            size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
+            if size > MAX_ARGUMENTS_BYTES:
+                msg = f"arguments of {size} bytes exceed the limit of {MAX_ARGUMENTS_BYTES}"
+                self._fail(msg, [{"loc": "", "msg": msg}])
         if isinstance(raw, (bytes, bytearray)):
             try:
                 raw = raw.decode("utf-8")
@@ -250,6 +260,9 @@ class FunctionTool:
                 except ValueError as exc:
                     msg = f"invalid JSON: {exc}"
                     self._fail(f"arguments are not valid JSON ({exc}); send one JSON object", [{"loc": "", "msg": msg}])
+                except RecursionError:  # a model's output is no reason to crash the run
+                    msg = "arguments nest too deeply"
+                    self._fail(f"{msg}; send one flat JSON object", [{"loc": "", "msg": msg}])
         elif isinstance(raw, Mapping):
             data = copy.deepcopy(dict(raw))
         else:

@@ -28,17 +28,31 @@ Approver = Annotated[Principal, Depends(require("approver"))]
 
 #: How often a waiting request looks at the store (resolutions made through this server wake it at once).
 POLL_SECONDS = 0.2
+#: The same while the store announces every approval change (PostgreSQL's LISTEN is in force):
+#: a safety net only, so a few hundred waiters cost the database little.
+WATCHED_POLL_SECONDS = 2.0
 
 
 def _waiters(request: Request) -> dict[str, set[asyncio.Event]]:
     return request.app.state.approval_waiters  # type: ignore[no-any-return]
 
 
+def wake(app: Any, approval_id: str) -> None:
+    """Wake this server's waiters on ``approval_id`` and on any approval (the dashboard's live
+    list), on the event loop's thread."""
+    for event in [*app.state.approval_waiters.get(approval_id, ()), *getattr(app.state, "approval_listeners", ())]:
+        event.set()
+
+
 def notify(request: Request, approval_id: str) -> None:
     loop = getattr(request.app.state, "loop", None)
-    for event in list(_waiters(request).get(approval_id, ())):
-        if loop is not None:
-            loop.call_soon_threadsafe(event.set)
+    if loop is not None:
+        loop.call_soon_threadsafe(wake, request.app, approval_id)
+
+
+def _poll_seconds(request: Request) -> float:
+    watcher = getattr(request.app.state, "approval_watcher", None)
+    return WATCHED_POLL_SECONDS if watcher is not None and watcher.listening.is_set() else POLL_SECONDS
 
 
 @router.get("/approvals", response_model=list[Approval], summary="Approvals by status, oldest first")
@@ -81,7 +95,9 @@ async def _watch(request: Request, principal: Principal, approval_id: str, timeo
     then ``("resolved", approval)`` or, past the timeout, ``("timeout", approval)``.
 
     Looks at the store every POLL_SECONDS, and at once when this server resolves the approval,
-    so resolutions made elsewhere (another worker, the command line) are seen too."""
+    so resolutions made elsewhere (another worker, the command line) are seen too; on
+    PostgreSQL, at once when anybody resolves it (``wake``, from the store's LISTEN), with a
+    poll every WATCHED_POLL_SECONDS as a safety net."""
     now = time.monotonic()
     deadline, next_beat = now + timeout_seconds, now
     waiters = _waiters(request)
@@ -103,7 +119,7 @@ async def _watch(request: Request, principal: Principal, approval_id: str, timeo
                 next_beat = now + heartbeat
             event.clear()
             try:
-                await asyncio.wait_for(event.wait(), timeout=min(POLL_SECONDS, left))
+                await asyncio.wait_for(event.wait(), timeout=min(_poll_seconds(request), left))
             except asyncio.TimeoutError:
                 pass
     finally:
@@ -168,10 +184,6 @@ def answered(request: Request, approval_id: str) -> None:
     """After an answer given through this server (the API or the dashboard): wake whoever waits
     on that approval or on any, and send ``approval.resolved`` now rather than at the next poll."""
     notify(request, approval_id)
-    loop = getattr(request.app.state, "loop", None)
-    if loop is not None:
-        for event in list(getattr(request.app.state, "approval_listeners", ())):
-            loop.call_soon_threadsafe(event.set)
     webhooks = getattr(request.app.state, "webhooks", None)
     if webhooks is not None:
         webhooks.wake()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from clearance.engine import Engine
@@ -21,10 +21,19 @@ from clearance.server.auth import Keys, Principal, require
 from clearance.server.deps import check_actor, engine_of
 from clearance.server.auth import bearer_token, identify, refuse
 from clearance.server.idempotency import idempotency_key, request_fingerprint
-from clearance.server.errors import ApiError, ErrorBody, ErrorEnvelope, error_type, validation_message
+from clearance.server.errors import (
+    STORE_UNAVAILABLE,
+    STORE_UNAVAILABLE_MESSAGE,
+    ApiError,
+    ErrorBody,
+    ErrorEnvelope,
+    error_type,
+    validation_message,
+)
 from clearance.telemetry import evaluate_span
 
 router = APIRouter(tags=["decisions"])
+log = logging.getLogger("clearance.server")
 
 Agent = Annotated[Principal, Depends(require("agent"))]
 Reader = Annotated[Principal, Depends(require("agent", "approver"))]
@@ -243,6 +252,9 @@ class DecisionEndpoint:
         except ApiError as exc:
             return _envelope(scope, exc.status, exc.type, exc.message, exc.field,
                              None if exc.retry_after is None else str(exc.retry_after))  # fmt: skip
+        except STORE_UNAVAILABLE as exc:  # the key could not be looked up
+            log.warning("store unavailable: %s", getattr(exc, "orig", None) or exc)
+            return _envelope(scope, 503, "unavailable", STORE_UNAVAILABLE_MESSAGE, retry_after="1")
         scope.setdefault("state", {})["principal"] = principal
         engine = self.engine
         started = time.perf_counter()
@@ -258,8 +270,9 @@ class DecisionEndpoint:
             except ClearanceError as exc:
                 status, name = error_type(exc)
                 return _envelope(scope, status, name, str(exc))
-            except OperationalError:
-                return _envelope(scope, 503, "unavailable", "the store is unavailable; retry later", retry_after="1")
+            except STORE_UNAVAILABLE as exc:
+                log.warning("store unavailable: %s", getattr(exc, "orig", None) or exc)
+                return _envelope(scope, 503, "unavailable", STORE_UNAVAILABLE_MESSAGE, retry_after="1")
             if len(result) == 2:
                 span.decision(result[0])
         if len(result) == 4:  # the answer kept under this Idempotency-Key

@@ -17,7 +17,7 @@ router = APIRouter()
 
 #: Operation -> its OpenAPI tag.
 PLAIN = {"kill_switches": "kill switch", "expire_approvals": "approvals", "verify_audit": "audit",
-         "learning_report": "audit"}  # fmt: skip
+         "learning_report": "audit", "checkpoint_audit": "audit"}  # fmt: skip
 
 
 def _register(name: str, tag: str) -> None:

@@ -1,0 +1,34 @@
+"""A call made again while its approval is pending or granted runs under that approval.
+
+An MCP client that gave up waiting (or a gateway that was restarted) sends the same call again
+once someone has answered; deciding it anew would ask a person a second time. The earlier
+decision is found by the call's identity (tool, actor, domain, arguments hash, and the MCP
+source it went to), as long as its approval is pending or approved, within the approval's
+deadline, and nothing has run under it yet. Running it still takes a claim, so a retry and the
+original can never both run it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from clearance.model import Action, Decision, ExecutionStatus
+from clearance.store import SqlTx
+
+__all__ = ["open_approval"]
+
+
+def open_approval(tx: SqlTx, action: Action, args_hash: str, now: datetime) -> Decision | None:
+    """The newest decision of a call identical to ``action`` (whose arguments hash, as the engine
+    keys it, is ``args_hash``) that waits for, or has, its approval and has not run."""
+    for row in tx.open_approvals(args_hash, now):
+        data = row["data"]
+        if (data["tool"], data["actor"], data["domain"]) != (action.tool, action.actor, action.domain):
+            continue
+        decided = tx.get_decision(row["request_id"])
+        if decided is None or (decided["context"] or {}).get("mcp") != action.context.get("mcp"):
+            continue  # another face's call (an agent run's own resume will claim it)
+        execution = tx.get_execution(row["request_id"])
+        if execution is None or execution["status"] == ExecutionStatus.approval_required.value:
+            return Decision.model_validate(decided["decision"])
+    return None

@@ -1,0 +1,303 @@
+"""Case memory saved as data and read back: what makes a restart take seconds, not a rebuild.
+
+A snapshot is one ``.npz`` file (numpy's zip of arrays; every member is CRC-checked when read,
+and it is read with ``allow_pickle=False``): numbers in arrays, names and counters as JSON text,
+each partition's index as its exact ``(keys, vectors)`` or usearch's own saved HNSW graph. Its
+``meta`` says which memory settings and which audit chain position (seq and hash) it reflects;
+whoever loads it checks both (:func:`read_meta`) before trusting the rest. Nothing in it can run
+code when read, and a snapshot that does not hold together raises :class:`SnapshotError`.
+
+Pure: bytes in, bytes out. Where a snapshot lives is the engine's business (``engine/snapshots.py``).
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import zipfile
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+
+from clearance._version import __version__
+from clearance.memory.cases import CaseMemory, _Case, _Columns
+from clearance.memory.features import DIM, Featuriser, _Stats
+from clearance.memory.index import dump_index, restore_index
+from clearance.memory.reliability import NoiseModel, ReviewerModel
+
+__all__ = ["FORMAT", "SnapshotError", "dump", "load", "read_meta", "settings_of"]
+
+#: Bumped whenever what a snapshot holds changes meaning. A snapshot is also tied to the
+#: clearance version that wrote it: memory's features may change between releases.
+FORMAT = 1
+_NAIVE = -(2**31)  # the offset column's mark for a naive time
+
+
+class SnapshotError(ValueError):
+    """The snapshot is unreadable, or is not of this memory (settings, version)."""
+
+
+def settings_of(memory: CaseMemory) -> dict[str, Any]:
+    """What a snapshot must agree with to be loaded into ``memory``."""
+    return {"format": FORMAT, "version": __version__, "dim": DIM, "max_waiting": memory.max_waiting,
+            "wait_seconds": memory.wait}  # fmt: skip
+
+
+def _text(obj: Any) -> np.ndarray:
+    return np.frombuffer(json.dumps(obj, separators=(",", ":"), allow_nan=False).encode(), dtype=np.uint8)
+
+
+def _untext(arr: np.ndarray) -> Any:
+    return json.loads(arr.tobytes())
+
+
+def _pairs(counter: Counter[Any] | dict[Any, Any]) -> list[list[Any]]:
+    return [[k, v] for k, v in counter.items()]
+
+
+def _optional(values: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    has = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+    return np.fromiter((0.0 if v is None else v for v in values), dtype=np.float64, count=len(values)), has
+
+
+def dump(memory: CaseMemory) -> bytes:
+    """``memory`` as snapshot bytes (it is locked meanwhile, so the state is one moment's)."""
+    with memory._lock, _no_gc():
+        memory._flush()
+        arrays: dict[str, np.ndarray] = {}
+        f = memory.features
+        cases = list(memory._cases.values())
+        c = list(zip(*cases)) if cases else [()] * len(_Case._fields)
+        col = dict(zip(_Case._fields, c))
+        times = col["decided_at"]
+        offsets = [_NAIVE if t.tzinfo is None else int(t.utcoffset().total_seconds()) for t in times]  # type: ignore[union-attr]
+        epoch, us = datetime(1970, 1, 1, tzinfo=timezone.utc), timedelta(microseconds=1)
+        arrays["case_us"] = np.asarray([((t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t) - epoch) // us
+                                        for t in times], dtype=np.int64)  # fmt: skip
+        arrays["case_offset"] = np.asarray(offsets, dtype=np.int64)
+        for name in ("value", "bad", "severity", "cost"):
+            arrays[f"case_{name}"], arrays[f"case_has_{name}"] = _optional(list(col[name]))
+        arrays["case_row"] = np.asarray(col["row"], dtype=np.int64)
+        arrays["case_weight"] = np.asarray(col["weight"], dtype=np.float64)
+        arrays["case_risk"] = np.asarray(col["risk"], dtype=np.float64)
+        arrays["case_twin"] = np.asarray(col["twin"], dtype=np.uint64)
+        arrays["case_real"] = np.asarray(col["real"], dtype=bool)
+        arrays["case_approved"] = np.asarray(col["approved"], dtype=bool)
+        waiting = [i for i, v in enumerate(col["vector"]) if v is not None]
+        arrays["case_waiting"] = np.asarray(waiting, dtype=np.int64)
+        arrays["case_vectors"] = (np.stack([col["vector"][i] for i in waiting]).astype(np.float32) if waiting
+                                  else np.empty((0, DIM), dtype=np.float32))  # fmt: skip
+        cols = memory._cols
+        for name in ("t", "w", "bad", "tool", "domain"):
+            arrays[f"col_{name}"] = getattr(cols, name)[: cols.n].copy()
+        keys, counts, rows = [], [], []
+        for key, m in memory._members.items():
+            keys.append(key)
+            members = [m] if isinstance(m, int) else m
+            counts.append(len(members))
+            rows.extend(members)
+        arrays["member_key"] = np.asarray(keys, dtype=np.int64)
+        arrays["member_count"] = np.asarray(counts, dtype=np.int64)
+        arrays["member_rows"] = np.asarray(rows, dtype=np.int64)
+        proto = list(memory._proto_of.items())
+        arrays["proto_pid"] = np.asarray([p[0][0] for p in proto], dtype=np.int64)
+        arrays["proto_sig"] = np.asarray([p[0][1] for p in proto], dtype=np.uint64)
+        arrays["proto_key"] = np.asarray([p[1] for p in proto], dtype=np.int64)
+        parts = []
+        for i, (part, index) in enumerate(memory._parts.items()):
+            meta, keys_arr, data = dump_index(index)
+            parts.append({"part": list(part), "index": meta})
+            arrays[f"index_{i}_keys"], arrays[f"index_{i}_data"] = keys_arr, data
+        noise = memory.noise
+        state = {
+            "cases": {"request_id": col["request_id"], "tool": col["tool"], "domain": col["domain"],
+                      "shape": col["shape"], "outcome": col["outcome"], "ids": col["ids"]},
+            "recent": list(memory._recent),
+            "names": list(memory._names),
+            "part_ids": [[list(p), i] for p, i in memory._part_ids.items()],
+            "parts": parts,
+            "next_key": memory._next_key, "all": memory._all, "revived": memory.revived,
+            "counters": {name: _pairs(getattr(memory, name)) for name in _COUNTERS},
+            "pair_counters": {name: [[k[0], k[1], v] for k, v in getattr(memory, name).items()] for name in _PAIR_COUNTERS},
+            "reviewer": [getattr(memory.reviewer, s) for s in ReviewerModel.__slots__],
+            "noise": {"groups": [[k, g[0], g[1]] for k, g in noise.groups.items()], "big": list(noise.big),
+                      "limit": noise.limit, "fresh": noise._fresh, "rate": noise._rate},
+            "features": {
+                "good_ids": [[k[0], k[1], n] for k, n in f.good_ids.items()],
+                "bad_ids": [[k[0], k[1], n] for k, n in f.bad_ids.items()],
+                "tool_values": [[t, s.n, s.mean, s.m2] for t, s in f.tool_values.items()],
+                "actor_values": [[a, t, s.n, s.mean, s.m2] for (a, t), s in f.actor_values.items()],
+                "keysets": [[t, [[sorted(ks), n] for ks, n in c.items()]] for t, c in f.keysets.items()],
+                "tokens": [[t, _pairs(c)] for t, c in f.tokens.items()],
+                "calls": _pairs(f.calls),
+            },
+        }  # fmt: skip
+        arrays["state"] = _text(state)
+        arrays["meta"] = _text({**settings_of(memory), "cursor": memory.cursor, "cursor_hash": memory.cursor_hash,
+                                "cases": len(cases), "learnt": cols.n})  # fmt: skip
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+_COUNTERS = ("_labelled", "_decisions", "_labelled_family", "_bad_family", "_bad", "_labelled_shape", "_bad_shape")
+_PAIR_COUNTERS = ("_labelled_ts", "_bad_ts")
+
+
+def _open(data: bytes) -> Any:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise SnapshotError(f"unreadable snapshot: {exc}") from None
+
+
+def read_meta(data: bytes) -> dict[str, Any]:
+    """The snapshot's settings and chain position (``cursor``, ``cursor_hash``), read alone."""
+    try:
+        with _open(data) as npz:
+            meta = _untext(npz["meta"])
+    except SnapshotError:
+        raise
+    except Exception as exc:  # a damaged member: CRC, zip or JSON errors
+        raise SnapshotError(f"unreadable snapshot: {exc}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("cursor"), int):
+        raise SnapshotError("unreadable snapshot: no chain position")
+    return meta
+
+
+def load(data: bytes, memory: CaseMemory) -> None:
+    """Make ``memory`` the memory the snapshot saved. Raises :class:`SnapshotError` (leaving
+    ``memory`` empty) when it is unreadable or of other settings."""
+    meta = read_meta(data)
+    want = settings_of(memory)
+    differs = sorted(k for k in want if meta.get(k) != want[k])
+    if differs:
+        raise SnapshotError("snapshot of other settings: " + ", ".join(f"{k} {meta.get(k)!r} (now {want[k]!r})" for k in differs))
+    with memory._lock, _no_gc():
+        try:
+            with _open(data) as npz:
+                _restore(memory, meta, {k: npz[k] for k in npz.files})
+        except SnapshotError:
+            memory._clear()
+            raise
+        except Exception as exc:  # anything that does not hold together
+            memory._clear()
+            raise SnapshotError(f"unreadable snapshot: {type(exc).__name__}: {exc}") from None
+
+
+def _restore(memory: CaseMemory, meta: dict[str, Any], a: dict[str, np.ndarray]) -> None:
+    memory._clear()
+    s = _untext(a["state"])
+    f = memory.features = Featuriser()
+    fs = s["features"]
+    f.good_ids = Counter({(k, t): n for k, t, n in fs["good_ids"]})
+    f.bad_ids = Counter({(k, t): n for k, t, n in fs["bad_ids"]})
+    f.tool_values = defaultdict(_Stats)
+    for t, n, mean, m2 in fs["tool_values"]:
+        f.tool_values[t] = _stats(n, mean, m2)
+    f.actor_values = defaultdict(_Stats)
+    for actor, t, n, mean, m2 in fs["actor_values"]:
+        f.actor_values[(actor, t)] = _stats(n, mean, m2)
+    f.keysets = defaultdict(Counter, {t: Counter({frozenset(ks): n for ks, n in c}) for t, c in fs["keysets"]})
+    f.tokens = defaultdict(Counter, {t: Counter(dict(c)) for t, c in fs["tokens"]})
+    f.calls = Counter(dict(fs["calls"]))
+
+    cs = s["cases"]
+    n = len(cs["request_id"])
+    if n != meta["cases"] or a["case_us"].shape[0] != n:
+        raise SnapshotError("snapshot's cases do not add up")
+    vectors: list[np.ndarray | None] = [None] * n
+    for i, v in zip(a["case_waiting"].tolist(), a["case_vectors"]):
+        vectors[i] = v
+    opt = {name: [x if h else None for x, h in zip(a[f"case_{name}"].tolist(), a[f"case_has_{name}"].tolist())]
+           for name in ("value", "bad", "severity", "cost")}  # fmt: skip
+    zones: dict[int, timezone] = {0: timezone.utc}
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    times = []
+    offsets = a["case_offset"]
+    if not offsets.any():  # all UTC, the usual case: one addition per case
+        times = [epoch + timedelta(microseconds=us) for us in a["case_us"].tolist()]
+    for us, off in zip(a["case_us"].tolist(), offsets.tolist()) if offsets.any() else ():
+        t = epoch + timedelta(microseconds=us)
+        if off == _NAIVE:
+            times.append(t.replace(tzinfo=None))
+        else:
+            zone = zones.get(off) or zones.setdefault(off, timezone(timedelta(seconds=off)))
+            times.append(t.astimezone(zone))
+    rows = a["case_row"].tolist()
+    columns = zip(cs["request_id"], cs["tool"], cs["domain"], times, (tuple(map(tuple, ids)) for ids in cs["ids"]),
+                  opt["value"], vectors, cs["shape"], rows, opt["bad"], a["case_weight"].tolist(), cs["outcome"],
+                  opt["severity"], opt["cost"], a["case_real"].tolist(), a["case_risk"].tolist(),
+                  a["case_twin"].tolist(), a["case_approved"].tolist())  # fmt: skip
+    memory._cases = dict(zip(cs["request_id"], columns))
+    if len(memory._cases) != n:
+        raise SnapshotError("snapshot's cases repeat a request id")
+
+    cols = memory._cols = _Columns()
+    learnt = int(meta["learnt"])
+    cap = max(1024, 1 << max(learnt - 1, 0).bit_length())
+    for name in ("t", "w", "bad", "tool", "domain"):
+        src = a[f"col_{name}"]
+        if src.shape[0] != learnt:
+            raise SnapshotError("snapshot's columns do not add up")
+        arr = np.zeros(cap, dtype=getattr(cols, name).dtype)
+        arr[:learnt] = src
+        setattr(cols, name, arr)
+    cols.n = learnt
+    row_case: list[tuple[Any, ...]] = [()] * learnt
+    for case in memory._cases.values():
+        if case[8] >= 0:
+            row_case[case[8]] = case
+    if any(not c for c in row_case):
+        raise SnapshotError("snapshot's learnt cases do not add up")
+    memory._row_case = row_case
+    memory._recent = deque(s["recent"])
+    memory._names = {name: i for i, name in enumerate(s["names"])}
+    members: dict[int, int | list[int]] = {}
+    flat = a["member_rows"].tolist()
+    at = 0
+    for key, count in zip(a["member_key"].tolist(), a["member_count"].tolist()):
+        members[key] = flat[at] if count == 1 else flat[at : at + count]
+        at += count
+    memory._members = members
+    memory._proto_of = dict(zip(zip(a["proto_pid"].tolist(), a["proto_sig"].tolist()), a["proto_key"].tolist()))
+    memory._part_ids = {tuple(p): i for p, i in s["part_ids"]}  # type: ignore[misc]
+    memory._parts = {}
+    for i, part in enumerate(s["parts"]):
+        memory._parts[tuple(part["part"])] = restore_index(part["index"], a[f"index_{i}_keys"], a[f"index_{i}_data"])  # type: ignore[index]
+    memory._next_key, memory._all, memory.revived = s["next_key"], s["all"], s["revived"]
+    for name in _COUNTERS:
+        setattr(memory, name, Counter(dict(s["counters"][name])))
+    for name in _PAIR_COUNTERS:
+        setattr(memory, name, Counter({(t, sh): v for t, sh, v in s["pair_counters"][name]}))
+    for slot, value in zip(ReviewerModel.__slots__, s["reviewer"]):
+        setattr(memory.reviewer, slot, value)
+    noise = memory.noise = NoiseModel(s["noise"]["limit"])
+    noise.groups = {k: [g, b] for k, g, b in s["noise"]["groups"]}
+    noise.big = {k: noise.groups[k] for k in s["noise"]["big"]}
+    noise._fresh, noise._rate = s["noise"]["fresh"], s["noise"]["rate"]
+    memory.cursor, memory.cursor_hash = int(meta["cursor"]), meta["cursor_hash"]
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """The collector paused: a load makes millions of objects, none of them garbage, and each
+    generation-2 pass on the way would walk them all again (it doubled the load time)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _stats(n: int, mean: float, m2: float) -> _Stats:
+    st = _Stats()
+    st.n, st.mean, st.m2 = n, mean, m2
+    return st
