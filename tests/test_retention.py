@@ -182,3 +182,29 @@ def test_server_prunes_by_its_retention_setting(store: tuple[Path, Clock], tmp_p
     conn.close()
     with pytest.raises(ValueError, match="at least 1 day"):
         RetentionSettings.resolve(0.5)
+
+
+def test_a_prune_with_an_anchor_key_leaves_a_signed_checkpoint(store: tuple[Path, Clock], tmp_path: Path) -> None:
+    """The head after the cut (it holds the store.pruned event) is signed at once; an anchor of
+    history kept after the cut still verifies; one of archived history says so instead of passing."""
+    from clearance.engine import anchor
+
+    db, clock = store
+    private, public, _ = anchor.generate_keys(tmp_path / "keys" / "anchor.pem")
+    key = anchor.load_private_key(private)
+    with Engine(db, clock=clock, anchor_key=private) as e:
+        with e.store.read() as tx:
+            early = anchor.sign(key, 3, tx.event_at(3)["hash"], clock())  # an anchor of event 3, kept outside
+        before = e.checkpoint_audit()  # and one of the head
+        report = e.prune(T0 + timedelta(days=6))
+        assert 3 < report.cut_seq < before.seq
+        signed = e.audit_checkpoints(limit=1)[0]
+        with e.store.read() as tx:
+            assert signed.seq == tx.chain_head()[0] and tx.event_at(signed.seq)["type"] == "store.pruned"
+        assert e.verify_audit().ok, e.verify_audit()
+        for cp in (signed, before):
+            (tmp_path / "a.json").write_text(cp.document())
+            assert e.verify_anchor(tmp_path / "a.json", [public]).ok
+        (tmp_path / "early.json").write_text(early.document())
+        verdict = e.verify_anchor(tmp_path / "early.json", [public])
+        assert not verdict.ok and "archived by a prune" in (verdict.problem or ""), verdict

@@ -312,7 +312,7 @@ def verify(tx: SqlTx, *, anchor: Checkpoint | None = None, public_keys: Iterable
     if not chain.ok:
         problems.append((chain.first_broken_seq, chain.problem or "the chain is broken"))
     else:
-        head = chain.events_checked
+        head = tx.chain_head()[0]  # not events_checked: after a prune the chain starts at its cut
         problems.extend(stored.problems)
         problems.extend((cp.seq, f"a checkpoint was signed at event {cp.seq} but the chain holds {head} events: "
                          f"events {head + 1} to {cp.seq} were removed")
@@ -327,6 +327,12 @@ def _against_anchor(tx: SqlTx, anchor: Checkpoint, chain: AuditReport, good_seq:
     """What disagrees with the anchor: the event it signed is missing or has another hash."""
     row = tx.event_at(anchor.seq)
     signed = f"the anchor signed {anchor.created_at} by {anchor.key_id}"
+    cut = tx.chain_cut()
+    if row is None and cut is not None and anchor.seq <= cut[0]:
+        if anchor.seq == cut[0] and anchor.hash == cut[1]:
+            return []  # the prune cut the chain exactly there, and kept the hash the anchor signed
+        return [(None, f"event {anchor.seq}, which {signed} covers, was archived by a prune (the chain now starts "
+                 f"after event {cut[0]}): check that anchor against the archive, or anchor a newer checkpoint")]  # fmt: skip
     if row is None:
         (head, _) = tx.chain_head()
         stored = chain.events_checked if chain.ok else head

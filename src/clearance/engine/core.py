@@ -604,10 +604,14 @@ class Engine:
 
     def prune(self, before: datetime, *, archive: str | Path | None = None) -> PruneReport:
         """Archive what was written before ``before`` to a gzip JSON-lines file and delete it,
-        leaving the chain's cut so ``verify_audit`` proves the rest (:mod:`clearance.engine.retention`)."""
+        leaving the chain's cut so ``verify_audit`` proves the rest (:mod:`clearance.engine.retention`);
+        with an anchor key, the head after the cut is signed at once."""
         from clearance.engine.retention import prune
 
-        return prune(self, before, archive=archive)
+        report = prune(self, before, archive=archive)
+        if self._anchor_key is not None:
+            self.checkpoint_audit()  # a signed head that includes the cut (the store.pruned event)
+        return report
 
     def _recall(self, request_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The action and decision of a decided call, from its audit event (for memory)."""
