@@ -15,8 +15,8 @@ replay through the engine's evaluation, the join with outcomes.
 Prints a summary and ends with one line of JSON: ``backtest_s_100k`` (or ``backtest_s`` for
 another size), ``decisions_per_s``, ``changed``.
 
-Measured on the 2-core VM: ``backtest_s_100k`` 11.2 s (8,900 decisions/s; 19.5 s while a test
-run shared the cores). About a third is reading and decoding the rows (three JSON columns each),
+Measured on the 2-core VM: ``backtest_s_100k`` 4.0 s (25,000 decisions/s) when quiet; 11.2 s and
+19.5 s while other helpers' work and a test run shared the cores. About a third is reading and decoding the rows (three JSON columns each),
 the rest the rules' evaluation.
 """
 
