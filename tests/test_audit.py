@@ -111,7 +111,7 @@ def test_every_operation_leaves_its_event(trail: tuple[Path, dict[str, Any]]) ->
     (resolved,) = by_type(events, "approval.resolved")
     assert resolved.request_id == held.request_id and resolved.trace_id == held.trace_id
     assert resolved.payload == {"approval_id": held.approval_id, "resolution": "approved", "approver": "alice",
-                                "comment": "loyal customer"}  # fmt: skip
+                                "comment": "loyal customer", "policy_version": "1"}  # fmt: skip
     (expired,) = by_type(events, "approval.expired")
     assert expired.request_id == late.request_id and expired.created_at == T0 + timedelta(hours=3, seconds=1)
 

@@ -430,3 +430,21 @@ def test_two_app_instances_on_postgresql_deliver_each_event_once(pg_url: str, re
     sample = by_event(receiver.ok_on("/ok"))[(made[0].approval_id, "approval.resolved")][0]
     assert_signed(sample)
     assert sample.json["approval"]["status"] == "rejected" and sample.json["approval"]["actor"] == made[0].actor
+
+
+def test_a_drift_alert_is_sent_as_drift_detected(tmp_path: Path, receiver: Receiver) -> None:
+    db = tmp_path / "wh.db"
+    with Engine(db) as eng:
+        with ServerThread(db, webhooks=settings(f"{receiver.url}/ok")):
+            statuses = ["succeeded"] * 40 + ["harmful"] * 20
+            for status in statuses:
+                d = eng.evaluate({"tool": "wire", "arguments": {}, "actor": "agent-3", "domain": "treasury"})
+                eng.report_outcome(d.request_id, status)
+            hits = wait_for(lambda: [h for h in receiver.ok_on("/ok") if h.json["type"] == "drift.detected"] or None,
+                            what="drift.detected")  # fmt: skip
+            wait_for(lambda: len([h for h in receiver.ok_on("/ok") if h.json["type"] == "drift.detected"]) == 3,
+                     what="one alert per stream")  # fmt: skip
+    alerts = {(h.json["drift"]["scope"], h.json["drift"]["value"]) for h in receiver.ok_on("/ok")
+              if h.json["type"] == "drift.detected"}  # fmt: skip
+    assert alerts == {("tool", "wire"), ("actor", "agent-3"), ("domain", "treasury")}
+    assert hits[0].headers.get("clearance-event") == "drift.detected" and hits[0].json["drift"]["baseline_rate"] < 0.05

@@ -17,6 +17,7 @@ __all__ = [
     "DuplicateVote",
     "IllegalTransition",
     "NotApproved",
+    "PolicyBlocks",
     "NotFound",
     "RuleError",
     "RunBusy",
@@ -66,6 +67,10 @@ class AlreadyClaimed(ConflictError):
 
 class NotApproved(ConflictError):
     pass
+
+
+class PolicyBlocks(NotApproved):
+    """An approved call claimed under newer rules that block it: it must not run."""
 
 
 class NotYours(ClearanceError):

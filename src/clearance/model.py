@@ -197,6 +197,16 @@ class Precedent(_Model):
     decided_at: datetime | None = None
 
 
+class ArgumentPatch(_Model):
+    """One argument a constrained-allow rule changed: the call runs with ``value`` instead."""
+
+    rule_id: str
+    argument: str
+    kind: Literal["clamp", "override"]
+    original: Any = None
+    value: Any = None
+
+
 class Decision(_Model):
     request_id: str
     trace_id: str
@@ -223,6 +233,15 @@ class Decision(_Model):
     approval_id: str | None = None
     approval_expires_at: datetime | None = None
     args_hash: str
+    patches: list[ArgumentPatch] = Field(
+        default_factory=list,
+        description="Arguments changed by constrained-allow rules; the verdict is the patched call's, and only the "
+                    "patched call may run (args_hash is its).",
+    )  # fmt: skip
+
+    def patched(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """``arguments`` as the decision lets them run: with its patches applied."""
+        return {**arguments, **{p.argument: p.value for p in self.patches}} if self.patches else arguments
 
     @model_validator(mode="before")
     @classmethod

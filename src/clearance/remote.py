@@ -59,7 +59,7 @@ class EngineUnavailable(RemoteError):
 _TYPES: dict[str, type[E.ClearanceError]] = {
     "unknown_request": E.UnknownRequest, "not_found": E.NotFound, "approval_expired": E.ApprovalExpired,
     "approval_not_pending": E.ApprovalNotPending, "duplicate_vote": E.DuplicateVote,
-    "already_claimed": E.AlreadyClaimed, "not_approved": E.NotApproved, "arguments_mismatch": E.ArgumentsMismatch,
+    "already_claimed": E.AlreadyClaimed, "not_approved": E.NotApproved, "policy_blocks": E.PolicyBlocks, "arguments_mismatch": E.ArgumentsMismatch,
     "run_state_tampered": E.RunStateTampered, "run_busy": E.RunBusy, "illegal_transition": E.IllegalTransition, "conflict": E.ConflictError,
     "rule_error": E.RuleError, "not_yours": E.NotYours,
 }  # fmt: skip

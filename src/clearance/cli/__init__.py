@@ -19,7 +19,7 @@ import typer
 from pydantic import ValidationError
 
 from clearance import __version__
-from clearance.cli import render
+from clearance.cli import backtest, render
 from clearance.cli.admin import db_app, init
 from clearance.cli.audit import audit_app
 from clearance.cli.failures import FailingClearly, Refusal, settings
@@ -59,6 +59,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(memory_app, name="memory")
 app.command("explain")(explain)
 app.command("init")(init)
+backtest.register(app, rules_app)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of text.")]
 ByOption = Annotated[Optional[str], typer.Option("--by", help="Who does this (recorded in the audit trail).")]

@@ -38,7 +38,9 @@ from clearance.model import (
 if TYPE_CHECKING:
     from clearance.engine.anchor import Checkpoint
     from clearance.engine.audit import AuditReport
+    from clearance.engine.backtest import BacktestReport
     from clearance.engine.core import PolicyInfo
+    from clearance.engine.evidence import Promotion, RuleEvidence
     from clearance.errors import ClearanceError
     from clearance.memory.report import LearningReport
     from clearance.policy import RuleFile, RuleSet
@@ -138,6 +140,22 @@ class EngineAPI(Protocol):
 
     def policy_versions(self) -> list[dict[str, Any]]: ...
 
+    def backtest(self, rules: RuleFile | str | Path, *, since: datetime | None = None) -> BacktestReport:
+        """What a candidate rules file would have done to the decisions recorded since ``since``
+        (all of them by default): verdict changes, their recorded outcomes, approval load, per
+        rule. Judged by the engine's own evaluation, counters replayed in time order; writes nothing."""
+        ...
+
+    def rule_evidence(self, rule_id: str, *, since: datetime | None = None) -> RuleEvidence:
+        """A rule's recorded would-have-fired calls (while in shadow) joined with their outcomes:
+        precision against bad outcomes, and friction (good calls it would have stopped)."""
+        ...
+
+    def promote_rule(self, rule_id: str, *, force: bool = False, min_outcomes: int = 1,
+                     applied_by: str | None = None) -> Promotion:  # fmt: skip
+        """Turn a shadow rule on, with its evidence; refused without evidence unless ``force``."""
+        ...
+
     def activate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
                              reason: str | None = None, by: str | None = None) -> KillSwitch:  # fmt: skip
         """Block every matching call until deactivated."""
@@ -208,6 +226,10 @@ class AsyncEngineAPI(Protocol):
     async def apply_rules(self, rules: RuleFile | str | Path, *, applied_by: str | None = None) -> PolicyInfo: ...
     async def current_rules(self) -> RuleSet: ...
     async def policy_versions(self) -> list[dict[str, Any]]: ...
+    async def backtest(self, rules: RuleFile | str | Path, *, since: datetime | None = None) -> BacktestReport: ...
+    async def rule_evidence(self, rule_id: str, *, since: datetime | None = None) -> RuleEvidence: ...
+    async def promote_rule(self, rule_id: str, *, force: bool = False, min_outcomes: int = 1,
+                           applied_by: str | None = None) -> Promotion: ...  # fmt: skip
     async def activate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
                                    reason: str | None = None, by: str | None = None) -> KillSwitch: ...  # fmt: skip
     async def deactivate_kill_switch(self, *, domain: str | None = None, tool: str | None = None, actor: str | None = None,
@@ -279,6 +301,9 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
     Operation("apply_rules", "PUT", "/v1/rules", _ADMIN, server_sets=("applied_by",)),
     Operation("current_rules", "GET", "/v1/rules", _APPROVER),
     Operation("policy_versions", "GET", "/v1/rules/versions", _APPROVER),
+    Operation("backtest", "POST", "/v1/rules/backtest", _APPROVER),
+    Operation("rule_evidence", "GET", "/v1/rules/{rule_id}/evidence", _APPROVER),
+    Operation("promote_rule", "POST", "/v1/rules/{rule_id}/promote", _ADMIN, server_sets=("applied_by",)),
     Operation("activate_kill_switch", "POST", "/v1/kill-switches", _ADMIN, server_sets=("by",)),
     Operation("deactivate_kill_switch", "POST", "/v1/kill-switches/deactivate", _ADMIN, server_sets=("by",),
               answer="deactivated"),
@@ -297,12 +322,15 @@ def returns(name: str) -> Any:
     they use from higher modules are imported here, when asked)."""
     from clearance.engine.anchor import Checkpoint
     from clearance.engine.audit import AuditReport
+    from clearance.engine.backtest import BacktestReport
     from clearance.engine.core import PolicyInfo
+    from clearance.engine.evidence import Promotion, RuleEvidence
     from clearance.errors import ClearanceError
     from clearance.memory.report import LearningReport
     from clearance.policy import RuleFile, RuleSet
 
     names = {**globals(), "AuditReport": AuditReport, "Checkpoint": Checkpoint, "PolicyInfo": PolicyInfo, "ClearanceError": ClearanceError,
+             "BacktestReport": BacktestReport, "Promotion": Promotion, "RuleEvidence": RuleEvidence,
              "LearningReport": LearningReport, "RuleFile": RuleFile, "RuleSet": RuleSet}  # fmt: skip
     return typing.get_type_hints(getattr(EngineAPI, name), globalns=names)["return"]
 

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from clearance.engine import anchor, audit, executions
 from clearance.engine.audit import AuditReport
 from clearance.engine.keys import Keys
+from clearance.engine.drift import DriftWatch
+from clearance.engine.recheck import recheck_claim
 from clearance.engine.open_calls import open_approval
 from clearance.engine.redaction_key import resolve_key
 from clearance.engine.tool_pins import ToolPins
@@ -42,6 +44,7 @@ from clearance.errors import (
     UnknownRequest,
 )
 from clearance.memory import Memory, RiskEstimate, default_memory
+from clearance.memory.drift import DriftSettings
 from clearance.model import (
     NOT_RUN_STATUSES,
     Action,
@@ -62,7 +65,7 @@ from clearance.model import (
     new_id,
     utcnow,
 )
-from clearance.policy import Rule, RuleFile, RuleSet, Verdict, evaluate, load_rules, usage_lookups
+from clearance.policy import Rule, RuleFile, RuleSet, Usage, Verdict, evaluate, load_rules, usage_lookups
 from clearance.policy.risk import apply_risk, resolve_risk
 from clearance.redaction import RedactionSettings, Redactor
 from clearance.store import SqlStore, SqlTx, open_store
@@ -71,6 +74,8 @@ from clearance.store.idempotency import IdempotencyKeys, KeptAnswer
 from clearance.store.outbox import WebhookOutbox
 
 if TYPE_CHECKING:
+    from clearance.engine.backtest import BacktestReport
+    from clearance.engine.evidence import Promotion, RuleEvidence
     from clearance.engine.retention import PruneReport
     from clearance.memory.report import LearningReport
 
@@ -121,7 +126,8 @@ class Engine:
 
     ``redaction`` adds argument names and patterns to what is redacted before anything is kept
     (``False`` turns redaction off); ``redaction_key`` is the store's key (see
-    :mod:`clearance.engine.redaction_key` for where it is found otherwise).
+    :mod:`clearance.engine.redaction_key` for where it is found otherwise). ``drift`` sets the
+    sequential test on bad-outcome rates (:class:`~clearance.memory.drift.DriftSettings`; ``False``: off).
     """
 
     def __init__(
@@ -134,6 +140,7 @@ class Engine:
         default_approval_ttl: timedelta = DEFAULT_APPROVAL_TTL,
         redaction: RedactionSettings | Mapping[str, Any] | bool | None = None,
         redaction_key: bytes | str | None = None,
+        drift: DriftSettings | bool | None = None,
         anchor_key: anchor.PrivateKeySource | None = None,
         checkpoint_every: int = 0,
     ) -> None:
@@ -162,6 +169,8 @@ class Engine:
         self._keyed = 0  # decisions made under an Idempotency-Key, modulo _PRUNE_EVERY
         #: The API keys the server authenticates with (:class:`clearance.engine.keys.Keys`).
         self.keys = Keys(self.store)
+        #: Drift in bad-outcome rates (:mod:`clearance.engine.drift`); ``drift=False`` turns it off.
+        self.drift = DriftWatch(drift if isinstance(drift, DriftSettings) else DriftSettings(enabled=drift is not False))
         # The key that signs checkpoints of the audit chain (clearance.engine.anchor), kept
         # outside the database; with checkpoint_every, each write that passes a multiple of it signs.
         self._anchor_key = anchor.load_private_key(anchor_key) if anchor_key is not None else None
@@ -331,6 +340,26 @@ class Engine:
         with self.store.read() as tx:
             return tx.list_policies()
 
+    def backtest(self, rules: RuleFile | str | Path, *, since: datetime | None = None) -> BacktestReport:
+        """What a candidate rules file would have done to the decisions recorded since ``since``;
+        writes nothing (:mod:`clearance.engine.backtest`)."""
+        from clearance.engine.backtest import backtest
+
+        return backtest(self, rules if isinstance(rules, RuleFile) else load_rules(rules), since=since)
+
+    def rule_evidence(self, rule_id: str, *, since: datetime | None = None) -> RuleEvidence:
+        """A rule's recorded would-have-fired calls joined with their outcomes (:mod:`clearance.engine.evidence`)."""
+        from clearance.engine.evidence import rule_evidence
+
+        return rule_evidence(self, rule_id, since=since)
+
+    def promote_rule(self, rule_id: str, *, force: bool = False, min_outcomes: int = 1,
+                     applied_by: str | None = None) -> Promotion:  # fmt: skip
+        """Turn a shadow rule on, with its evidence; refused without evidence unless ``force``."""
+        from clearance.engine.evidence import promote_rule
+
+        return promote_rule(self, rule_id, force=force, min_outcomes=min_outcomes, applied_by=applied_by)
+
     # -- decisions ------------------------------------------------------------------------
     def evaluate(self, action: Action | Mapping[str, Any]) -> Decision:
         """Decide one call. The decision and its audit event are committed before this returns."""
@@ -382,6 +411,15 @@ class Engine:
                 stored = _redacted(redactor, action)
                 action_json = canonical_json(stored.model_dump(mode="json"))
             verdict, rules_result, estimate = self._judge(tx, rules, action, now, known, stored, redactor, use_memory=learns)
+            patches = verdict.patches
+            if verdict.action is not None:  # a constrained allow patched the call: the patched call is the one decided
+                action = verdict.action
+                stored = _redacted(redactor, action)
+                action_json = canonical_json(stored.model_dump(mode="json"))
+                args_hash = self.args_hash(action.arguments)
+                # The originals are the caller's (redacted as arguments are); the new values are the rules file's.
+                patches = [p.model_copy(update={"original": redactor.value({p.argument: p.original})[p.argument]})
+                           for p in patches]  # fmt: skip
             approval_id = expires = None
             if verdict.result is DecisionResult.requires_approval:
                 approval_id = new_id("apr")
@@ -406,6 +444,7 @@ class Engine:
                 approval_id=approval_id,
                 approval_expires_at=expires,
                 args_hash=args_hash,
+                patches=patches,
             )
             # Serialised once: the decisions row and the audit body hold the same text.
             decision_json = RawJSON(canonical_json(decision.model_dump(mode="json")))
@@ -449,25 +488,30 @@ class Engine:
             self.memory.ingest(written)
         return decision, decision_json
 
-    def _judge(self, tx: SqlTx, rules: RuleSet, action: Action, now: datetime,
+    def _judge(self, tx: SqlTx | None, rules: RuleSet, action: Action, now: datetime,
                known: Mapping[tuple[Any, ...], Any] | None = None, stored: Action | None = None,
-               redactor: Redactor | None = None, *,
+               redactor: Redactor | None = None, *, usage: Usage | None = None,
                use_memory: bool = True) -> tuple[Verdict, DecisionResult, RiskEstimate]:  # fmt: skip
         """The verdict on one call (kill switch, rules, then memory's risk), the rules' verdict
-        alone, and memory's estimate. Reads only: ``evaluate`` and ``dry_run`` share it.
+        alone, and memory's estimate. Reads only: ``evaluate``, ``dry_run`` and the backtest share it.
 
         The rules see ``action`` in clear; memory and the counters see ``stored``, its redacted
-        copy, which is what they are fed from the record."""
+        copy, which is what they are fed from the record. A replay (the backtest) passes no
+        transaction, its own counters as ``usage`` and ``use_memory=False``: history's kill switches
+        and risk are its record's, not today's."""
         redactor = redactor or self.redactor_for(rules)
         stored = stored or _redacted(redactor, action)
-        switch = self._kill_switch_for(tx, action)
+        switch = self._kill_switch_for(tx, action) if tx is not None else None
         if switch is not None:
             verdict = Verdict(DecisionResult.blocked, _kill_reason(switch))
         else:
-            verdict = evaluate(rules, action, now, _UsageAt(tx, now, known, redactor.text))
+            assert tx is not None or usage is not None
+            verdict = evaluate(rules, action, now, usage or _UsageAt(tx, now, known, redactor.text))  # type: ignore[arg-type]
+            if verdict.action is not None:  # patched by a constrained allow: memory judges the patched call too
+                action, stored = verdict.action, _redacted(redactor, verdict.action)
         rules_result = verdict.result
         estimate = _NO_ESTIMATE
-        if self.memory.learns and use_memory:
+        if use_memory and tx is not None and self.memory.learns:
             # Inside the caller's transaction: memory has seen every event before this decision,
             # in every process, and a rebuild from the log will compute the same estimate.
             while not self._catch_up(tx):
@@ -537,6 +581,8 @@ class Engine:
                     last = time.monotonic()
                     say(f"memory: at event {self.memory.cursor} of {head}")
             say(f"memory: ready at event {self.memory.cursor} in {time.monotonic() - started:.1f} s")
+        with self.store.read() as tx:
+            self.drift.warm(tx)  # the drift streams too, from the record's outcomes
         self._memory_warm = True
         return self.memory.cursor
 
@@ -714,6 +760,7 @@ class Engine:
                 if evidence is None or not audit.intact(tx, evidence):
                     raise NotApproved(f"approval {approval['approval_id']} for {request_id} has no intact approval "
                                       "in the audit trail; refusing to run it")  # fmt: skip
+                recheck_claim(self, tx, row, approval, evidence, now, arguments)  # the policy may have changed since
             existing = tx.get_execution(request_id)
             if existing is not None and existing["status"] != ExecutionStatus.approval_required.value:
                 raise AlreadyClaimed(
@@ -812,20 +859,28 @@ class Engine:
             description=description, observed_at=observed_at or now, reported_by=reported_by,
             event_id=event_id or new_id("out"), recorded_at=now,
         )  # fmt: skip
-        with self.store.write() as tx:
-            existing = tx.get_outcome(outcome.event_id)
-            if existing is not None:
-                if existing["request_id"] != request_id:
-                    raise ConflictError(f"event id {outcome.event_id!r} is already used by an outcome of {existing['request_id']}")
-                return _outcome(existing)
-            row = tx.get_decision(request_id)
-            if row is None:
-                raise UnknownRequest(request_id)
-            if outcome.description:
-                outcome = outcome.model_copy(update={"description": self._redactor(tx).text(outcome.description)})
-            tx.insert_outcome(outcome.model_dump())
-            audit.append(tx, "outcome.reported", outcome.model_dump(mode="json"), now=now,
-                         request_id=request_id, trace_id=row["trace_id"])  # fmt: skip
+        fed = False
+        try:
+            with self.store.write() as tx:
+                existing = tx.get_outcome(outcome.event_id)
+                if existing is not None:
+                    if existing["request_id"] != request_id:
+                        raise ConflictError(f"event id {outcome.event_id!r} is already used by an outcome of {existing['request_id']}")
+                    return _outcome(existing)
+                row = tx.get_decision(request_id)
+                if row is None:
+                    raise UnknownRequest(request_id)
+                if outcome.description:
+                    outcome = outcome.model_copy(update={"description": self._redactor(tx).text(outcome.description)})
+                tx.insert_outcome(outcome.model_dump())
+                audit.append(tx, "outcome.reported", outcome.model_dump(mode="json"), now=now,
+                             request_id=request_id, trace_id=row["trace_id"])  # fmt: skip
+                fed = True
+                self.drift.after_outcome(tx, row, outcome.status.value, now)  # a drift alert joins the chain here
+        except BaseException:
+            if fed:
+                self.drift.forget()  # it may have seen an outcome that did not commit: it reads the record again
+            raise
         return outcome
 
     def outcomes(self, request_id: str) -> list[Outcome]:
@@ -940,7 +995,8 @@ class Engine:
                     else:
                         tx.keep_usage(row["request_id"])
                     audit.append(tx, "approval.resolved", {"approval_id": approval_id, "resolution": resolution.value,
-                                 "approver": approver, "comment": comment}, **ctx)  # fmt: skip
+                                 "approver": approver, "comment": comment,
+                                 "policy_version": self._rules(tx).policy_version}, **ctx)  # fmt: skip
                 else:
                     audit.append(tx, "approval.voted", {"approval_id": approval_id, "resolution": resolution.value,
                                  "approver": approver, "comment": comment, "approvals": approvals,

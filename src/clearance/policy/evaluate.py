@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from typing import Any, Protocol
 
-from clearance.model import SEVERITY, Action, DecisionResult, RuleMatch
+from clearance.model import SEVERITY, Action, ArgumentPatch, DecisionResult, RuleMatch
 from clearance.policy.rules import CompiledRule, RuleSet
 
 __all__ = ["Usage", "UsageLookup", "Verdict", "evaluate", "selector_matches", "usage_lookups"]
@@ -42,6 +42,10 @@ class Verdict:
     counted_rules: list[str] = field(default_factory=list)
     approval_ttl: timedelta | None = None
     approvals_required: int = 1
+    #: Arguments constrained-allow rules changed; ``action`` is then the patched call, which is
+    #: the one judged (and the only one that may run).
+    patches: list[ArgumentPatch] = field(default_factory=list)
+    action: Action | None = None
 
 
 def _num(v: float) -> str:
@@ -122,10 +126,61 @@ def _in_hours(rule: CompiledRule, now: datetime) -> tuple[bool, datetime]:
     return inside, local
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def patch_action(rules: RuleSet, action: Action, now: datetime) -> tuple[Action, list[ArgumentPatch]]:
+    """Apply the constrained-allow rules (``clamp``, ``override``) that select ``action`` and whose
+    ``when`` holds, in file order (shadow rules patch nothing). A clamped argument that was the
+    call's ``value`` carries the value with it. A ``when`` that cannot be evaluated patches nothing:
+    the call is then judged as it came, by every other rule."""
+    patchers = [r for r in rules.candidates(action.domain, action.tool)
+                if r.patches and r.rule.status == "active" and r.actor_matches(action.actor)]  # fmt: skip
+    if not patchers:
+        return action, []
+    ctx = evaluation_context(action, now)
+    args, value, patches = dict(action.arguments), action.value, []
+    for rule in patchers:
+        if rule.condition is not None:
+            try:
+                if not rule.condition.evaluate(ctx):
+                    continue
+            except Exception:  # noqa: BLE001 - no patch; the call is judged unpatched
+                continue
+        for name, bounds in (rule.rule.clamp or {}).items():
+            original = args.get(name)
+            if not _is_number(original):
+                continue
+            new = original
+            if bounds.max is not None and new > bounds.max:
+                new = bounds.max
+            if bounds.min is not None and new < bounds.min:
+                new = bounds.min
+            if new != original:
+                new = int(new) if isinstance(original, int) and float(new).is_integer() else new
+                args[name] = new
+                patches.append(ArgumentPatch(rule_id=rule.id, argument=name, kind="clamp", original=original, value=new))
+                if value is not None and float(value) == float(original):
+                    value = float(new)
+        for name, fixed in (rule.rule.override or {}).items():
+            if args.get(name, _ABSENT) != fixed:
+                patches.append(ArgumentPatch(rule_id=rule.id, argument=name, kind="override", original=args.get(name), value=fixed))
+                args[name] = fixed
+    if not patches:
+        return action, []
+    return action.model_copy(update={"arguments": args, "value": value}), patches
+
+
+_ABSENT = object()
+
+
 def _check_rule(rule: CompiledRule, action: Action, now: datetime, usage: Usage, ctx: dict[str, Any]) -> list[RuleMatch]:
     r, rid, tool, actor = rule.rule, rule.id, action.tool, action.actor
     shadow = r.status == "shadow"
     out: list[RuleMatch] = []
+    if rule.patches:
+        return out  # a constrained allow: it changed the call (patch_action), it does not fire
 
     def fire(effect: str, limit: str, reason: str) -> None:
         out.append(RuleMatch(rule_id=rid, rule_version=rule.version, effect=effect, limit=limit, reason=reason, shadow=shadow))  # type: ignore[arg-type]
@@ -181,6 +236,18 @@ def _check_rule(rule: CompiledRule, action: Action, now: datetime, usage: Usage,
 
 
 def evaluate(rules: RuleSet, action: Action, now: datetime, usage: Usage) -> Verdict:
+    """The verdict on ``action``, or, where constrained-allow rules patch it, on the patched call
+    (``Verdict.action``), judged by every rule."""
+    patched, patches = patch_action(rules, action, now)
+    verdict = _evaluate(rules, patched, now, usage)
+    if patches:
+        verdict.patches, verdict.action = patches, patched
+        changed = ", ".join(f"{p.argument} {p.original!r} -> {p.value!r} by rule {p.rule_id}" for p in patches)
+        verdict.reason = f"with arguments changed ({changed}): {verdict.reason}"
+    return verdict
+
+
+def _evaluate(rules: RuleSet, action: Action, now: datetime, usage: Usage) -> Verdict:
     ctx = evaluation_context(action, now)
     matched: list[RuleMatch] = []
     shadow: list[RuleMatch] = []

@@ -214,6 +214,21 @@ class DomainPolicy(_Strict):
     costs: CostPolicy | None = Field(default=None, description="This domain's costs (instead of the file's).")
 
 
+class Clamp(_Strict):
+    """Bounds a numeric argument is kept within (a constrained allow)."""
+
+    min: float | None = Field(default=None, description="Below it: raised to it.")
+    max: float | None = Field(default=None, description="Above it: lowered to it.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Clamp:
+        if self.min is None and self.max is None:
+            raise ValueError("a clamp needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"clamp min {self.min:g} is above max {self.max:g}")
+        return self
+
+
 class Rule(_Strict):
     """One rule: a selector, then limits; any limit it breaks makes it fire."""
 
@@ -240,6 +255,13 @@ class Rule(_Strict):
     approval_ttl: Duration | None = Field(default=None, description="How long an approval stays open, e.g. '24h'.")
     approvals_required: int = Field(default=1, ge=1, le=10)
     risk: RiskPolicy | None = Field(default=None, description="Risk thresholds for the calls this rule selects.")
+    clamp: dict[str, Clamp] | None = Field(
+        default=None, description="Constrained allow: numeric arguments kept within {min, max} (the call runs patched; "
+                                  "the patched call is judged by every rule)."
+    )  # fmt: skip
+    override: dict[str, Any] | None = Field(
+        default=None, description="Constrained allow: arguments set to these values (the call runs patched)."
+    )
 
     @field_validator("actors", "allow_actors", "deny_actors", mode="before")
     @classmethod
@@ -259,7 +281,17 @@ class Rule(_Strict):
             raise ValueError(f"min_value {self.min_value:g} is above max_value {self.max_value:g}")
         if self.effect is not None and self.when is None and self._has_limits():
             raise ValueError("effect applies to `when` (or to a rule without limits); this rule has limits")
+        if self.patches and (self._has_limits() or self.effect is not None or self.risk is not None):
+            raise ValueError("a rule with clamp or override patches calls (its `when`, if any, says which); "
+                             "limits, effect and risk belong in another rule")  # fmt: skip
+        if self.clamp is not None and self.override is not None and set(self.clamp) & set(self.override):
+            raise ValueError(f"arguments {sorted(set(self.clamp) & set(self.override))} are both clamped and overridden")
         return self
+
+    @property
+    def patches(self) -> bool:
+        """Whether this rule is a constrained allow (``clamp``, ``override``)."""
+        return bool(self.clamp) or bool(self.override)
 
     def _has_limits(self) -> bool:
         names = ("max_value", "min_value", "require_approval_above", "max_per_hour", "max_per_day",
@@ -321,6 +353,7 @@ class CompiledRule:
     denied: Callable[[str], bool] | None = field(init=False, repr=False, compare=False)
     allowed: Callable[[str], bool] | None = field(init=False, repr=False, compare=False)
     counts: bool = field(init=False, repr=False, compare=False)
+    patches: bool = field(init=False, repr=False, compare=False)  # a constrained allow (clamp, override)
 
     def __post_init__(self) -> None:
         r, put = self.rule, object.__setattr__
@@ -330,6 +363,7 @@ class CompiledRule:
         put(self, "denied", None if r.deny_actors is None else glob_matcher(r.deny_actors))
         put(self, "allowed", None if r.allow_actors is None else glob_matcher(r.allow_actors))
         put(self, "counts", any(v is not None for v in (r.max_per_hour, r.max_per_day, r.budget, r.cooldown_seconds)))
+        put(self, "patches", r.patches)
 
     @property
     def id(self) -> str:

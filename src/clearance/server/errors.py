@@ -53,6 +53,7 @@ ERROR_TYPES: list[tuple[type[Exception], int, str]] = [
     (E.ApprovalNotPending, 409, "approval_not_pending"),
     (E.DuplicateVote, 409, "duplicate_vote"),
     (E.AlreadyClaimed, 409, "already_claimed"),
+    (E.PolicyBlocks, 409, "policy_blocks"),
     (E.NotApproved, 409, "not_approved"),
     (E.ArgumentsMismatch, 409, "arguments_mismatch"),
     (E.IllegalTransition, 409, "illegal_transition"),

@@ -43,7 +43,7 @@ __all__ = ["EVENTS", "ApprovalWebhookSender", "WebhookSettings"]
 log = logging.getLogger("clearance.server.webhooks")
 
 #: The audit event types that are sent.
-EVENTS = ("approval.requested", "approval.resolved", "approval.expired")
+EVENTS = ("approval.requested", "approval.resolved", "approval.expired", "drift.detected")
 EVENT_HEADER = "Clearance-Event"
 
 # -- settings -----------------------------------------------------------------------------

@@ -221,6 +221,9 @@ def _payload(conn: Connection, did: str, event: dict[str, Any]) -> dict[str, Any
     late ``approval.requested`` still says ``pending`` even if the approval was resolved since.
     """
     p = event.get("payload") or {}
+    if event.get("type") == "drift.detected":  # not an approval's: the alert as the chain holds it
+        return {"id": did, "type": "drift.detected", "created_at": event.get("created_at"), "event_id": event.get("event_id"),
+                "seq": event.get("seq"), "request_id": event.get("request_id"), "drift": p}  # fmt: skip
     approval_id = p.get("approval_id")
     row = conn.execute(select(t.approvals).where(t.approvals.c.approval_id == approval_id)).mappings().first()
     data = dict(row["data"] or {}) if row else {}

@@ -24,7 +24,7 @@ from clearance._version import __version__
 from clearance.adapters.openai import effects as fx
 from clearance.adapters.openai.tools import FunctionTool, ToolArgumentsError
 from clearance.engine.executions import SHADOW_KEY
-from clearance.errors import ApprovalNotPending, ClearanceError, StructuredOutputError
+from clearance.errors import ApprovalNotPending, ClearanceError, PolicyBlocks, StructuredOutputError
 from clearance.model import Action, Approval, ApprovalStatus, Decision, DecisionResult, new_id
 
 SCHEMA_VERSION = 1
@@ -168,6 +168,7 @@ def _decision_view(decision: Decision | None, *, reason: str | None = None, resu
         "precedents": [p.model_dump(mode="json") for p in decision.precedents],
         "policy_version": decision.policy_version,
         "approval_id": decision.approval_id,
+        **({"patches": [p.model_dump(mode="json") for p in decision.patches]} if decision.patches else {}),
     }
 
 
@@ -310,17 +311,20 @@ def _govern(state: RunState, cfg: LoopConfig, calls: list[dict[str, Any]]) -> Ge
         decision: Decision = result
         view = _decision_view(decision)
         mode = cfg.mode_for(name)
+        # A constrained allow: what was decided (and may run) is the patched call; the model is told.
+        changed = {"patches": view["patches"]} if decision.patches else {}
+        args = decision.patched(args)
         if tool.declared and (mode == "shadow" or decision.result is DecisionResult.allowed):
             yield from _hand_off(state, call_id, name, args, view)
         elif mode == "shadow" or decision.result is DecisionResult.allowed:
             runnable.append((fx.ToolRun(call_id, name, args, decision.request_id),
-                             {"decision": view, "enforced": mode == "enforce"}))  # fmt: skip
+                             {"decision": view, "enforced": mode == "enforce", **changed}))  # fmt: skip
         elif decision.result is DecisionResult.blocked:
             _set_output(state, call_id, _refusal(view, "This call was blocked by policy and did not run."))
             yield fx.Emit(_event(state, tool=name, call_id=call_id, arguments=args, status="blocked", decision=view))
         else:
             state.pending.append({"call_id": call_id, "tool": name, "arguments": args, "request_id": decision.request_id,
-                                  "approval_id": decision.approval_id, "decision": view})  # fmt: skip
+                                  "approval_id": decision.approval_id, "decision": view, **changed})  # fmt: skip
             yield fx.Emit(_event(state, tool=name, call_id=call_id, arguments=args, status="approval_required",
                                  decision=view, approval_id=decision.approval_id))  # fmt: skip
     if runnable:
@@ -371,15 +375,39 @@ def _after_run(state: RunState, run: fx.ToolRun, res: fx.ToolResult, view: dict[
                extra: dict[str, Any]) -> Generator[Any, Any, list[tuple[str, str, Any, str | None]]]:  # fmt: skip
     """The tool's output for the model and its event; returns the execution report to record."""
     status = "failed" if res.error is not None else "executed"
+    told = _told_changes(extra.get("patches"))
     if res.error is not None:
-        _set_output(state, run.call_id, {"status": "failed", "error": res.error})
+        _set_output(state, run.call_id, {"status": "failed", "error": res.error, **told})
     else:
-        _set_output(state, run.call_id, res.output)
+        _set_output(state, run.call_id, {"status": "executed_with_changes", **told, "output": res.output} if told else res.output)
     yield fx.Emit(_event(state, tool=run.tool, call_id=run.call_id, arguments=run.arguments, status=status,
                          decision=view, output=res.output if res.error is None else None, error=res.error, **extra))  # fmt: skip
     if not view.get("request_id"):
         return []  # failing open: no decision to record against
     return [(view["request_id"], status, _summary(res.output) if res.error is None else None, res.error)]
+
+
+def _told_changes(patches: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """What the model hears of arguments policy changed before the call ran (nothing when none)."""
+    if not patches:
+        return {}
+    changes = [{"argument": p["argument"], "from": p["original"], "to": p["value"], "rule_id": p["rule_id"]} for p in patches]
+    said = "; ".join(f"{c['argument']} {json.dumps(c['from'], default=str)} -> {json.dumps(c['to'], default=str)}"
+                     f" (rule {c['rule_id']})" for c in changes)  # fmt: skip
+    return {"changed_arguments": changes,
+            "message": f"Policy changed the arguments before this call ran: {said}. The result is of the changed call."}  # fmt: skip
+
+
+def _blocked_since(state: RunState, entry: dict[str, Any], view: dict[str, Any], approval_id: str,
+                   refused: PolicyBlocks) -> Generator[Any, Any, None]:  # fmt: skip
+    """An approved call whose claim the rules in force refuse (they changed since, and block it):
+    it does not run, its slots are given back, and the model hears why, as of any blocked call."""
+    view.update(allowed=False, result="blocked", reason=str(refused), approval_status="approved")
+    _set_output(state, entry["call_id"], _refusal(view, "This call was approved, but the policy has changed since "
+                                                        "and now blocks it; it did not run."))  # fmt: skip
+    yield fx.Record([(entry["request_id"], "not_run", None, str(refused))])
+    yield fx.Emit(_event(state, tool=entry["tool"], call_id=entry["call_id"], arguments=entry["arguments"],
+                         status="blocked", decision=view, approval_id=approval_id))  # fmt: skip
 
 
 def resume_steps(state: RunState, cfg: LoopConfig, approval_id: str) -> Steps:
@@ -394,19 +422,24 @@ def resume_steps(state: RunState, cfg: LoopConfig, approval_id: str) -> Steps:
     view = dict(entry["decision"])
     if approval.status is ApprovalStatus.approved:
         claimed = yield fx.Claim(entry["request_id"], entry["arguments"])
-        if isinstance(claimed, BaseException):
+        if isinstance(claimed, PolicyBlocks):
+            yield from _blocked_since(state, entry, view, approval_id, claimed)
+        elif isinstance(claimed, BaseException):
             raise claimed
-        view.update(allowed=True, approval_status="approved")
-        tool = cfg.tools.get(entry["tool"])
-        if tool is not None and tool.declared:
-            yield from _hand_off(state, entry["call_id"], entry["tool"], entry["arguments"], view,
-                                 approval_id=approval_id, approved_by=approval.resolved_by)  # fmt: skip
         else:
-            run = fx.ToolRun(entry["call_id"], entry["tool"], entry["arguments"], entry["request_id"])
-            [res] = yield fx.RunTools([run])
-            reports = yield from _after_run(state, run, res, view, {"approval_id": approval_id, "approved_by": approval.resolved_by})
-            if reports:
-                yield fx.Record(reports)
+            view.update(allowed=True, approval_status="approved")
+            tool = cfg.tools.get(entry["tool"])
+            if tool is not None and tool.declared:
+                yield from _hand_off(state, entry["call_id"], entry["tool"], entry["arguments"], view,
+                                     approval_id=approval_id, approved_by=approval.resolved_by)  # fmt: skip
+            else:
+                run = fx.ToolRun(entry["call_id"], entry["tool"], entry["arguments"], entry["request_id"])
+                [res] = yield fx.RunTools([run])
+                changed = {"patches": entry["patches"]} if entry.get("patches") else {}
+                reports = yield from _after_run(state, run, res, view, {"approval_id": approval_id,
+                                                "approved_by": approval.resolved_by, **changed})  # fmt: skip
+                if reports:
+                    yield fx.Record(reports)
     else:
         view.update(approval_status=approval.status.value)
         why = "a person rejected it" if approval.status is ApprovalStatus.rejected else "its approval expired"

@@ -7,12 +7,15 @@ another.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
+from pydantic import Field
 
 from clearance.engine import PolicyInfo
+from clearance.engine.backtest import BacktestReport
+from clearance.engine.evidence import Promotion, RuleEvidence
 from clearance.errors import NotFound, RuleError
 from clearance.policy import Rule, RuleFile, RuleSet, parse_rules
 from clearance.server import schemas as S
@@ -107,6 +110,44 @@ def dry_run(body: S.DryRunRequest, request: Request, principal: Reader) -> S.Dry
     return S.DryRunResponse(policy_version=version, verdicts=[
         S.DryRunVerdict(result=v.result.value, reason=v.reason, matched_rules=[m.model_dump(mode="json") for m in v.matched],
                         shadow_rules=[m.model_dump(mode="json") for m in v.shadow]) for v in verdicts])  # fmt: skip
+
+
+def _zoned(since: datetime | None, field: str) -> None:
+    if since is not None and since.tzinfo is None:
+        raise ApiError(422, "validation_error", "since needs a time zone (e.g. 2026-01-01T00:00:00Z)", field=field)
+
+
+class BacktestRequest(S.ApplyRulesRequest):
+    """The candidate rules (``document`` or ``yaml``) and where the replayed history starts."""
+
+    since: datetime | None = Field(default=None, description="Replay the decisions made since then (default: all).")
+
+
+@router.post("/rules/backtest", response_model=BacktestReport,
+             summary="What candidate rules would have done to the recorded decisions; nothing is written")  # fmt: skip
+def backtest(body: BacktestRequest, request: Request, principal: Reader) -> BacktestReport:
+    _zoned(body.since, "body.since")
+    return engine_of(request).backtest(_source(body), since=body.since)
+
+
+@router.get("/rules/{rule_id}/evidence", response_model=RuleEvidence,
+            summary="A rule's recorded would-have-fired calls joined with their outcomes")  # fmt: skip
+def evidence(rule_id: RuleId, request: Request, principal: Reader, since: datetime | None = None) -> RuleEvidence:
+    _zoned(since, "query.since")
+    return engine_of(request).rule_evidence(rule_id, since=since)
+
+
+class PromoteRequest(S._In):
+    force: bool = Field(default=False, description="Promote even without evidence.")
+    min_outcomes: int = Field(default=1, ge=1, le=1_000_000, description="Calls with outcomes needed as evidence.")
+
+
+@router.post("/rules/{rule_id}/promote", response_model=Promotion,
+             summary="Turn a shadow rule on, with its evidence (refused without evidence unless forced)")  # fmt: skip
+def promote(rule_id: RuleId, request: Request, principal: Admin, body: PromoteRequest | None = None) -> Promotion:
+    body = body or PromoteRequest()
+    return engine_of(request).promote_rule(rule_id, force=body.force, min_outcomes=body.min_outcomes,
+                                           applied_by=principal.identity)  # fmt: skip
 
 
 def _current(request: Request) -> RuleSet:
