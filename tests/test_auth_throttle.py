@@ -72,3 +72,14 @@ def test_guesses_at_one_key_from_many_addresses_are_throttled_by_its_prefix(tmp_
     assert throttle.retry_after("10.0.0.4", "clr_k2_guess") is None  # another key id is not affected
     throttle.succeeded("clr_k1_realsecret")
     assert throttle.retry_after("10.0.0.4", "clr_k1_realsecret") is None  # the owner still gets in
+
+
+def test_a_throttled_address_is_answered_before_routing_but_health_still_answers(app) -> None:
+    client, token = app
+    assert client.get("/v1/approvals", headers={"Authorization": f"Bearer {token}"}).status_code == 200  # known here
+    for _ in range(LIMIT):
+        client.get("/v1/approvals")
+    early = client.get("/v1/no-such-route")  # a 404 one layer later: answered before routing
+    assert early.status_code == 429 and early.json()["error"]["type"] == "too_many_requests"
+    assert client.get("/v1/health").status_code == 200
+    assert client.get("/v1/approvals", headers={"Authorization": f"Bearer {token}"}).status_code == 200

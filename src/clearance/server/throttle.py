@@ -6,7 +6,8 @@ place in the decision path's queue. Failures are counted twice: per client addre
 and per key prefix, ``clr_<key id>`` (many addresses guessing one key's secret). Only failures
 count, and a key that authenticated here recently is let through even when its address or
 prefix is throttled (it is recognised by a digest, never by its prefix), so a flood neither
-slows nor locks out a key's real owner. Counting is the ``limits`` library's fixed windows, in
+slows nor locks out a key's real owner. A throttled address is answered by the app's outermost
+layer (:meth:`AuthThrottle.early`), before middleware, routing or the body. Counting is the ``limits`` library's fixed windows, in
 memory: each replica counts its own.
 """
 
@@ -30,6 +31,9 @@ __all__ = ["DEFAULT_PER_MINUTE", "AuthThrottle", "key_prefix"]
 DEFAULT_PER_MINUTE = 30
 #: Recently authenticated keys remembered (as digests) so that throttling never locks them out.
 GOOD_KEYS = 10_000
+#: Throttled addresses remembered for the outermost layer (past it, the oldest is forgotten and
+#: its requests are refused one layer later, by :func:`clearance.server.auth.identify`).
+HOT_ADDRESSES = 100_000
 
 
 def key_prefix(token: str) -> str:
@@ -50,6 +54,8 @@ class AuthThrottle:
         self._limiter = FixedWindowRateLimiter(MemoryStorage())
         #: digests of keys that authenticated here lately (bounded; oldest forgotten first)
         self._good: OrderedDict[bytes, None] = OrderedDict()
+        #: addresses throttled now -> until when (monotonic): what :meth:`early` answers from
+        self._hot: dict[str, float] = {}
 
     def retry_after(self, client: str | None, token: str) -> int | None:
         """Seconds before this client may try this key again; None when it may now."""
@@ -62,6 +68,28 @@ class AuthThrottle:
     def failed(self, client: str | None, token: str) -> None:
         for ids in self._ids(client, token):
             self._limiter.hit(self._item, *ids)
+        address = ("address", client or "-")
+        wait = self._wait(address)
+        if wait is not None:
+            if len(self._hot) >= HOT_ADDRESSES:
+                self._hot.pop(next(iter(self._hot)))
+            self._hot[address[1]] = time.monotonic() + wait
+
+    def early(self, client: str | None, token: str) -> int | None:
+        """For the outermost layer: seconds to wait when this address is throttled and the key
+        is not one known here; None (the common case, one dictionary lookup) otherwise."""
+        if not self._hot:
+            return None
+        until = self._hot.get(client or "-")
+        if until is None:
+            return None
+        left = until - time.monotonic()
+        if left <= 0:
+            self._hot.pop(client or "-", None)
+            return None
+        if token and _digest(token) in self._good:
+            return None
+        return max(1, math.ceil(left))
 
     def succeeded(self, token: str) -> None:
         digest = _digest(token)
