@@ -7,7 +7,6 @@ import os
 import functools
 import gc
 import hmac
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +19,7 @@ from clearance import __version__
 from clearance.engine import Engine
 from clearance.engine.anchor import settings_from_env as anchor_settings
 from clearance.server import errors
-from clearance.server.auth import bearer_token
+from clearance.server.auth import bearer_token, throttled
 from clearance.server.deps import printable_request
 from clearance.server.errors import ErrorEnvelope
 from clearance.server.idempotency import IdempotencyMiddleware
@@ -203,11 +202,14 @@ class _App(FastAPI):
     front: RequestContext | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and self.state.throttle._hot and scope["path"].startswith(_KEYED):
+        throttle = self.state.throttle
+        if (throttle.throttling and scope["type"] == "http" and scope["path"].startswith(_KEYED)
+                and scope["path"] not in _OPEN):  # fmt: skip
             token = _bearer(scope)
-            wait = self.state.throttle.early(scope["client"][0] if scope.get("client") else None, token)
-            if wait is not None and scope["path"] not in _OPEN and not self._scraper(scope, token):
-                await self._too_many(send, wait)
+            wait = throttle.early(scope["client"][0] if scope.get("client") else None, token)
+            if wait is not None and not self._scraper(scope, token):
+                exc = throttled(self.state, wait)  # answered here, before middleware, routing or the body
+                await errors.envelope(exc.status, exc.type, exc.message, headers=exc.headers)(scope, receive, send)
                 return
         front = self.front
         if front is not None and scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == _FAST_PATH:
@@ -216,21 +218,9 @@ class _App(FastAPI):
         else:
             await super().__call__(scope, receive, send)
 
-
     def _scraper(self, scope: Any, token: str) -> bool:
         key = self.state.metrics_key
         return bool(key) and scope["path"] == "/metrics" and hmac.compare_digest(token.encode(), key.encode())
-
-    async def _too_many(self, send: Any, wait: int) -> None:
-        """A throttled address's answer: the error envelope, from before any other layer."""
-        if self.state.metrics is not None:
-            self.state.metrics.auth_failures.labels("throttled").inc()
-        body = json.dumps({"error": {"type": "too_many_requests", "status": 429, "field": None, "correlation_id": None,
-                                     "message": f"too many failed authentications from this address; retry in {wait} s"}}).encode()
-        await send({"type": "http.response.start", "status": 429, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(wait).encode())]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
 
 
 _FAST_PATH = decisions.DecisionEndpoint.path

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from clearance.server.errors import ApiError
 from clearance.engine.keys import ROLES, ApiKey, Keys, Principal, Role
 
-__all__ = ["ROLES", "ApiKey", "Keys", "Principal", "Role", "bearer_token", "identify", "refuse", "require"]
+__all__ = ["ROLES", "ApiKey", "Keys", "Principal", "Role", "bearer_token", "identify", "refuse", "require", "throttled"]
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer clr_...`.")
 
@@ -62,9 +62,7 @@ def identify(state: Any, client: str | None, token: str) -> Principal | None:
     throttle = state.throttle
     wait = throttle.retry_after(client, token)
     if wait is not None:
-        _count(state, "throttled")
-        raise ApiError(429, "too_many_requests", f"too many failed authentications from this address; retry in {wait} s",
-                       retry_after=wait)  # fmt: skip
+        raise throttled(state, wait)
     keys: Keys = state.keys
     # A verified key is cached for a second, so this reads the store about once a second per key.
     principal = keys.authenticate(token) if token else None
@@ -74,6 +72,13 @@ def identify(state: Any, client: str | None, token: str) -> Principal | None:
     else:
         throttle.succeeded(token)
     return principal
+
+
+def throttled(state: Any, wait: int) -> ApiError:
+    """The 429 for a client that failed too often (counted), wherever it is answered."""
+    _count(state, "throttled")
+    return ApiError(429, "too_many_requests", f"too many failed authentications from this address; retry in {wait} s",
+                    retry_after=wait)  # fmt: skip
 
 
 def _count(state: Any, outcome: str) -> None:

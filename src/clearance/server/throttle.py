@@ -75,11 +75,14 @@ class AuthThrottle:
                 self._hot.pop(next(iter(self._hot)))
             self._hot[address[1]] = time.monotonic() + wait
 
+    @property
+    def throttling(self) -> bool:
+        """Whether any address is throttled now (or was, until :meth:`early` next looks)."""
+        return bool(self._hot)
+
     def early(self, client: str | None, token: str) -> int | None:
         """For the outermost layer: seconds to wait when this address is throttled and the key
         is not one known here; None (the common case, one dictionary lookup) otherwise."""
-        if not self._hot:
-            return None
         until = self._hot.get(client or "-")
         if until is None:
             return None
