@@ -25,6 +25,7 @@ from clearance.memory.report import calibration
 from clearance.model import Action, DecisionResult
 from clearance.policy import RuleSet
 from clearance.policy.risk import resolve_risk
+from memory_support import record_if_ran
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 KNOWN = ["DE89370400440532013000", "FR1420041010050500013M02606", "GB29NWBK60161331926819"]
@@ -81,8 +82,7 @@ def history(engine: Engine, clock: Clock, n: int = 60, seed: int = 1) -> None:
             assert d.approval_id is not None
             engine.resolve_approval(d.approval_id, "rejected" if attack else "approved", approver="reviewer")
         if d.allowed or (d.requires_approval and not attack):
-            if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-                engine.record_execution(d.request_id, "executed")
+            record_if_ran(engine, d)
             engine.report_outcome(d.request_id, "harmful" if attack else "succeeded", cost=250.0 if attack else 0.0,
                                   severity=0.9 if attack else 0.0, event_id=f"out-{d.request_id}")  # fmt: skip
 
@@ -113,8 +113,7 @@ def test_novel_attacker_is_caught_by_what_past_ones_did(open_engine: Callable[..
 def test_thin_evidence_stays_near_the_prior(open_engine: Callable[..., Engine], clock: Clock) -> None:
     engine = open_engine()
     d = engine.evaluate(send("LT111111111111111111"))
-    if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-        engine.record_execution(d.request_id, "executed")
+    record_if_ran(engine, d)
     engine.report_outcome(d.request_id, "harmful", cost=100.0)
     clock.tick(minutes=1)
     again = engine.evaluate(send("LT222222222222222222"))
@@ -149,16 +148,14 @@ def test_reviewers_answers_count_until_an_outcome_arrives(open_engine: Callable[
     other.apply_rules(parse_rules("version: 1\nrules:\n  - {id: ask, tool: send_money, require_approval_above: 0}\n"))
     harmed = other.evaluate(send("LT666666666666666666"))
     other.resolve_approval(harmed.approval_id, "approved", approver="alice")  # type: ignore[arg-type]
-    if harmed.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-        other.record_execution(harmed.request_id, "executed")
+    record_if_ran(other, harmed)
     other.report_outcome(harmed.request_id, "harmful")
     clock.tick(minutes=1)
     after_harm = other.evaluate(send("LT777777777777777777"))
     assert 0.0 < after_reject.risk_score < after_harm.risk_score
 
     engine.resolve_approval(after_reject.approval_id, "approved", approver="alice")  # type: ignore[arg-type]
-    if after_reject.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-        engine.record_execution(after_reject.request_id, "executed")
+    record_if_ran(engine, after_reject)
     engine.report_outcome(after_reject.request_id, "succeeded")
     clock.tick(minutes=1)
     later = engine.evaluate(send("LT888888888888888888"))
@@ -171,8 +168,7 @@ def test_late_outcomes_update_the_estimate(open_engine: Callable[..., Engine], c
     ran = []
     for i in range(4):
         d = engine.evaluate(send(f"LT90000000000000000{i}"))
-        if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-            engine.record_execution(d.request_id, "executed")
+        record_if_ran(engine, d)
         ran.append(d.request_id)
     clock.tick(days=1)
     before = engine.evaluate(send("LT999999999999999999"))
@@ -192,8 +188,7 @@ def test_old_precedents_weigh_less(open_engine: Callable[..., Engine], clock: Cl
     engine.apply_rules(parse_rules("version: 1\nrisk: {half_life_days: 7}\n"))
     for i in range(4):
         d = engine.evaluate(send(f"LT80000000000000000{i}"))
-        if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-            engine.record_execution(d.request_id, "executed")
+        record_if_ran(engine, d)
         engine.report_outcome(d.request_id, "harmful")
     fresh = engine.evaluate(send("LT800000000000000099"))
     clock.tick(days=28)  # four half-lives
@@ -260,8 +255,7 @@ def test_novel_calls_get_what_the_rules_file_says(open_engine: Callable[..., Eng
     engine.apply_rules(parse_rules("version: 1\nrisk: {novel: require_approval}\n"))
     for i in range(8):
         d = engine.evaluate({"tool": "post_message", "arguments": {"channel": "general", "text": f"hello {i}"}})
-        if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-            engine.record_execution(d.request_id, "executed")
+        record_if_ran(engine, d)
         engine.report_outcome(d.request_id, "succeeded")
     familiar = engine.evaluate({"tool": "post_message", "arguments": {"channel": "general", "text": "hello again"}})
     assert familiar.allowed
@@ -300,8 +294,7 @@ def test_risk_is_calibrated_on_a_stream_with_known_odds(open_engine: Callable[..
         clock.tick(minutes=5)
         iban, p = rng.choice(kinds)
         d = engine.evaluate(send(iban, 100))
-        if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-            engine.record_execution(d.request_id, "executed")
+        record_if_ran(engine, d)
         engine.report_outcome(d.request_id, "harmful" if rng.random() < p else "succeeded")
     report = engine.learning_report()
     c = report.calibration
@@ -345,8 +338,7 @@ def test_memory_starts_over_when_the_log_changes_under_it(open_engine: Callable[
 
     engine = open_engine()
     d = engine.evaluate(send("LT100000000000000001"))
-    if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-        engine.record_execution(d.request_id, "executed")
+    record_if_ran(engine, d)
     engine.report_outcome(d.request_id, "harmful", cost=500.0)
     engine.warm_memory()
     clock.tick(minutes=1)
@@ -412,8 +404,7 @@ def test_a_shape_that_goes_badly_in_other_tools_is_suspect_in_a_new_one(open_eng
         to = f"x{rng.randrange(10**9)}@new-{rng.randrange(10**6)}.io" if fresh else "team@corp.example"
         d = engine.evaluate(call(tool, to))
         if d.allowed:
-            if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-                engine.record_execution(d.request_id, "executed")
+            record_if_ran(engine, d)
             engine.report_outcome(d.request_id, "harmful" if fresh else "succeeded")
     clock.tick(minutes=5)
     unknown = engine.evaluate(call("notify", "someone@elsewhere-77.io")).risk_score
@@ -441,8 +432,7 @@ def test_outcome_error_rate_corrects_for_wrong_reports(open_engine: Callable[...
             clock.tick(minutes=5)
             bad_iban = i % 5 == 0
             d = engine.evaluate(send("NL91ABNA0417164300" if bad_iban else KNOWN[0], 100))
-            if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-                engine.record_execution(d.request_id, "executed")
+            record_if_ran(engine, d)
             truly = bad_iban and rng.random() < 0.5
             wrong = rng.random() < 0.05
             engine.report_outcome(d.request_id, "harmful" if truly != wrong else "succeeded")

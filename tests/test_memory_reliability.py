@@ -16,6 +16,7 @@ from clearance.model import Action, DecisionResult
 from clearance.policy import RuleSet
 from clearance.policy.evaluate import Verdict
 from clearance.policy.risk import apply_risk, resolve_risk
+from memory_support import record_if_ran
 
 
 def test_cheapest_verdict_follows_the_costs() -> None:
@@ -116,14 +117,12 @@ def test_engine_with_costs_learns_when_asking_pays(tmp_path) -> None:
         bad = i % 4 == 0
         d = engine.evaluate(send("NL91ABNA0417164300" if bad else "DE89370400440532013000"))
         if d.allowed:
-            if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-                engine.record_execution(d.request_id, "executed")
+            record_if_ran(engine, d)
             engine.report_outcome(d.request_id, "harmful" if bad else "succeeded", cost=150.0 if bad else 0.0)
         elif d.requires_approval:  # the person catches the bad ones; an approved call runs
             engine.resolve_approval(d.approval_id, "rejected" if bad else "approved", approver="p")
             if not bad:
-                if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-                    engine.record_execution(d.request_id, "executed")
+                record_if_ran(engine, d)
                 engine.report_outcome(d.request_id, "succeeded")
     assert engine.evaluate(send("DE89370400440532013000")).allowed
     risky = engine.evaluate(send("NL91ABNA0417164300"))
@@ -143,8 +142,7 @@ def test_a_new_tool_starts_from_its_familys_rate(tmp_path) -> None:
         now[0] += timedelta(minutes=5)
         tool = ("get_balance", "get_files", "send_money", "send_email")[i % 4]
         d = engine.evaluate({"tool": tool, "actor": "a", "arguments": {"n": i % 3}})
-        if d.allowed:  # a call that asked or was blocked did not run; its outcome still teaches memory
-            engine.record_execution(d.request_id, "executed")
+        record_if_ran(engine, d)
         engine.report_outcome(d.request_id, "harmful" if tool.startswith("send") else "succeeded")
     memory = engine.memory
     assert isinstance(memory, CaseMemory)
