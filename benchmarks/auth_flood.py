@@ -32,8 +32,8 @@ from server import RULES, Conn, free_port, open_loop, start_server  # noqa: E402
 
 async def flood(port: int, total: int, seconds: float, connections: int = 4, control: bool = False) -> Counter[int]:
     """``total`` unauthenticated requests spread evenly over ``seconds`` (``control``: as many
-    requests for the cheapest route there is, ``/v1/health``, which needs no key: what any
-    traffic at that rate costs this machine, to set the refusals' cost against)."""
+    that need no key, a ``POST`` to ``/v1/health`` that the router refuses: what any traffic at
+    that rate costs this machine, to set the refusals' cost against)."""
     conns = [Conn(port, f"clr_guess{i}_{'x' * 32}" if i % 2 else "", False) for i in range(connections)]
     await asyncio.gather(*(c.open() for c in conns))
     statuses: Counter[int] = Counter()
