@@ -152,17 +152,9 @@ def verify(tx: SqlTx, *, on_event: Callable[[dict[str, Any], dict[str, Any]], No
             return AuditReport(False, checked, expected_seq, f"event {expected_seq} is missing (next stored is {seq})")
         if row["prev_hash"] != prev:
             return AuditReport(False, checked, seq, f"event {seq} does not link to event {seq - 1}")
-        if link_hash(prev, row["body"]) != row["hash"]:
-            return AuditReport(False, checked, seq, f"event {seq} was altered: its hash does not match its contents")
-        try:
-            body = json.loads(row["body"])
-        except ValueError:
-            return AuditReport(False, checked, seq, f"event {seq} has an unreadable body")
-        for name in _PROJECTED:
-            if body.get(name) != row[name]:
-                return AuditReport(False, checked, seq, f"event {seq} was altered: column {name} disagrees with its body")
-        if not _same_time(body.get("created_at"), row["created_at"]):
-            return AuditReport(False, checked, seq, f"event {seq} was altered: column created_at disagrees with its body")
+        body, problem = _own_problem(row)
+        if problem is not None:
+            return AuditReport(False, checked, seq, problem)
         if on_event is not None:
             on_event(row, body)
         prev, expected_seq, checked = row["hash"], seq + 1, checked + 1
@@ -178,6 +170,62 @@ def verify(tx: SqlTx, *, on_event: Callable[[dict[str, Any], dict[str, Any]], No
         return AuditReport(False, checked, max(last, 1), f"event {last} does not match the chain head: "
                            "the newest event was altered or replaced")  # fmt: skip
     return AuditReport(True, checked)
+
+
+def _own_problem(row: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """``(body, problem)``: what is wrong with one stored event on its own (its hash against its
+    body and link, its columns against its body), or None, with the parsed body."""
+    seq = row["seq"]
+    if link_hash(row["prev_hash"], row["body"]) != row["hash"]:
+        return {}, f"event {seq} was altered: its hash does not match its contents"
+    try:
+        body = json.loads(row["body"])
+    except ValueError:
+        return {}, f"event {seq} has an unreadable body"
+    for name in _PROJECTED:
+        if body.get(name) != row[name]:
+            return body, f"event {seq} was altered: column {name} disagrees with its body"
+    if not _same_time(body.get("created_at"), row["created_at"]):
+        return body, f"event {seq} was altered: column created_at disagrees with its body"
+    return body, None
+
+
+def check_events(tx: SqlTx, rows: Sequence[dict[str, Any]]) -> AuditReport:
+    """Whether each of these stored events (one request's, say) still holds its place in the
+    chain: its own hash and columns hold, the event before it links to it and it to the one
+    after (or to the head). Costs a few reads an event, so a view of one decision need not walk
+    the whole chain; :func:`verify` remains the proof of the whole."""
+    problems: list[str] = []
+    first: int | None = None
+    cut = tx.chain_cut()
+    head_seq, head_hash = tx.chain_head()
+    for row in sorted(rows, key=lambda r: r["seq"]):
+        seq = row["seq"]
+        _, problem = _own_problem(row)
+        if problem is None:
+            if seq == 1 or (cut is not None and seq == cut[0] + 1):
+                before = GENESIS if seq == 1 else cut[1]  # type: ignore[index]
+            else:
+                earlier = tx.event_at(seq - 1)
+                before = None if earlier is None else earlier["hash"]
+            if before is None:
+                problem = f"event {seq - 1} is missing"
+            elif row["prev_hash"] != before:
+                problem = f"event {seq} does not link to event {seq - 1}"
+        if problem is None:
+            later = tx.event_after(seq) if seq < head_seq else None
+            after = head_hash if seq == head_seq else (None if later is None else later["prev_hash"])
+            if seq > head_seq:
+                problem = f"event {seq} was added outside clearance: the chain head records {head_seq} events"
+            elif after is None:
+                problem = f"event {seq + 1} is missing"
+            elif after != row["hash"]:
+                problem = (f"event {seq} does not match the chain head: it was altered or replaced" if seq == head_seq
+                           else f"event {seq + 1} does not link to event {seq}")  # fmt: skip
+        if problem is not None:
+            first = seq if first is None else first
+            problems.append(problem)
+    return AuditReport(not problems, len(rows), first, problems[0] if problems else None, problems[:20], len(problems))
 
 
 def intact(tx: SqlTx, row: dict[str, Any]) -> bool:

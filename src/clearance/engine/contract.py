@@ -185,7 +185,11 @@ class EngineAPI(Protocol):
         """Audit events oldest first after ``after_seq`` (``since <= created_at < until``)."""
         ...
 
-    def verify_audit(self) -> AuditReport: ...
+    def verify_audit(self, *, request_id: str | None = None) -> AuditReport:
+        """Check the audit chain, its checkpoints and the state tables; with ``request_id``, only
+        that request's events: that each still holds its place in the chain (cheap, for a view of
+        one decision; the whole check is the proof)."""
+        ...
 
     def checkpoint_audit(self) -> Checkpoint:
         """Sign the audit chain's head now with the engine's anchor key, keep and return the checkpoint."""
@@ -241,7 +245,7 @@ class AsyncEngineAPI(Protocol):
     async def audit_events(self, *, request_id: str | None = None, trace_id: str | None = None, type: str | None = None,
                            after_seq: int = 0, limit: int = 100, since: datetime | None = None,
                            until: datetime | None = None) -> list[Event]: ...  # fmt: skip
-    async def verify_audit(self) -> AuditReport: ...
+    async def verify_audit(self, *, request_id: str | None = None) -> AuditReport: ...
     async def checkpoint_audit(self) -> Checkpoint: ...
 
 

@@ -92,6 +92,10 @@ RULES_ONLY_WARMING = "memory is still loading: decided by rules alone"
 #: The estimate of a memory that does not learn.
 _NO_ESTIMATE = RiskEstimate()
 
+#: The most events of one request that ``verify_audit(request_id=...)`` checks (a request has a
+#: handful; the bound keeps one view's cost bounded whatever is stored).
+_REQUEST_EVENTS_CHECKED = 1000
+
 
 @dataclass(frozen=True)
 class PolicyInfo:
@@ -1157,10 +1161,13 @@ class Engine:
         with self.store.write() as tx:
             audit.append(tx, "auth.refused", self.redactor.value(dict(details)), now=now)
 
-    def verify_audit(self) -> AuditReport:
-        """Check the chain, the checkpoints kept in the store and the state tables against the chain."""
+    def verify_audit(self, *, request_id: str | None = None) -> AuditReport:
+        """Check the chain, the checkpoints kept in the store and the state tables against the
+        chain; with ``request_id``, only that request's events hold their place in it."""
         own = [self._anchor_key.public_key()] if self._anchor_key is not None else []
         with self.store.read() as tx:
+            if request_id is not None:
+                return audit.check_events(tx, tx.query_events(request_id=request_id, limit=_REQUEST_EVENTS_CHECKED))
             return anchor.verify(tx, public_keys=own)
 
     def verify_anchor(self, checkpoint: anchor.Checkpoint | str | Path,

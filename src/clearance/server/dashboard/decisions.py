@@ -77,7 +77,7 @@ def decision(request: Request, viewer: Viewer, form: FormData | None) -> Respons
     except ClearanceError:
         return render(request, viewer, "missing.html", status=404, what=f"decision {request_id}")
     approval = engine.get_approval(d.approval_id) if d.approval_id else None
-    report = engine.verify_audit()
+    report = engine.verify_audit(request_id=request_id)  # this decision's events only: the Audit page checks the whole
     events = [{"event": e, "chain": _chain_status(e.seq, report)} for e in engine.audit_events(request_id=request_id, limit=1000)]
     return render(request, viewer, "decision.html", d=d, action=engine.get_action(request_id), approval=approval,
                   execution=engine.get_execution(request_id), outcomes=engine.outcomes(request_id), events=events,

@@ -1,4 +1,4 @@
-"""The audit trail: query events (verifying it, and the learning report, are plain operations)."""
+"""The audit trail: query events and verify the chain (the learning report and checkpoints are plain operations)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from clearance.engine.audit import AuditReport
 from clearance.model import Event
 from clearance.server.auth import Principal, require
 from clearance.server.deps import engine_of
@@ -31,3 +32,9 @@ def events(
 ) -> list[Event]:
     return engine_of(request).audit_events(request_id=request_id, trace_id=trace_id, type=type, after_seq=after_seq,
                                            limit=limit, since=since, until=until)  # fmt: skip
+
+
+@router.get("/audit/verify", response_model=AuditReport, summary="Check the audit chain, its checkpoints and the state tables")
+def verify(request: Request, principal: Reader, request_id: Text = None) -> AuditReport:
+    """With ``request_id``, only that request's events are checked for their place in the chain."""
+    return engine_of(request).verify_audit(request_id=request_id)

@@ -16,8 +16,8 @@ from clearance.server.deps import engine_of
 router = APIRouter()
 
 #: Operation -> its OpenAPI tag.
-PLAIN = {"kill_switches": "kill switch", "expire_approvals": "approvals", "verify_audit": "audit",
-         "learning_report": "audit", "checkpoint_audit": "audit"}  # fmt: skip
+PLAIN = {"kill_switches": "kill switch", "expire_approvals": "approvals", "learning_report": "audit",
+         "checkpoint_audit": "audit"}  # fmt: skip
 
 
 def _register(name: str, tag: str) -> None:
