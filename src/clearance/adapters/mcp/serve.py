@@ -70,9 +70,11 @@ async def serve_stdio(engine: Engine, config: GatewayConfig) -> None:
     """Serve on this process's stdin and stdout until the client closes them."""
     from mcp.server.stdio import stdio_server
 
+    from clearance.adapters.mcp.stdio import event_loop_stdio
+
     async with open_gateway(engine, config) as gw:
         server = mcp_server(gw)
-        async with stdio_server() as (read_stream, write_stream):
+        async with event_loop_stdio() as streams, stdio_server(*(streams or ())) as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
