@@ -9,12 +9,13 @@ with the verdict, reason and request id; a call that needs approval waits for it
 notifications meanwhile) and runs exactly once when approved, claimed through the engine. The
 same call made again later waits for or runs under that approval (``engine.open_approval``).
 
-Decisions go through the engine's group commit (:class:`BatchWriter`): decided on the event
-loop's thread, the fsync overlapping other work, the answer forwarded only once the decision
-is durable. An execution is recorded after the result is sent, riding on the next decision's
-commit, or committed alone once :data:`RECORD_DELAY_SECONDS` pass without one: a call costs one
-fsync on its answer's path, not two. A gateway that dies in between leaves a durable decision
-without an execution, which reads as "may have run", like a claim never reported.
+Decisions and execution records go through the engine's group commit (:class:`BatchWriter`):
+decided on the event loop's thread (no thread hop), the fsync on another, the call forwarded
+only once its decision is durable. An execution is recorded just after the result is sent
+(:data:`RECORD_DELAY_SECONDS`), off the answer's path, with the executions and decisions that
+queued meanwhile: a call has one fsync on its path, not two. A gateway that dies in between
+leaves a durable decision without an execution, which reads as "may have run", like a claim
+never reported.
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ Progress = Callable[[float, "float | None", "str | None"], Awaitable[None]]
 #: Characters of a tool's text result kept in the execution record.
 SUMMARY_LIMIT = 2000
 
-#: How long an execution record waits for a decision's commit to ride on before it is committed
-#: alone. Longer saves fsyncs when calls are sparse, but widens the window in which a gateway that
-#: dies leaves a call that ran without its record.
-RECORD_DELAY_SECONDS = 0.05
+#: How long after its answer an execution is committed, unless a decision's commit takes it along
+#: sooner: long enough for the answer to be written first, short enough that the commit (and its
+#: fsync) is done before a client's next call, and a gateway that dies rarely leaves a call that
+#: ran without its record.
+RECORD_DELAY_SECONDS = 0.001
 
 _T = TypeVar("_T")
 
@@ -85,20 +87,21 @@ class Gateway:
         self._writer = BatchWriter(engine, overlap_sync=True, inline=True)
         #: Executions not yet handed to the writer: they go with the next decision, or alone
         #: once :data:`RECORD_DELAY_SECONDS` pass (see :meth:`run_recorder`).
+        self.record_delay = RECORD_DELAY_SECONDS
         self._pending: list[ExecutionReport] = []
         self._recording: set[asyncio.Future[Any]] = set()
         self._queued = anyio.Event()
-        self._closing = False
+        self._closed = anyio.Event()
 
     async def run_recorder(self) -> None:
         """Commit the executions no decision took along, until :meth:`close_recorder`; then those
         still queued, and stop the writer. Run it in the serving task group."""
         try:
-            while not self._closing:
+            while not self._closed.is_set():
                 await self._queued.wait()
                 self._queued = anyio.Event()
-                if not self._closing:
-                    await anyio.sleep(RECORD_DELAY_SECONDS)
+                with anyio.move_on_after(self.record_delay):
+                    await self._closed.wait()
                 self._hand_over_reports()
         finally:
             with anyio.CancelScope(shield=True):  # cancelled or closed: what ran is still recorded
@@ -112,11 +115,11 @@ class Gateway:
 
     def close_recorder(self) -> None:
         """No more executions: :meth:`run_recorder` records what is queued and returns."""
-        self._closing = True
+        self._closed.set()
         self._queued.set()
 
     def _report(self, report: ExecutionReport) -> None:
-        """Queue an execution record (durable with the next commit, at most a delay away)."""
+        """Queue an execution record (committed with the next decision, or a delay later)."""
         self._pending.append(report)
         if len(self._pending) == 1:
             self._queued.set()
