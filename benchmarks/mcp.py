@@ -5,9 +5,10 @@ All talk to the same kind of upstream (tests/mcp_upstream.py, stdio, one process
 ``mcp`` SDK's client. Through the gateway each call is also decided durably (SQLite,
 synchronous=FULL, a small rule set, memory on) before it is forwarded; its execution is
 recorded durably after the result is sent. A third arm, a bare passthrough proxy on the same
-SDK (this file run with ``--bare-proxy``: an MCP server whose ``tools/call`` forwards to an
-MCP client, no clearance), measures what the extra MCP hop costs by itself
-(``sdk_hop_ms_p50``). The overhead is the difference of the medians. On a machine shared with
+SDK and the same stdio streams as the gateway (this file run with ``--bare-proxy``: an MCP
+server whose ``tools/call`` forwards to an MCP client, no clearance; ``--sdk-stdio`` gives it
+the SDK's own threaded stdio instead), measures what the extra MCP hop costs by itself
+(``sdk_hop_ms_p50``); the rest of the overhead is clearance's. The overhead is the difference of the medians. On a machine shared with
 other work the wall-clock figures follow the load; the CPU each side spends per call (from
 /proc, on Linux) does not, and is printed beside them.
 
@@ -141,7 +142,16 @@ async def bare_proxy(command: list[str]) -> None:
             return await up.call_tool(params.name, params.arguments or {})
 
         server = Server("bare-proxy", on_list_tools=list_tools, on_call_tool=call_tool)
-        async with stdio_server() as (read, write):
+        if os.environ.get("BARE_PROXY_SDK_STDIO"):
+            async with stdio_server() as (read, write):
+                await server.run(read, write, server.create_initialization_options())
+            return
+        # The gateway's own stdin and stdout, from this checkout: the same bare proxy whichever
+        # clearance the gateway arm runs (an A/B run against an older one sets PYTHONPATH).
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+        from clearance.adapters.mcp.stdio import event_loop_stdio
+
+        async with event_loop_stdio() as streams, stdio_server(*(streams or ())) as (read, write):
             await server.run(read, write, server.create_initialization_options())
 
 
@@ -152,7 +162,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--sdk-stdio", action="store_true", help="The bare proxy on the SDK's own (threaded) stdio.")
     args = parser.parse_args()
+    if args.sdk_stdio:
+        os.environ["BARE_PROXY_SDK_STDIO"] = "1"
     figures = anyio.run(main, args.calls, args.warmup)
     print(f"direct p50 {figures['direct_ms_p50']} ms, through the gateway p50 {figures['gateway_ms_p50']} ms "
           f"(p99 {figures['gateway_ms_p99']} ms), through a bare SDK proxy p50 {figures['bare_proxy_ms_p50']} ms")  # fmt: skip

@@ -31,6 +31,8 @@ async def open_gateway(engine: Engine, config: GatewayConfig) -> AsyncIterator[G
                 await upstream.connect(connections)
             gw = Gateway(engine, config, upstreams)
             await gw.list_tools()  # pins the definitions now, so a change shows before the first call
+            if not engine.memory_warm:  # now, in a thread: calls are decided on the event loop
+                await anyio.to_thread.run_sync(engine.warm_memory)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(gw.run_recorder)
                 try:
