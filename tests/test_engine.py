@@ -530,6 +530,24 @@ def test_memory_learns_what_another_engine_records(db: Path) -> None:
         assert ("outcome.reported", elsewhere.request_id) in memory.seen
 
 
+def test_memory_is_told_of_recorded_executions_unless_it_missed_an_event_before_them(db: Path) -> None:
+    """record_executions hands its events to memory as evaluate does (the next decision need not
+    read them back), but never past a gap: an event another engine wrote first is read from the log."""
+    memory = RecordingMemory()
+    with Engine(db, memory=memory) as mine, Engine(db) as theirs:
+        first = mine.evaluate(transfer(1))
+        mine.record_executions([(first.request_id, "executed", None, None)])
+        assert memory.seen[-1] == ("execution.recorded", first.request_id)  # told at once, no decision since
+        second = mine.evaluate(transfer(2))
+        elsewhere = theirs.evaluate(transfer(3))
+        theirs.report_outcome(elsewhere.request_id, "harmful", event_id="o-3")
+        mine.record_executions([(second.request_id, "executed", None, None)])
+        assert ("execution.recorded", second.request_id) not in memory.seen  # it would skip their events
+        mine.evaluate(transfer(4))
+        assert ("outcome.reported", elsewhere.request_id) in memory.seen
+        assert ("execution.recorded", second.request_id) in memory.seen
+
+
 def test_memory_tightens_an_allowed_call(db: Path) -> None:
     with Engine(db, memory=RecordingMemory(risk=0.95)) as engine:
         blocked = engine.evaluate(transfer(10))

@@ -196,6 +196,8 @@ def test_gateway_over_stdio(setup: Setup) -> None:
     async def main() -> None:
         async with Client(params) as client:
             await _scenario(client, s)
+            big = "x" * 300_000  # one line of JSON-RPC far beyond asyncio's default line limit, both ways
+            assert (await client.call_tool("echo", {"text": big})).content[0].text == big
 
     anyio.run(main)
 

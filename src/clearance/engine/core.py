@@ -799,18 +799,24 @@ class Engine:
         """
         now = self.clock()
         results: list[Execution | ClearanceError] = []
+        written: list[dict[str, Any]] = []
         with self.store.write() as tx:
             redactor = self._redactor(tx)
             for request_id, status, summary, error in reports:
                 try:
                     results.append(self._record_execution(tx, now, request_id, ExecutionStatus(status), summary, error,
-                                                          redactor))  # fmt: skip
+                                                          redactor, written))  # fmt: skip
                 except ClearanceError as exc:  # raised before anything of this report was written
                     results.append(exc)
+        # Memory is told of these events now, as evaluate tells it of its own, so that the next
+        # decision need not read them back; only when it has seen every event before them.
+        if written and self.memory.learns and getattr(self.memory, "cursor", None) == written[0]["seq"] - 1:
+            self.memory.ingest(written)
         return results
 
     def _record_execution(self, tx: SqlTx, now: datetime, request_id: str, status: ExecutionStatus,
-                          result_summary: Any, error: str | None, redactor: Redactor) -> Execution:  # fmt: skip
+                          result_summary: Any, error: str | None, redactor: Redactor,
+                          written: list[dict[str, Any]] | None = None) -> Execution:  # fmt: skip
         result_summary = redactor.value(result_summary)
         error = redactor.text(error) if isinstance(error, str) else error
         row = tx.get_decision(request_id)
@@ -832,8 +838,8 @@ class Engine:
         tx.put_execution(record)
         if status in NOT_RUN_STATUSES:
             tx.release_usage(request_id)
-        audit.append(tx, "execution.recorded", {"status": status.value, "result_summary": result_summary,
-                     "error": error}, now=now, request_id=request_id, trace_id=row["trace_id"])  # fmt: skip
+        audit.append_all(tx, [("execution.recorded", {"status": status.value, "result_summary": result_summary,
+                         "error": error})], now=now, request_id=request_id, trace_id=row["trace_id"], rows_out=written)  # fmt: skip
         return _execution(record)
 
     def get_execution(self, request_id: str) -> Execution | None:

@@ -4,20 +4,26 @@
 outright for this actor and domain, and pins each definition's digest in the audit chain (a
 changed one is reported, and with ``block_changed_tools`` held back until a person accepts
 it). ``tools/call`` is decided by the engine before anything reaches an upstream: allowed
-calls are forwarded and their execution recorded (right after the result is sent, in batches:
-a gateway that dies in between leaves the decision without an execution, which reads as "may
-have run", like a claim never reported); blocked ones come back as an error result with the
-verdict, reason and request id; a call that needs approval waits for it (progress
+calls are forwarded and their execution recorded; blocked ones come back as an error result
+with the verdict, reason and request id; a call that needs approval waits for it (progress
 notifications meanwhile) and runs exactly once when approved, claimed through the engine. The
 same call made again later waits for or runs under that approval (``engine.open_approval``).
+
+Decisions and execution records go through the engine's group commit (:class:`BatchWriter`):
+decided on the event loop's thread (no thread hop), the fsync on another, the call forwarded
+only once its decision is durable. An execution is recorded just after the result is sent
+(:data:`RECORD_DELAY_SECONDS`), off the answer's path, with the executions and decisions that
+queued meanwhile: a call has one fsync on its path, not two. A gateway that dies in between
+leaves a durable decision without an execution, which reads as "may have run", like a claim
+never reported.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -31,11 +37,14 @@ from pydantic import ValidationError
 from clearance.adapters.mcp.config import SEPARATOR, GatewayConfig
 from clearance.adapters.mcp.upstream import Upstream, definition_digest
 from clearance.engine import Engine
+from clearance.engine.batch import BatchWriter
 from clearance.engine.contract import ExecutionReport
+from clearance.engine.open_calls import open_approval
 from clearance.engine.tool_pins import ToolPin
 from clearance.errors import AlreadyClaimed, ClearanceError
 from clearance.model import Action, ApprovalStatus, Decision, DecisionResult, ExecutionStatus
 from clearance.policy.outright import blocked_outright
+from clearance.store import SqlTx
 
 __all__ = ["Gateway", "Progress"]
 
@@ -46,6 +55,12 @@ Progress = Callable[[float, "float | None", "str | None"], Awaitable[None]]
 
 #: Characters of a tool's text result kept in the execution record.
 SUMMARY_LIMIT = 2000
+
+#: How long after its answer an execution is committed, unless a decision's commit takes it along
+#: sooner: long enough for the answer to be written first, short enough that the commit (and its
+#: fsync) is done before a client's next call, and a gateway that dies rarely leaves a call that
+#: ran without its record.
+RECORD_DELAY_SECONDS = 0.001
 
 _T = TypeVar("_T")
 
@@ -68,30 +83,67 @@ class Gateway:
         self.upstreams = upstreams
         self.claimant = f"clearance-mcp:{os.getpid()}"
         self._routes: dict[str, _Route] = {}
-        #: Executions to record, written by :meth:`run_recorder` in batches (one commit for all
-        #: that queued during the last one), so a result is not held back by a second commit.
-        self._reports, self._queued = anyio.create_memory_object_stream[ExecutionReport](math.inf)
+        #: Decisions and execution records, committed together in batches (one fsync for all).
+        self._writer = BatchWriter(engine, overlap_sync=True, inline=True)
+        #: Executions not yet handed to the writer: they go with the next decision, or alone
+        #: once :data:`RECORD_DELAY_SECONDS` pass (see :meth:`run_recorder`).
+        self.record_delay = RECORD_DELAY_SECONDS
+        self._pending: list[ExecutionReport] = []
+        self._recording: set[asyncio.Future[Any]] = set()
+        self._queued = anyio.Event()
+        self._closed = anyio.Event()
 
     async def run_recorder(self) -> None:
-        """Record queued executions until :meth:`close_recorder`; run it in the serving task group."""
-        async with self._queued:
-            async for report in self._queued:
-                batch = [report]
-                while True:
+        """Commit the executions no decision took along, until :meth:`close_recorder`; then those
+        still queued, and stop the writer. Run it in the serving task group."""
+        try:
+            while not self._closed.is_set():
+                await self._queued.wait()
+                self._queued = anyio.Event()
+                with anyio.move_on_after(self.record_delay):
+                    await self._closed.wait()
+                self._hand_over_reports()
+        finally:
+            with anyio.CancelScope(shield=True):  # cancelled or closed: what ran is still recorded
+                self._hand_over_reports()
+                for future in list(self._recording):
                     try:
-                        batch.append(self._queued.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                try:
-                    for outcome in await _run(self.engine.record_executions, batch):
-                        if isinstance(outcome, Exception):
-                            log.error("an execution could not be recorded: %s", outcome)
-                except Exception:  # noqa: BLE001 - the store is down: say so, keep serving (the decisions stand)
-                    log.exception("%d executions could not be recorded", len(batch))
+                        await future
+                    except Exception:  # noqa: BLE001 - logged by _recorded
+                        pass
+                await anyio.to_thread.run_sync(self._writer.stop)
 
     def close_recorder(self) -> None:
         """No more executions: :meth:`run_recorder` records what is queued and returns."""
-        self._reports.close()
+        self._closed.set()
+        self._queued.set()
+
+    def _report(self, report: ExecutionReport) -> None:
+        """Queue an execution record (committed with the next decision, or a delay later)."""
+        self._pending.append(report)
+        if len(self._pending) == 1:
+            self._queued.set()
+
+    def _hand_over_reports(self) -> None:
+        """Hand the queued executions to the writer: into the batch being formed, if there is one."""
+        if not self._pending:
+            return
+        reports, self._pending = self._pending, []
+        future = self._writer.submit(lambda _tx: self.engine.record_executions(reports))
+        self._recording.add(future)
+        future.add_done_callback(functools.partial(self._recorded, len(reports)))
+
+    def _recorded(self, count: int, future: asyncio.Future[Any]) -> None:
+        self._recording.discard(future)
+        if future.cancelled():
+            return
+        failure = future.exception()
+        if failure is not None:  # the store is down: say so, keep serving (the decisions stand)
+            log.error("%d executions could not be recorded: %s", count, failure)
+            return
+        for outcome in future.result():
+            if isinstance(outcome, Exception):
+                log.error("an execution could not be recorded: %s", outcome)
 
     # -- tools/list -------------------------------------------------------------------------
     async def list_tools(self) -> list[types.Tool]:
@@ -146,10 +198,9 @@ class Gateway:
             action = self._action(name, route, arguments)
         except ValueError as exc:
             return await self._refuse(name, str(exc))
+        self._hand_over_reports()  # the executions recorded so far share this decision's commit
         try:
-            # An identical call asked for approval before (in this process or an earlier one): it
-            # waits for, or runs under, that approval rather than ask a person again.
-            decision = await _run(self._decide, action)
+            decision = await self._writer.submit(functools.partial(self._decide, action))
         except Exception as exc:  # noqa: BLE001 - fail closed: no decision, no call
             log.exception("the engine could not decide a call of %s", name)
             return _error({"verdict": "blocked", "reason": f"the engine could not decide this call ({type(exc).__name__}: "
@@ -162,9 +213,12 @@ class Gateway:
                 return ready
         return await self._forward(route, decision, arguments)
 
-    def _decide(self, action: Action) -> Decision:
-        """In one worker thread (one hop): the open approval of the same call, else a decision."""
-        return self.engine.open_approval(action) or self.engine.evaluate(action)
+    def _decide(self, action: Action, tx: SqlTx) -> Decision:
+        """In the writer's batch: the open approval of an identical call (asked for before, in this
+        process or an earlier one: it waits for or runs under that approval rather than ask a
+        person again), else a new decision."""
+        engine = self.engine
+        return open_approval(tx, action, engine.args_hash(action.arguments), engine.clock()) or engine.evaluate(action)
 
     async def _still_changed(self, route: _Route) -> bool:
         """Whether a changed tool is still unaccepted (another process may have accepted it)."""
@@ -211,7 +265,7 @@ class Gateway:
                 return None
             if approval.status is not ApprovalStatus.pending:
                 by = f" by {approval.resolved_by}" if approval.resolved_by else ""
-                self._reports.send_nowait((decision.request_id, ExecutionStatus.rejected, None, f"approval {approval.status.value}"))
+                self._report((decision.request_id, ExecutionStatus.rejected, None, f"approval {approval.status.value}"))
                 return _error({**_verdict(decision), "approval_id": approval_id, "approval_status": approval.status.value,
                                "reason": f"approval {approval_id} was {approval.status.value}{by}; the call did not run"})  # fmt: skip
             if time.monotonic() - start >= wait:
@@ -233,10 +287,10 @@ class Gateway:
             result = await route.upstream.call_tool(route.tool.name, arguments)
         except Exception as exc:  # noqa: BLE001 - whatever the upstream did, the call is recorded and answered
             error = f"{type(exc).__name__}: {exc}"
-            self._reports.send_nowait((request_id, ExecutionStatus.failed, None, error))
+            self._report((request_id, ExecutionStatus.failed, None, error))
             return _error({**_verdict(decision), "status": "failed", "reason": f"the upstream failed: {error}"})
         status = ExecutionStatus.failed if result.is_error else ExecutionStatus.executed
-        self._reports.send_nowait((request_id, status, _summary(result), "the tool returned an error result" if result.is_error else None))
+        self._report((request_id, status, _summary(result), "the tool returned an error result" if result.is_error else None))
         # The upstream's own stamps (its serverInfo) are not ours to pass on; the gateway stamps its own.
         meta = {k: v for k, v in (result.meta or {}).items() if not k.startswith("io.modelcontextprotocol/")}
         meta["clearance"] = {"verdict": decision.result.value, "request_id": request_id}

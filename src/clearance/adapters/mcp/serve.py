@@ -31,6 +31,8 @@ async def open_gateway(engine: Engine, config: GatewayConfig) -> AsyncIterator[G
                 await upstream.connect(connections)
             gw = Gateway(engine, config, upstreams)
             await gw.list_tools()  # pins the definitions now, so a change shows before the first call
+            if not engine.memory_warm:  # now, in a thread: calls are decided on the event loop
+                await anyio.to_thread.run_sync(engine.warm_memory)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(gw.run_recorder)
                 try:
@@ -70,9 +72,11 @@ async def serve_stdio(engine: Engine, config: GatewayConfig) -> None:
     """Serve on this process's stdin and stdout until the client closes them."""
     from mcp.server.stdio import stdio_server
 
+    from clearance.adapters.mcp.stdio import event_loop_stdio
+
     async with open_gateway(engine, config) as gw:
         server = mcp_server(gw)
-        async with stdio_server() as (read_stream, write_stream):
+        async with event_loop_stdio() as streams, stdio_server(*(streams or ())) as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
