@@ -33,8 +33,8 @@ from server import RULES, free_port, open_loop, start_server  # noqa: E402
 
 WRK = shutil.which("wrk")
 SCRIPT = Path(__file__).resolve().parent / "auth_flood.lua"
-#: wrk's threads and connections for the flood: few, as a guessing client would use.
-THREADS, CONNECTIONS = 2, 4
+#: wrk's threads and connections: enough that the flood keeps its pace while answers are slow.
+THREADS, CONNECTIONS = 2, 32
 
 
 def flood_command(port: int, total: int, seconds: float, control: bool) -> list[str]:
