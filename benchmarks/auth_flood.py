@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server import RULES, free_port, open_loop, start_server  # noqa: E402
+from server import RULES, cpu_seconds, free_port, open_loop, start_server  # noqa: E402
 
 
 WRK = shutil.which("wrk")
@@ -88,6 +88,7 @@ def main() -> None:
     port = free_port()
     proc = start_server(db, port, 1)
     p99: dict[str, list[float]] = {"quiet": [], "flood": [], "control": []}
+    cpu: dict[str, list[float]] = {"quiet": [], "flood": [], "control": []}  # the server's CPU seconds a round
     statuses: Counter[int] = Counter()
     rows_before = _refusal_rows(db)
     try:
@@ -95,7 +96,9 @@ def main() -> None:
         for r in range(args.rounds):
             for kind in ("quiet", "flood", "control"):
                 n = 0 if kind == "quiet" else args.flood
+                cpu0 = cpu_seconds(proc.pid)
                 result, answered = asyncio.run(round_(port, token, args.rate, args.seconds, n, kind == "control"))
+                cpu[kind].append(cpu_seconds(proc.pid) - cpu0)
                 p99[kind].append(result["p99_ms"])
                 if kind == "flood":
                     statuses += answered
@@ -114,7 +117,17 @@ def main() -> None:
                       "flood_answered_per_round": round(sum(statuses.values()) / args.rounds),
                       "flood_statuses": {str(k): v for k, v in sorted(statuses.items())},
                       "audit_rows_per_flood": round(rows_added / args.rounds, 1), "rounds": args.rounds,
-                      "rate": args.rate, "seconds": args.seconds, "flood_client": "wrk"}))  # fmt: skip
+                      "rate": args.rate, "seconds": args.seconds, "flood_client": "wrk",
+                      # What the extra traffic costs the server, whatever else runs on the machine:
+                      # its CPU in a flood (or control) round beyond a quiet one, per request sent.
+                      "server_cpu_s_per_round": {k: round(statistics.median(v), 2) for k, v in cpu.items()},
+                      "server_cpu_us_per_flood_request": round(extra(cpu, "flood", args.flood), 1),
+                      "server_cpu_us_per_control_request": round(extra(cpu, "control", args.flood), 1)}))  # fmt: skip
+
+
+def extra(cpu: dict[str, list[float]], kind: str, requests: int) -> float:
+    """Microseconds of server CPU per request of ``kind`` beyond a quiet round (medians)."""
+    return (statistics.median(cpu[kind]) - statistics.median(cpu["quiet"])) * 1e6 / requests
 
 
 def _refusal_rows(db: Path) -> int:

@@ -240,9 +240,12 @@ class DecisionEndpoint:
 
         self.engine, self.keys, self.metrics = engine, keys, metrics
         self.webhooks = webhooks  # an ApprovalWebhookSender: woken when an approval is requested
-        # Batches are decided on the event loop's thread (on SQLite), and the fsync of one overlaps
-        # the deciding of the next; each answer still waits for its own fsync.
-        self.writer = BatchWriter(engine, overlap_sync=True, inline=True)
+        # On a SQLite file, batches are decided on the event loop's thread and the fsync of one
+        # overlaps the deciding of the next; each answer still waits for its own fsync. Where a
+        # commit is durable when it returns (PostgreSQL), there is no fsync to overlap, and
+        # handing each batch to a syncing thread would only add a thread hop to every answer.
+        deferred = engine.store.defers_sync
+        self.writer = BatchWriter(engine, overlap_sync=deferred, inline=deferred)
 
     def stop(self) -> None:
         self.writer.stop()
