@@ -2,12 +2,14 @@
 
 Starts ``clearance serve`` on a fresh SQLite file and drives ``POST /v1/decisions`` at a steady
 ``--rate`` (open loop, as ``server.py`` does) for ``--seconds``, in alternating rounds: alone,
-then with ``--flood`` unauthenticated requests sent at the same time from other connections
-(guessed keys on the decision path and no key on a framework route, as a key-guessing client
-would), from a process of its own; and, as a control, as many requests that need no key (a
-``POST`` to ``/v1/health``, refused by the router). Prints each round, then one JSON line: the
-median decision p99 alone, with the flood and with the control traffic, their ratios (target
-<= 1.2), the flood's answers by status and the audit rows it added (target: a few).
+then with ``--flood`` unauthenticated requests sent evenly over the same seconds from other
+connections (guessed keys on the decision path and no key on a framework route, as a
+key-guessing client would), by ``wrk`` (``auth_flood.lua``); and, as a control, as many requests
+that need no key (a ``POST`` to ``/v1/health``, refused by the router), by the same ``wrk``. The
+decisions are the same ones at the same rate in every round; only the traffic beside them
+differs. Prints each round, then one JSON line: the median decision p99 alone, with the flood
+and with the control traffic, their ratios (target <= 1.2), the flood's answers by status and
+the audit rows it added (target: a few).
 
     python benchmarks/auth_flood.py [--rounds 3] [--seconds 10] [--rate 200] [--flood 10000]
 """
@@ -17,62 +19,54 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server import RULES, Conn, free_port, open_loop, start_server  # noqa: E402
+from server import RULES, cpu_seconds, free_port, open_loop, start_server  # noqa: E402
 
 
-async def flood(port: int, total: int, seconds: float, connections: int = 4, control: bool = False) -> Counter[int]:
-    """``total`` unauthenticated requests spread evenly over ``seconds`` (``control``: as many
-    that need no key, a ``POST`` to ``/v1/health`` that the router refuses: what any traffic at
-    that rate costs this machine, to set the refusals' cost against)."""
-    conns = [Conn(port, f"clr_guess{i}_{'x' * 32}" if i % 2 else "", False) for i in range(connections)]
-    await asyncio.gather(*(c.open() for c in conns))
-    statuses: Counter[int] = Counter()
-    per_conn = total // connections
-    interval = seconds / max(per_conn, 1)
-
-    async def worker(i: int, c: Conn) -> None:
-        start = time.perf_counter()
-        path = "/v1/health" if control else "/v1/decisions" if i % 2 else "/v1/outcomes/batch"
-        for n in range(per_conn):
-            delay = start + n * interval - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            statuses[await c.post(path, b'{"tool": "refund_payment"}')] += 1
-
-    await asyncio.gather(*(worker(i, c) for i, c in enumerate(conns)))
-    for c in conns:
-        assert c.writer is not None
-        c.writer.close()
-    return statuses
+WRK = shutil.which("wrk")
+SCRIPT = Path(__file__).resolve().parent / "auth_flood.lua"
+#: wrk's threads and connections: enough that the flood keeps its pace while answers are slow.
+THREADS, CONNECTIONS = 2, 32
 
 
-def _flood_process(port: int, total: int, seconds: float, control: bool, out: Any) -> None:
-    out.put(dict(asyncio.run(flood(port, total, seconds, control=control))))
+def flood_command(port: int, total: int, seconds: float, control: bool) -> list[str]:
+    """``wrk`` sending ``total`` requests evenly over ``seconds`` (``control``: as many that need
+    no key, a ``POST`` to ``/v1/health`` that the router refuses: what any traffic at that rate
+    costs this machine, to set the refusals' cost against). wrk is C: the flood costs the two
+    cores the server shares with the load generator far less than a Python client did."""
+    per_thread = total // THREADS
+    interval = max(0, int(CONNECTIONS * 1000 * seconds / total))  # milliseconds between one connection's requests
+    return [WRK, "-t", str(THREADS), "-c", str(CONNECTIONS), "-d", f"{seconds:.0f}s", "-s", str(SCRIPT),
+            f"http://127.0.0.1:{port}", "--", "control" if control else "flood", str(per_thread), str(interval),
+            f"{seconds:.0f}"]  # fmt: skip
+
+
+def _statuses(output: str) -> Counter[int]:
+    for line in output.splitlines():
+        if line.startswith("statuses "):
+            return Counter({int(code): int(n) for code, _, n in (p.partition(":") for p in line.split()[1].split(",") if p)})
+    raise SystemExit(f"wrk gave no status counts:\n{output}")
 
 
 async def round_(port: int, token: str, rate: float, seconds: float, flood_n: int,
                  control: bool = False) -> tuple[dict[str, float], Counter[int]]:  # fmt: skip
-    """One round; the flood comes from a process of its own, so that the client timing the
-    decisions is not slowed by it (only the server is, which is what is measured)."""
+    """One round: the decisions from this process (open loop, the same in every kind of round),
+    the flood from ``wrk`` at the same time."""
     if not flood_n:
         return await open_loop(port, token, True, rate, seconds, 16), Counter()
-    out: Any = multiprocessing.Queue()
-    proc = multiprocessing.Process(target=_flood_process, args=(port, flood_n, seconds, control, out))
-    proc.start()
+    proc = await asyncio.create_subprocess_exec(*flood_command(port, flood_n, seconds, control),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)  # fmt: skip
     result = await open_loop(port, token, True, rate, seconds, 16)
-    statuses = Counter(out.get(timeout=seconds + 60))
-    proc.join(timeout=30)
-    return result, statuses
+    out, _ = await proc.communicate()
+    return result, _statuses(out.decode())
 
 
 def main() -> None:
@@ -82,6 +76,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--flood", type=int, default=10_000)
     args = ap.parse_args()
+    if WRK is None:
+        raise SystemExit("auth_flood.py sends the flood with wrk (apt install wrk); it is not on PATH")
 
     from clearance import Engine, parse_rules
 
@@ -92,6 +88,7 @@ def main() -> None:
     port = free_port()
     proc = start_server(db, port, 1)
     p99: dict[str, list[float]] = {"quiet": [], "flood": [], "control": []}
+    cpu: dict[str, list[float]] = {"quiet": [], "flood": [], "control": []}  # the server's CPU seconds a round
     statuses: Counter[int] = Counter()
     rows_before = _refusal_rows(db)
     try:
@@ -99,7 +96,9 @@ def main() -> None:
         for r in range(args.rounds):
             for kind in ("quiet", "flood", "control"):
                 n = 0 if kind == "quiet" else args.flood
+                cpu0 = cpu_seconds(proc.pid)
                 result, answered = asyncio.run(round_(port, token, args.rate, args.seconds, n, kind == "control"))
+                cpu[kind].append(cpu_seconds(proc.pid) - cpu0)
                 p99[kind].append(result["p99_ms"])
                 if kind == "flood":
                     statuses += answered
@@ -115,9 +114,20 @@ def main() -> None:
     print(json.dumps({"p99_ms_quiet": round(quiet, 2), "p99_ms_flood": round(flood_, 2),
                       "p99_ms_control": round(control, 2), "p99_ratio": round(flood_ / quiet, 3),
                       "p99_ratio_to_control": round(flood_ / control, 3), "flood_requests": args.flood,
+                      "flood_answered_per_round": round(sum(statuses.values()) / args.rounds),
                       "flood_statuses": {str(k): v for k, v in sorted(statuses.items())},
                       "audit_rows_per_flood": round(rows_added / args.rounds, 1), "rounds": args.rounds,
-                      "rate": args.rate, "seconds": args.seconds}))  # fmt: skip
+                      "rate": args.rate, "seconds": args.seconds, "flood_client": "wrk",
+                      # What the extra traffic costs the server, whatever else runs on the machine:
+                      # its CPU in a flood (or control) round beyond a quiet one, per request sent.
+                      "server_cpu_s_per_round": {k: round(statistics.median(v), 2) for k, v in cpu.items()},
+                      "server_cpu_us_per_flood_request": round(extra(cpu, "flood", args.flood), 1),
+                      "server_cpu_us_per_control_request": round(extra(cpu, "control", args.flood), 1)}))  # fmt: skip
+
+
+def extra(cpu: dict[str, list[float]], kind: str, requests: int) -> float:
+    """Microseconds of server CPU per request of ``kind`` beyond a quiet round (medians)."""
+    return (statistics.median(cpu[kind]) - statistics.median(cpu["quiet"])) * 1e6 / requests
 
 
 def _refusal_rows(db: Path) -> int:

@@ -209,7 +209,7 @@ class _App(FastAPI):
             wait = throttle.early(scope["client"][0] if scope.get("client") else None, token)
             if wait is not None and not self._scraper(scope, token):
                 exc = throttled(self.state, wait)  # answered here, before middleware, routing or the body
-                await errors.envelope(exc.status, exc.type, exc.message, headers=exc.headers)(scope, receive, send)
+                await _early_answer(exc.status, exc.type, exc.message, exc.retry_after)(scope, receive, send)
                 return
         front = self.front
         if front is not None and scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == _FAST_PATH:
@@ -221,6 +221,13 @@ class _App(FastAPI):
     def _scraper(self, scope: Any, token: str) -> bool:
         key = self.state.metrics_key
         return bool(key) and scope["path"] == "/metrics" and hmac.compare_digest(token.encode(), key.encode())
+
+
+@functools.lru_cache(maxsize=128)
+def _early_answer(status: int, type_: str, message: str, retry_after: int | None) -> Any:
+    """The outermost layer's refusal, rendered once per distinct answer (they differ only in
+    the seconds to wait) and sent as often as asked: a flood's cost is the sending."""
+    return errors.envelope(status, type_, message, headers=None if retry_after is None else {"Retry-After": str(retry_after)})
 
 
 _FAST_PATH = decisions.DecisionEndpoint.path

@@ -84,7 +84,7 @@ def throttled(state: Any, wait: int) -> ApiError:
 def _count(state: Any, outcome: str) -> None:
     metrics = state.metrics
     if metrics is not None:
-        metrics.auth_failures.labels(outcome).inc()
+        metrics.observe_auth_failure(outcome)
 
 
 async def principal_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:

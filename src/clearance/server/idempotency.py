@@ -43,10 +43,8 @@ def idempotency_key(raw: bytes) -> str:
 
 def request_fingerprint(scope: Scope, body: bytes) -> str:
     """What an ``Idempotency-Key`` is bound to: method, path, query and body."""
-    digest = hashlib.sha256()
-    for part in (scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body):
-        digest.update(len(part).to_bytes(8, "big") + part)
-    return digest.hexdigest()
+    parts = (scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body)
+    return hashlib.sha256(b"".join(len(part).to_bytes(8, "big") + part for part in parts)).hexdigest()
 
 
 class IdempotencyMiddleware:

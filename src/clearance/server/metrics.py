@@ -51,6 +51,7 @@ class Metrics:
                                      registry=r)  # fmt: skip
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._decision_children: dict[tuple[str, str], Any] = {}
+        self._auth_children: dict[str, Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         # The labelled children are looked up once per label set: ``labels()`` validates and
@@ -71,6 +72,13 @@ class Metrics:
                 child = self.decisions.labels(result, rule)
                 remember(self._decision_children, (result, rule), child)
             child.inc()
+
+    def observe_auth_failure(self, outcome: str) -> None:
+        """One failed authentication: ``missing``, ``invalid`` or ``throttled`` (a flood's every request)."""
+        child = self._auth_children.get(outcome)
+        if child is None:
+            child = self._auth_children[outcome] = self.auth_failures.labels(outcome)
+        child.inc()
 
     def observe_outcome(self, outcome: Outcome) -> None:
         self.outcomes.labels(outcome.status.value).inc()

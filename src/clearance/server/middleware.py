@@ -104,8 +104,10 @@ class RequestContext:
                     await respond(500, "internal_error", "internal error; the server log has the details")
                     return
                 fast_route = fast.route
-                await send_wrapper({"type": "http.response.start", "status": code, "headers": response_headers})
-                await send_wrapper({"type": "http.response.body", "body": payload})
+                status[0] = code  # the hot path's headers never carry a correlation id of their own
+                response_headers.append((b"x-correlation-id", correlation.encode()))
+                await send({"type": "http.response.start", "status": code, "headers": response_headers})
+                await send({"type": "http.response.body", "body": payload})
                 return
             received = [0]
 

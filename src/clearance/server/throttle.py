@@ -34,6 +34,8 @@ GOOD_KEYS = 10_000
 #: Throttled addresses remembered for the outermost layer (past it, the oldest is forgotten and
 #: its requests are refused one layer later, by :func:`clearance.server.auth.identify`).
 HOT_ADDRESSES = 100_000
+#: The fixed window's length (a minute), with a second's margin for the library's clock.
+_WINDOW_SECONDS = 61.0
 
 
 def key_prefix(token: str) -> str:
@@ -56,16 +58,24 @@ class AuthThrottle:
         self._good: OrderedDict[bytes, None] = OrderedDict()
         #: addresses throttled now -> until when (monotonic): what :meth:`early` answers from
         self._hot: dict[str, float] = {}
+        #: when the latest failure was counted (monotonic)
+        self._failed_at = -math.inf
 
     def retry_after(self, client: str | None, token: str) -> int | None:
-        """Seconds before this client may try this key again; None when it may now."""
+        """Seconds before this client may try this key again; None when it may now.
+
+        Asked on every authenticated request, so the common answers come first and cheap: a key
+        that authenticated here lately (its owner, recognised by the whole key, is never locked
+        out by others' guesses), or no failure at all within a window."""
+        if token and _digest(token) in self._good:
+            return None
+        if time.monotonic() - self._failed_at > _WINDOW_SECONDS:
+            return None  # nothing failed within a window: no count can be over the limit
         waits = [self._wait(ids) for ids in self._ids(client, token)]
-        wait = max((w for w in waits if w is not None), default=None)
-        if wait is not None and _digest(token) in self._good:
-            return None  # the key's owner, recognised by the whole key: never locked out by others' guesses
-        return wait
+        return max((w for w in waits if w is not None), default=None)
 
     def failed(self, client: str | None, token: str) -> None:
+        self._failed_at = time.monotonic()
         for ids in self._ids(client, token):
             self._limiter.hit(self._item, *ids)
         address = ("address", client or "-")

@@ -42,11 +42,13 @@ RequestId = Annotated[str, Path(min_length=1, max_length=64, description="The de
 
 def _bound(principal: Principal, action: Action) -> Action | None:
     """The action as this key may send it (an agent key's identity fills in a missing actor),
-    or None when an agent key names another actor."""
+    or None when an agent key names another actor. The action is the request's own, just
+    parsed, so a missing actor is filled in place: a copy cost more than parsing it."""
     if principal.role != "agent":
         return action
     if "actor" not in action.model_fields_set:
-        return action.model_copy(update={"actor": principal.identity})
+        action.actor = principal.identity
+        return action
     return action if action.actor == principal.identity else None
 
 
@@ -238,9 +240,12 @@ class DecisionEndpoint:
 
         self.engine, self.keys, self.metrics = engine, keys, metrics
         self.webhooks = webhooks  # an ApprovalWebhookSender: woken when an approval is requested
-        # Batches are decided on the event loop's thread (on SQLite), and the fsync of one overlaps
-        # the deciding of the next; each answer still waits for its own fsync.
-        self.writer = BatchWriter(engine, overlap_sync=True, inline=True)
+        # On a SQLite file, batches are decided on the event loop's thread and the fsync of one
+        # overlaps the deciding of the next; each answer still waits for its own fsync. Where a
+        # commit is durable when it returns (PostgreSQL), there is no fsync to overlap, and
+        # handing each batch to a syncing thread would only add a thread hop to every answer.
+        deferred = engine.store.defers_sync
+        self.writer = BatchWriter(engine, overlap_sync=deferred, inline=deferred)
 
     def stop(self) -> None:
         self.writer.stop()
