@@ -20,6 +20,7 @@ from clearance.store.snapshots import SnapshotPlace
 
 if TYPE_CHECKING:
     from clearance.engine.core import Engine
+    from clearance.memory.drift import DriftMonitor
 
 __all__ = ["SnapshotInfo", "Snapshots"]
 
@@ -58,8 +59,9 @@ class Snapshots:
         self.enabled = isinstance(engine.memory, CaseMemory) and self.place.kept
         self.saved_seq = -1  # the cursor of the last snapshot saved or loaded by this engine
 
-    def save(self, *, if_changed: bool = False) -> SnapshotInfo:
-        """Save memory as it is now (caught up with the log first, so it reflects a chain position)."""
+    def save(self, *, if_changed: bool = False, drift: DriftMonitor | None = None) -> SnapshotInfo:
+        """Save memory as it is now (caught up with the log first, so it reflects a chain
+        position), with the engine's drift streams when given (``drift.cursor`` at most memory's)."""
         if not self.enabled:
             return SnapshotInfo("off")
         memory = self.engine.memory
@@ -67,7 +69,7 @@ class Snapshots:
             return SnapshotInfo("unchanged", seq=memory.cursor)
         started = time.perf_counter()
         snap = _snapshot_module()
-        data = snap.dump(memory)  # type: ignore[arg-type]
+        data = snap.dump(memory, drift)  # type: ignore[arg-type]
         seq = int(snap.read_meta(data)["cursor"])
         self.place.save(data, seq=seq, now=self.engine.clock())
         self.saved_seq = seq
@@ -90,7 +92,9 @@ class Snapshots:
             meta = snap.read_meta(data)
             problem = self._check_chain(int(meta["cursor"]), meta.get("cursor_hash"))
             if problem is None:
-                snap.load(data, memory)
+                drift = snap.load(data, memory, self.engine.drift.settings)
+                if drift is not None:
+                    self.engine.drift.adopt(drift)
         except snap.SnapshotError as exc:
             problem = str(exc)
         if problem is not None:

@@ -1,11 +1,16 @@
 """Case memory saved as data and read back: what makes a restart take seconds, not a rebuild.
 
-A snapshot is one ``.npz`` file (numpy's zip of arrays; every member is CRC-checked when read,
-and it is read with ``allow_pickle=False``): numbers in arrays, names and counters as JSON text,
-each partition's index as its exact ``(keys, vectors)`` or usearch's own saved HNSW graph. Its
-``meta`` says which memory settings and which audit chain position (seq and hash) it reflects;
-whoever loads it checks both (:func:`read_meta`) before trusting the rest. Nothing in it can run
-code when read, and a snapshot that does not hold together raises :class:`SnapshotError`.
+A snapshot is one ``.npz`` file (numpy's zip of arrays, stored uncompressed): numbers in
+arrays, each case's repeated strings (tool, domain, shape, outcome, identifiers) as codes into a
+list of the distinct ones, request ids as lines of text, the rest (counters, the featuriser's
+knowledge) as JSON text, each partition's index as its exact ``(keys, vectors)`` or usearch's own
+saved HNSW graph, and the engine's drift streams (:mod:`clearance.memory.drift`) at their own
+position. It is read in place (a memory map, or the bytes a database returned): every member's
+CRC is checked, its ``.npy`` header parsed, and arrays of objects refused, so nothing in it can
+run code, and one copy is made of what memory keeps, not three of everything. Its ``meta`` says
+which memory settings and which audit chain position (seq and hash) it reflects; whoever loads it
+checks both (:func:`read_meta`) before trusting the rest. A snapshot that does not hold together
+raises :class:`SnapshotError`.
 
 Pure: bytes in, bytes out. Where a snapshot lives is the engine's business (``engine/snapshots.py``).
 """
@@ -15,9 +20,11 @@ from __future__ import annotations
 import gc
 import io
 import json
+import struct
 import zipfile
+import zlib
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,6 +33,7 @@ import numpy as np
 
 from clearance._version import __version__
 from clearance.memory.cases import CaseMemory, _Case, _Columns
+from clearance.memory.drift import DriftMonitor, DriftSettings, StreamState
 from clearance.memory.features import DIM, Featuriser, _Stats
 from clearance.memory.index import dump_index, restore_index
 from clearance.memory.reliability import NoiseModel, ReviewerModel
@@ -34,7 +42,7 @@ __all__ = ["FORMAT", "SnapshotError", "dump", "load", "read_meta", "settings_of"
 
 #: Bumped whenever what a snapshot holds changes meaning. A snapshot is also tied to the
 #: clearance version that wrote it: memory's features may change between releases.
-FORMAT = 1
+FORMAT = 2
 _NAIVE = -(2**31)  # the offset column's mark for a naive time
 
 
@@ -56,6 +64,33 @@ def _untext(arr: np.ndarray) -> Any:
     return json.loads(arr.tobytes())
 
 
+def _lines(values: Sequence[str]) -> np.ndarray:
+    """Strings as lines of UTF-8 (splitting text is many times faster than parsing JSON)."""
+    if any("\n" in v or "\r" in v for v in values):  # not an id the model accepts; JSON then
+        return _text(list(values))
+    return np.frombuffer(("\n".join(values) + "\n").encode(), dtype=np.uint8) if values else _text([])
+
+
+def _unlines(arr: np.ndarray) -> list[str]:
+    raw = arr.tobytes()
+    if raw[:1] == b"[":
+        return list(_untext(arr))
+    return raw.decode().split("\n")[:-1]
+
+
+def _codes(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    """A column of few distinct values as codes into the list of them (shared when read back)."""
+    distinct: dict[Any, int] = {}
+    codes = [distinct.setdefault(v, len(distinct)) for v in values]
+    return np.asarray(codes, dtype=np.int32 if len(distinct) < 2**31 else np.int64), list(distinct)
+
+
+def _uncodes(codes: np.ndarray, distinct: list[Any]) -> list[Any]:
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= len(distinct)):
+        raise SnapshotError("snapshot's codes point outside their values")
+    return [distinct[c] for c in codes.tolist()]
+
+
 def _pairs(counter: Counter[Any] | dict[Any, Any]) -> list[list[Any]]:
     return [[k, v] for k, v in counter.items()]
 
@@ -65,8 +100,9 @@ def _optional(values: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
     return np.fromiter((0.0 if v is None else v for v in values), dtype=np.float64, count=len(values)), has
 
 
-def dump(memory: CaseMemory) -> bytes:
-    """``memory`` as snapshot bytes (it is locked meanwhile, so the state is one moment's)."""
+def dump(memory: CaseMemory, drift: DriftMonitor | None = None) -> bytes:
+    """``memory`` as snapshot bytes (it is locked meanwhile, so the state is one moment's), with
+    the drift streams of ``drift`` when given (a copy: they are read, not locked)."""
     with memory._lock, _no_gc():
         memory._flush()
         arrays: dict[str, np.ndarray] = {}
@@ -92,6 +128,13 @@ def dump(memory: CaseMemory) -> bytes:
         arrays["case_waiting"] = np.asarray(waiting, dtype=np.int64)
         arrays["case_vectors"] = (np.stack([col["vector"][i] for i in waiting]).astype(np.float32) if waiting
                                   else np.empty((0, DIM), dtype=np.float32))  # fmt: skip
+        arrays["case_request_id"] = _lines(col["request_id"])
+        distinct: dict[str, list[Any]] = {}
+        for name in ("tool", "domain", "shape", "outcome", "ids"):
+            arrays[f"case_{name}_code"], distinct[name] = _codes(col[name])
+        order = {rid: i for i, rid in enumerate(col["request_id"])}
+        recent = [order.get(rid, -1) for rid in memory._recent]
+        arrays["recent"] = np.asarray(recent, dtype=np.int64)
         cols = memory._cols
         for name in ("t", "w", "bad", "tool", "domain"):
             arrays[f"col_{name}"] = getattr(cols, name)[: cols.n].copy()
@@ -115,9 +158,9 @@ def dump(memory: CaseMemory) -> bytes:
             arrays[f"index_{i}_keys"], arrays[f"index_{i}_data"] = keys_arr, data
         noise = memory.noise
         state = {
-            "cases": {"request_id": col["request_id"], "tool": col["tool"], "domain": col["domain"],
-                      "shape": col["shape"], "outcome": col["outcome"], "ids": col["ids"]},
-            "recent": list(memory._recent),
+            "cases": distinct,
+            # ids of calls no longer among the cases (none, as memory forgets them): kept by name
+            "recent_gone": [rid for rid, at in zip(memory._recent, recent) if at < 0],
             "names": list(memory._names),
             "part_ids": [[list(p), i] for p, i in memory._part_ids.items()],
             "parts": parts,
@@ -140,6 +183,10 @@ def dump(memory: CaseMemory) -> bytes:
         arrays["state"] = _text(state)
         arrays["meta"] = _text({**settings_of(memory), "cursor": memory.cursor, "cursor_hash": memory.cursor_hash,
                                 "cases": len(cases), "learnt": cols.n})  # fmt: skip
+    if drift is not None:
+        arrays["drift"] = _text({"settings": _drift_settings(drift.settings), "cursor": drift.cursor,
+                                 "streams": [[scope, value, st.bad, st.n, st.s, st.run_bad, st.run_n]
+                                             for (scope, value), st in drift.streams.items()]})  # fmt: skip
     out = io.BytesIO()
     np.savez(out, **arrays)
     return out.getvalue()
@@ -149,30 +196,106 @@ _COUNTERS = ("_labelled", "_decisions", "_labelled_family", "_bad_family", "_bad
 _PAIR_COUNTERS = ("_labelled_ts", "_bad_ts")
 
 
-def _open(data: bytes) -> Any:
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise SnapshotError(f"unreadable snapshot: {exc}") from None
+def _drift_settings(settings: DriftSettings) -> list[Any]:
+    return [settings.warmup, settings.min_shift, settings.threshold, settings.enabled]
 
 
-def read_meta(data: bytes) -> dict[str, Any]:
+class _Snapshot:
+    """The members of a snapshot read in place from ``data`` (bytes, or a memory map of the
+    file): zip's directory for where each member is, its CRC checked on first read, numpy's
+    ``.npy`` header for its shape and type. An array returned is a read-only view of ``data``:
+    whoever keeps one copies it."""
+
+    def __init__(self, data: Any) -> None:
+        self.view = memoryview(data).cast("B")
+        try:
+            with zipfile.ZipFile(_Tail(self.view)) as zf:
+                infos = zf.infolist()
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error) as exc:
+            raise SnapshotError(f"unreadable snapshot: {exc}") from None
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            if not info.filename.endswith(".npy") or info.compress_type != zipfile.ZIP_STORED:
+                raise SnapshotError(f"unreadable snapshot: member {info.filename!r} is not a stored array")
+            self.members[info.filename[:-4]] = info
+        self.files = list(self.members)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.members
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        info = self.members.get(name)
+        if info is None:
+            raise SnapshotError(f"unreadable snapshot: no {name!r}")
+        view, at = self.view, info.header_offset
+        local = bytes(view[at : at + 30])
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise SnapshotError(f"unreadable snapshot: {name!r} is not where the directory says")
+        start = at + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        body = view[start : start + info.compress_size]
+        if len(body) != info.compress_size or zlib.crc32(body) != info.CRC:
+            raise SnapshotError(f"unreadable snapshot: {name!r} is damaged (CRC)")
+        try:
+            head = io.BytesIO(bytes(body[: min(len(body), 1 << 16)]))
+            version = np.lib.format.read_magic(head)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(head)
+            if dtype.hasobject:
+                raise ValueError("an array of objects")
+            count = int(np.prod(shape, dtype=np.int64))
+            arr = np.frombuffer(body, dtype=dtype, count=count, offset=head.tell())
+        except Exception as exc:
+            raise SnapshotError(f"unreadable snapshot: {name!r}: {exc}") from None
+        return arr.reshape(shape, order="F" if fortran else "C")
+
+
+class _Tail(io.RawIOBase):
+    """A file over a memoryview, for :mod:`zipfile` to read the directory from (small reads)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self.view, self.at = view, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.at = offset if whence == 0 else (self.at + offset if whence == 1 else len(self.view) + offset)
+        if self.at < 0:
+            raise OSError("seek before the start")
+        return self.at
+
+    def tell(self) -> int:
+        return self.at
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.view[self.at : self.at + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self.at += len(chunk)
+        return len(chunk)
+
+
+def read_meta(data: Any) -> dict[str, Any]:
     """The snapshot's settings and chain position (``cursor``, ``cursor_hash``), read alone."""
     try:
-        with _open(data) as npz:
-            meta = _untext(npz["meta"])
+        meta = _untext(_Snapshot(data)["meta"])
     except SnapshotError:
         raise
-    except Exception as exc:  # a damaged member: CRC, zip or JSON errors
+    except Exception as exc:  # a damaged member: zip or JSON errors
         raise SnapshotError(f"unreadable snapshot: {exc}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("cursor"), int):
         raise SnapshotError("unreadable snapshot: no chain position")
     return meta
 
 
-def load(data: bytes, memory: CaseMemory) -> None:
-    """Make ``memory`` the memory the snapshot saved. Raises :class:`SnapshotError` (leaving
-    ``memory`` empty) when it is unreadable or of other settings."""
+def load(data: Any, memory: CaseMemory, drift: DriftSettings | None = None) -> DriftMonitor | None:
+    """Make ``memory`` the memory the snapshot (bytes, or a memory map of its file) saved.
+    Raises :class:`SnapshotError` (leaving ``memory`` empty) when it is unreadable or of other
+    settings. Returns the drift streams it holds for ``drift`` settings, when it holds them for
+    those settings at a chain position no later than memory's (the chain's hash at memory's
+    position then vouches for theirs); else None, and the engine reads them from the log."""
     meta = read_meta(data)
     want = settings_of(memory)
     differs = sorted(k for k in want if meta.get(k) != want[k])
@@ -180,8 +303,9 @@ def load(data: bytes, memory: CaseMemory) -> None:
         raise SnapshotError("snapshot of other settings: " + ", ".join(f"{k} {meta.get(k)!r} (now {want[k]!r})" for k in differs))
     with memory._lock, _no_gc():
         try:
-            with _open(data) as npz:
-                _restore(memory, meta, {k: npz[k] for k in npz.files})
+            snap = _Snapshot(data)
+            _restore(memory, meta, snap)
+            return _restore_drift(snap, drift, memory.cursor)
         except SnapshotError:
             memory._clear()
             raise
@@ -190,7 +314,19 @@ def load(data: bytes, memory: CaseMemory) -> None:
             raise SnapshotError(f"unreadable snapshot: {type(exc).__name__}: {exc}") from None
 
 
-def _restore(memory: CaseMemory, meta: dict[str, Any], a: dict[str, np.ndarray]) -> None:
+def _restore_drift(snap: _Snapshot, settings: DriftSettings | None, cursor: int) -> DriftMonitor | None:
+    if settings is None or "drift" not in snap:
+        return None
+    d = _untext(snap["drift"])
+    if d["settings"] != _drift_settings(settings) or not 0 <= int(d["cursor"]) <= cursor:
+        return None
+    monitor = DriftMonitor(settings, cursor=int(d["cursor"]))
+    for scope, value, bad, n, s, run_bad, run_n in d["streams"]:
+        monitor.streams[(scope, value)] = StreamState(int(bad), int(n), float(s), int(run_bad), int(run_n))
+    return monitor
+
+
+def _restore(memory: CaseMemory, meta: dict[str, Any], a: _Snapshot) -> None:
     memory._clear()
     s = _untext(a["state"])
     f = memory.features = Featuriser()
@@ -207,12 +343,20 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: dict[str, np.ndarray])
     f.tokens = defaultdict(Counter, {t: Counter(dict(c)) for t, c in fs["tokens"]})
     f.calls = Counter(dict(fs["calls"]))
 
-    cs = s["cases"]
-    n = len(cs["request_id"])
+    distinct = s["cases"]
+    distinct["ids"] = [tuple(map(tuple, ids)) for ids in distinct["ids"]]
+    request_ids = _unlines(a["case_request_id"])
+    n = len(request_ids)
     if n != meta["cases"] or a["case_us"].shape[0] != n:
         raise SnapshotError("snapshot's cases do not add up")
+    cs = {}
+    for name in ("tool", "domain", "shape", "outcome", "ids"):
+        cs[name] = _uncodes(a[f"case_{name}_code"], distinct[name])
+        if len(cs[name]) != n:
+            raise SnapshotError("snapshot's cases do not add up")
     vectors: list[np.ndarray | None] = [None] * n
-    for i, v in zip(a["case_waiting"].tolist(), a["case_vectors"]):
+    waiting = a["case_vectors"].copy()  # the rows are kept: out of the file's memory map
+    for i, v in zip(a["case_waiting"].tolist(), waiting):
         vectors[i] = v
     opt = {name: [x if h else None for x, h in zip(a[f"case_{name}"].tolist(), a[f"case_has_{name}"].tolist())]
            for name in ("value", "bad", "severity", "cost")}  # fmt: skip
@@ -230,11 +374,11 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: dict[str, np.ndarray])
             zone = zones.get(off) or zones.setdefault(off, timezone(timedelta(seconds=off)))
             times.append(t.astimezone(zone))
     rows = a["case_row"].tolist()
-    columns = zip(cs["request_id"], cs["tool"], cs["domain"], times, (tuple(map(tuple, ids)) for ids in cs["ids"]),
-                  opt["value"], vectors, cs["shape"], rows, opt["bad"], a["case_weight"].tolist(), cs["outcome"],
-                  opt["severity"], opt["cost"], a["case_real"].tolist(), a["case_risk"].tolist(),
-                  a["case_twin"].tolist(), a["case_approved"].tolist())  # fmt: skip
-    memory._cases = dict(zip(cs["request_id"], columns))
+    columns = zip(request_ids, cs["tool"], cs["domain"], times, cs["ids"], opt["value"], vectors, cs["shape"], rows,
+                  opt["bad"], a["case_weight"].tolist(), cs["outcome"], opt["severity"], opt["cost"],
+                  a["case_real"].tolist(), a["case_risk"].tolist(), a["case_twin"].tolist(),
+                  a["case_approved"].tolist())  # fmt: skip
+    memory._cases = dict(zip(request_ids, columns))
     if len(memory._cases) != n:
         raise SnapshotError("snapshot's cases repeat a request id")
 
@@ -256,7 +400,8 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: dict[str, np.ndarray])
     if any(not c for c in row_case):
         raise SnapshotError("snapshot's learnt cases do not add up")
     memory._row_case = row_case
-    memory._recent = deque(s["recent"])
+    gone = iter(s["recent_gone"])
+    memory._recent = deque(request_ids[i] if i >= 0 else next(gone) for i in a["recent"].tolist())
     memory._names = {name: i for i, name in enumerate(s["names"])}
     members: dict[int, int | list[int]] = {}
     flat = a["member_rows"].tolist()
