@@ -7,7 +7,8 @@ large one held for approval, approved or rejected by a person, then run if appro
 call; reads of a decision and of the approvals queue. Samples the server's resident memory
 (Linux ``/proc``) throughout. Prints progress, then one JSON line: ``rss_growth_pct`` (the last
 quarter's median against the median just after warm-up), ``errors`` (any answer but the one
-expected, or no answer), ``p99_ms`` of all requests, and the counts.
+expected, or no answer), ``p99_ms`` of all requests, the counts, and ``rss_mb_by_minute`` (the
+median of each minute: growth that levels off is warm-up, growth that goes on is a leak).
 
     python benchmarks/soak.py [--minutes 10] [--rate 20]
 
@@ -63,9 +64,12 @@ class Soak:
         end = statistics.median(after[-max(1, len(after) // 4):]) if after else 0
         ordered = sorted(self.latencies)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000 if ordered else float("nan")
+        by_minute = [round(statistics.median(kb for t, kb in self.rss_kb if m * 60 <= t < (m + 1) * 60) / 1024, 1)
+                     for m in range(int(self.rss_kb[-1][0] // 60) + 1) if any(m * 60 <= t < (m + 1) * 60 for t, _ in self.rss_kb)
+                     ] if self.rss_kb else []  # fmt: skip
         return {"flows": self.flows, "requests": self.requests, "errors": self.errors, "answers_5xx": self.answers_5xx,
                 "p99_ms": round(p99, 2), "rss_start_mb": round(start / 1024, 1), "rss_end_mb": round(end / 1024, 1),
-                "rss_growth_pct": round((end / start - 1) * 100, 2) if start else None,
+                "rss_growth_pct": round((end / start - 1) * 100, 2) if start else None, "rss_mb_by_minute": by_minute,
                 "problems": dict(self.problems.most_common(5))}  # fmt: skip
 
 

@@ -91,6 +91,27 @@ def _uncodes(codes: np.ndarray, distinct: list[Any]) -> list[Any]:
     return [distinct[c] for c in codes.tolist()]
 
 
+def _put_pairs(arrays: dict[str, np.ndarray], name: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """(kind, value) pairs as kind codes and value lines; returns the kinds (for the JSON state)."""
+    arrays[f"{name}_kind"], kinds = _codes([p[0] for p in pairs])
+    arrays[f"{name}_value"] = _lines([p[1] for p in pairs])
+    return kinds
+
+
+def _get_pairs(a: _Snapshot, name: str, kinds: list[str]) -> list[tuple[str, str]]:
+    values = _unlines(a[f"{name}_value"])
+    found = _uncodes(a[f"{name}_kind"], kinds)
+    if len(values) != len(found):
+        raise SnapshotError(f"snapshot's {name} do not add up")
+    return list(zip(found, values))
+
+
+def _numbers(values: Sequence[float]) -> np.ndarray:
+    """Counts as int64 when they are all integers (read back as ints), else float64."""
+    arr = np.asarray(values)
+    return arr if arr.dtype in (np.int64, np.float64) else np.asarray(values, dtype=np.float64)
+
+
 def _pairs(counter: Counter[Any] | dict[Any, Any]) -> list[list[Any]]:
     return [[k, v] for k, v in counter.items()]
 
@@ -132,6 +153,11 @@ def dump(memory: CaseMemory, drift: DriftMonitor | None = None) -> bytes:
         distinct: dict[str, list[Any]] = {}
         for name in ("tool", "domain", "shape", "outcome", "ids"):
             arrays[f"case_{name}_code"], distinct[name] = _codes(col[name])
+        # The distinct identifier tuples, as codes into the distinct (kind, value) pairs.
+        ids = distinct.pop("ids")
+        arrays["ids_count"] = np.asarray([len(t) for t in ids], dtype=np.int64)
+        arrays["ids_pair"], id_pairs = _codes([p for t in ids for p in t])
+        distinct["id_kinds"] = _put_pairs(arrays, "id_pairs", id_pairs)
         order = {rid: i for i, rid in enumerate(col["request_id"])}
         recent = [order.get(rid, -1) for rid in memory._recent]
         arrays["recent"] = np.asarray(recent, dtype=np.int64)
@@ -168,18 +194,23 @@ def dump(memory: CaseMemory, drift: DriftMonitor | None = None) -> bytes:
             "counters": {name: _pairs(getattr(memory, name)) for name in _COUNTERS},
             "pair_counters": {name: [[k[0], k[1], v] for k, v in getattr(memory, name).items()] for name in _PAIR_COUNTERS},
             "reviewer": [getattr(memory.reviewer, s) for s in ReviewerModel.__slots__],
-            "noise": {"groups": [[k, g[0], g[1]] for k, g in noise.groups.items()], "big": list(noise.big),
-                      "limit": noise.limit, "fresh": noise._fresh, "rate": noise._rate},
+            "noise": {"big": list(noise.big), "limit": noise.limit, "fresh": noise._fresh, "rate": noise._rate},
             "features": {
-                "good_ids": [[k[0], k[1], n] for k, n in f.good_ids.items()],
-                "bad_ids": [[k[0], k[1], n] for k, n in f.bad_ids.items()],
+                "good_ids": _put_pairs(arrays, "good_ids", list(f.good_ids)),
+                "bad_ids": _put_pairs(arrays, "bad_ids", list(f.bad_ids)),
                 "tool_values": [[t, s.n, s.mean, s.m2] for t, s in f.tool_values.items()],
                 "actor_values": [[a, t, s.n, s.mean, s.m2] for (a, t), s in f.actor_values.items()],
                 "keysets": [[t, [[sorted(ks), n] for ks, n in c.items()]] for t, c in f.keysets.items()],
-                "tokens": [[t, _pairs(c)] for t, c in f.tokens.items()],
+                "tokens": [[t, len(c)] for t, c in f.tokens.items()],  # each tool's tokens, in turn
                 "calls": _pairs(f.calls),
             },
         }  # fmt: skip
+        arrays["good_ids_n"] = _numbers(list(f.good_ids.values()))
+        arrays["bad_ids_n"] = _numbers(list(f.bad_ids.values()))
+        arrays["tokens"] = _lines([tok for c in f.tokens.values() for tok in c])
+        arrays["tokens_n"] = _numbers([n for c in f.tokens.values() for n in c.values()])
+        arrays["noise_key"] = np.asarray(list(noise.groups), dtype=np.uint64)
+        arrays["noise_group"] = np.asarray(list(noise.groups.values()), dtype=np.float64).reshape(-1, 2)
         arrays["state"] = _text(state)
         arrays["meta"] = _text({**settings_of(memory), "cursor": memory.cursor, "cursor_hash": memory.cursor_hash,
                                 "cases": len(cases), "learnt": cols.n})  # fmt: skip
@@ -331,8 +362,11 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: _Snapshot) -> None:
     s = _untext(a["state"])
     f = memory.features = Featuriser()
     fs = s["features"]
-    f.good_ids = Counter({(k, t): n for k, t, n in fs["good_ids"]})
-    f.bad_ids = Counter({(k, t): n for k, t, n in fs["bad_ids"]})
+    for name in ("good_ids", "bad_ids"):
+        keys, counts = _get_pairs(a, name, fs[name]), a[f"{name}_n"].tolist()
+        if len(keys) != len(counts):
+            raise SnapshotError(f"snapshot's {name} do not add up")
+        setattr(f, name, Counter(dict(zip(keys, counts))))
     f.tool_values = defaultdict(_Stats)
     for t, n, mean, m2 in fs["tool_values"]:
         f.tool_values[t] = _stats(n, mean, m2)
@@ -340,11 +374,22 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: _Snapshot) -> None:
     for actor, t, n, mean, m2 in fs["actor_values"]:
         f.actor_values[(actor, t)] = _stats(n, mean, m2)
     f.keysets = defaultdict(Counter, {t: Counter({frozenset(ks): n for ks, n in c}) for t, c in fs["keysets"]})
-    f.tokens = defaultdict(Counter, {t: Counter(dict(c)) for t, c in fs["tokens"]})
+    tokens, counts = _unlines(a["tokens"]), a["tokens_n"].tolist()
+    if len(tokens) != len(counts) or sum(n for _, n in fs["tokens"]) != len(tokens):
+        raise SnapshotError("snapshot's tokens do not add up")
+    f.tokens = defaultdict(Counter)
+    at = 0
+    for t, count in fs["tokens"]:
+        f.tokens[t] = Counter(dict(zip(tokens[at : at + count], counts[at : at + count])))
+        at += count
     f.calls = Counter(dict(fs["calls"]))
 
     distinct = s["cases"]
-    distinct["ids"] = [tuple(map(tuple, ids)) for ids in distinct["ids"]]
+    pairs = _uncodes(a["ids_pair"], _get_pairs(a, "id_pairs", distinct["id_kinds"]))
+    ends = np.cumsum(a["ids_count"]).tolist()
+    if (ends[-1] if ends else 0) != len(pairs):
+        raise SnapshotError("snapshot's identifiers do not add up")
+    distinct["ids"] = [tuple(pairs[start:end]) for start, end in zip([0, *ends], ends)]
     request_ids = _unlines(a["case_request_id"])
     n = len(request_ids)
     if n != meta["cases"] or a["case_us"].shape[0] != n:
@@ -364,8 +409,15 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: _Snapshot) -> None:
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     times = []
     offsets = a["case_offset"]
-    if not offsets.any():  # all UTC, the usual case: one addition per case
-        times = [epoch + timedelta(microseconds=us) for us in a["case_us"].tolist()]
+    micros = a["case_us"]
+    if not offsets.any() and (not micros.size or int(np.abs(micros).max()) < 2**32 * 10**6):
+        # All UTC, the usual case. A float of seconds before 2106 is within a quarter of a
+        # microsecond of the exact time, which fromtimestamp rounds to: the same datetimes, and
+        # about half the cost of adding a timedelta to the epoch for each.
+        at, utc = datetime.fromtimestamp, timezone.utc
+        times = [at(sec, utc) for sec in (micros / 1e6).tolist()]
+    elif not offsets.any():
+        times = [epoch + timedelta(0, 0, us) for us in micros.tolist()]
     for us, off in zip(a["case_us"].tolist(), offsets.tolist()) if offsets.any() else ():
         t = epoch + timedelta(microseconds=us)
         if off == _NAIVE:
@@ -423,7 +475,10 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: _Snapshot) -> None:
     for slot, value in zip(ReviewerModel.__slots__, s["reviewer"]):
         setattr(memory.reviewer, slot, value)
     noise = memory.noise = NoiseModel(s["noise"]["limit"])
-    noise.groups = {k: [g, b] for k, g, b in s["noise"]["groups"]}
+    groups = a["noise_group"]
+    if groups.shape != (a["noise_key"].shape[0], 2):
+        raise SnapshotError("snapshot's noise groups do not add up")
+    noise.groups = {k: g for k, g in zip(a["noise_key"].tolist(), groups.tolist())}
     noise.big = {k: noise.groups[k] for k in s["noise"]["big"]}
     noise._fresh, noise._rate = s["noise"]["fresh"], s["noise"]["rate"]
     memory.cursor, memory.cursor_hash = int(meta["cursor"]), meta["cursor_hash"]
