@@ -44,6 +44,7 @@ rules:
 """
 
 AGENT = "agent-soak"
+IN_FLIGHT = 32  # flows at once, at most (and connections per client)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Soak:
     latencies: list[float] = field(default_factory=list)
     rss_kb: list[tuple[float, int]] = field(default_factory=list)
     problems: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0  # from the first flow started to the last one done
 
     def summary(self, warmup: float) -> dict[str, Any]:
         after = [kb for t, kb in self.rss_kb if t >= warmup] or [kb for _, kb in self.rss_kb]
@@ -68,6 +70,7 @@ class Soak:
                      for m in range(int(self.rss_kb[-1][0] // 60) + 1) if any(m * 60 <= t < (m + 1) * 60 for t, _ in self.rss_kb)
                      ] if self.rss_kb else []  # fmt: skip
         return {"flows": self.flows, "requests": self.requests, "errors": self.errors, "answers_5xx": self.answers_5xx,
+                "rate_achieved": round(self.flows / self.seconds, 2) if self.seconds else None,
                 "p99_ms": round(p99, 2), "rss_start_mb": round(start / 1024, 1), "rss_end_mb": round(end / 1024, 1),
                 "rss_growth_pct": round((end / start - 1) * 100, 2) if start else None, "rss_mb_by_minute": by_minute,
                 "problems": dict(self.problems.most_common(5))}  # fmt: skip
@@ -141,7 +144,7 @@ async def _flow(i: int, agent: httpx.AsyncClient, approver: httpx.AsyncClient, s
 
 async def _drive(url: str, keys: dict[str, str], seconds: float, rate: float, pid: int | None, soak: Soak,
                  progress: float) -> None:  # fmt: skip
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {keys['agent']}"}, timeout=30,
                                  limits=limits) as agent, \
             httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {keys['approver']}"}, timeout=30,
@@ -149,6 +152,10 @@ async def _drive(url: str, keys: dict[str, str], seconds: float, rate: float, pi
         start = time.perf_counter()
         next_sample = next_report = start
         tasks: set[asyncio.Task[None]] = set()
+        # At most as many flows in flight as connections: a server that falls behind slows the
+        # start of new flows (the achieved rate says so) instead of queueing thousands of them in
+        # the client, whose connection pool then spends its time on the queue, not the server.
+        slots = asyncio.Semaphore(IN_FLIGHT)
         total = int(seconds * rate)
         for i in range(total):
             scheduled = start + i / rate
@@ -164,10 +171,13 @@ async def _drive(url: str, keys: dict[str, str], seconds: float, rate: float, pi
                 next_report = now + progress
             if scheduled > now:
                 await asyncio.sleep(scheduled - now)
+            await slots.acquire()
             task = asyncio.ensure_future(_flow(i, agent, approver, soak))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda _: slots.release())
         await asyncio.gather(*tasks)
+        soak.seconds = time.perf_counter() - start
         if pid is not None and (kb := rss_kb(pid)) is not None:
             soak.rss_kb.append((time.perf_counter() - start, kb))
 

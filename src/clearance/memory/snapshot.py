@@ -112,6 +112,16 @@ def _numbers(values: Sequence[float]) -> np.ndarray:
     return arr if arr.dtype in (np.int64, np.float64) else np.asarray(values, dtype=np.float64)
 
 
+def _unoptional(values: np.ndarray, has: np.ndarray) -> list[float | None]:
+    if values.shape != has.shape:
+        raise SnapshotError("snapshot's optional columns do not add up")
+    if has.all():
+        return values.tolist()
+    out = values.astype(object)  # Python floats, made in C
+    out[~has] = None
+    return out.tolist()  # type: ignore[no-any-return]
+
+
 def _pairs(counter: Counter[Any] | dict[Any, Any]) -> list[list[Any]]:
     return [[k, v] for k, v in counter.items()]
 
@@ -403,8 +413,7 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: _Snapshot) -> None:
     waiting = a["case_vectors"].copy()  # the rows are kept: out of the file's memory map
     for i, v in zip(a["case_waiting"].tolist(), waiting):
         vectors[i] = v
-    opt = {name: [x if h else None for x, h in zip(a[f"case_{name}"].tolist(), a[f"case_has_{name}"].tolist())]
-           for name in ("value", "bad", "severity", "cost")}  # fmt: skip
+    opt = {name: _unoptional(a[f"case_{name}"], a[f"case_has_{name}"]) for name in ("value", "bad", "severity", "cost")}
     zones: dict[int, timezone] = {0: timezone.utc}
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     times = []
@@ -452,8 +461,14 @@ def _restore(memory: CaseMemory, meta: dict[str, Any], a: _Snapshot) -> None:
     if any(not c for c in row_case):
         raise SnapshotError("snapshot's learnt cases do not add up")
     memory._row_case = row_case
-    gone = iter(s["recent_gone"])
-    memory._recent = deque(request_ids[i] if i >= 0 else next(gone) for i in a["recent"].tolist())
+    recent = a["recent"]
+    if recent.size and (int(recent.max()) >= n or int(recent.min()) < -1):
+        raise SnapshotError("snapshot's recent calls point outside its cases")
+    if s["recent_gone"]:
+        gone = iter(s["recent_gone"])
+        memory._recent = deque(request_ids[i] if i >= 0 else next(gone) for i in recent.tolist())
+    else:
+        memory._recent = deque(map(request_ids.__getitem__, recent.tolist()))
     memory._names = {name: i for i, name in enumerate(s["names"])}
     members: dict[int, int | list[int]] = {}
     flat = a["member_rows"].tolist()
