@@ -66,9 +66,10 @@ class Soak:
         end = statistics.median(after[-max(1, len(after) // 4):]) if after else 0
         ordered = sorted(self.latencies)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000 if ordered else float("nan")
-        by_minute = [round(statistics.median(kb for t, kb in self.rss_kb if m * 60 <= t < (m + 1) * 60) / 1024, 1)
-                     for m in range(int(self.rss_kb[-1][0] // 60) + 1) if any(m * 60 <= t < (m + 1) * 60 for t, _ in self.rss_kb)
-                     ] if self.rss_kb else []  # fmt: skip
+        minutes: dict[int, list[int]] = {}
+        for t, kb in self.rss_kb:
+            minutes.setdefault(int(t // 60), []).append(kb)
+        by_minute = [round(statistics.median(kbs) / 1024, 1) for _, kbs in sorted(minutes.items())]
         return {"flows": self.flows, "requests": self.requests, "errors": self.errors, "answers_5xx": self.answers_5xx,
                 "rate_achieved": round(self.flows / self.seconds, 2) if self.seconds else None,
                 "p99_ms": round(p99, 2), "rss_start_mb": round(start / 1024, 1), "rss_end_mb": round(end / 1024, 1),

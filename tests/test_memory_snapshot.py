@@ -73,10 +73,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def state(memory: CaseMemory) -> dict[str, Any]:
     """Everything memory knows, in comparable form (indexes by what they find)."""
     f = memory.features
-    cases = {rid: tuple(v.tolist() if isinstance(v, np.ndarray) else v for v in case) for rid, case in memory._cases.items()}
+    cases = {rid: tuple(v.tolist() if isinstance(v, np.ndarray) else v for v in case)
+             for rid, case in memory._cases.items()}
     cols = memory._cols
     probes = np.random.default_rng(0).random((5, DIM), dtype=np.float32)
-    found = {part: [index.search(p, 5) for p in probes] for part, index in memory._parts.items()}  # type: ignore[attr-defined]
+    found = {part: [index.search(p, 5) for p in probes] for part, index in memory._parts.items()}
     return {
         "cases": cases, "recent": list(memory._recent), "names": memory._names, "members": memory._members,
         "proto_of": memory._proto_of, "part_ids": memory._part_ids, "found": repr(found),
@@ -122,9 +123,11 @@ def test_strings_that_are_not_lines_still_read_back() -> None:
 def test_times_read_back_exactly() -> None:
     memory = CaseMemory()
     base = datetime(2026, 5, 4, 3, 2, 1, 999_999, tzinfo=timezone.utc)
-    times = [base + timedelta(microseconds=k * 7919) for k in range(2000)] + [datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=timezone.utc)]
+    times = [base + timedelta(microseconds=k * 7919) for k in range(2000)]
+    times.append(datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=timezone.utc))  # before the epoch
     for i, t in enumerate(times):
-        memory._cases[f"r{i}"] = (f"r{i}", "t", "d", t, (), None, None, "s", -1, None, 0.0, None, None, None, False, 0.0, 0, False)
+        memory._cases[f"r{i}"] = (f"r{i}", "t", "d", t, (), None, None, "s", -1, None, 0.0, None, None, None, False,
+                                  0.0, 0, False)  # fmt: skip
         memory._recent.append(f"r{i}")
     again = CaseMemory()
     snapshot.load(snapshot.dump(memory), again)

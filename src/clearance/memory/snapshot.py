@@ -280,8 +280,8 @@ class _Snapshot:
         try:
             head = io.BytesIO(bytes(body[: min(len(body), 1 << 16)]))
             version = np.lib.format.read_magic(head)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(head)
+            fmt = np.lib.format
+            shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(head)
             if dtype.hasobject:
                 raise ValueError("an array of objects")
             count = int(np.prod(shape, dtype=np.int64))
