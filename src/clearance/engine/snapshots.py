@@ -3,7 +3,9 @@
 A restart used to rebuild memory from the whole audit log (17 s at 100,000 decisions). With a
 snapshot it loads memory's state as data (:mod:`clearance.memory.snapshot`), checks that the
 store's chain still holds the event the snapshot reflects (same seq, same hash; or the chain's
-cut at exactly that event, after ``clearance store prune``), and reads only the events after it.
+cut at exactly that event, after ``clearance store prune``), and reads only the events after it;
+the drift streams saved with it (:meth:`DriftWatch.copy`) are adopted the same way, so warming
+them reads only the outcomes after their position instead of every outcome in the log.
 A snapshot that does not match (unreadable, other settings or version, another history) is
 ignored with a warning, and memory is rebuilt from the log as before: a snapshot can make a
 start faster, never make memory wrong.
