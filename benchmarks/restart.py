@@ -8,12 +8,15 @@ with reported outcomes. Before snapshots, memory was rebuilt from the whole log 
 Stores are built once (decided through the engine, many decisions per transaction, memory not
 consulted while building, which is what makes a million affordable) and cached under
 ``$TMPDIR/clearance-bench-restart``; a snapshot is saved, 1,000 more decisions are made after it
-(so a restart also catches up), then each restart is timed in a fresh process::
+(so a restart also catches up), then each restart is timed in a fresh process (``--runs``
+of them; wall and CPU time). A cached snapshot that this code no longer loads (another format
+or version) is made again from a cold rebuild, followed by another 1,000 decisions::
 
-    python benchmarks/restart.py [--sizes 100000,1000000] [--cache DIR] [--rebuild]
+    nice -n 10 python benchmarks/restart.py [--sizes 100000,1000000] [--cache DIR] [--runs 3] [--rebuild]
 
-The last line printed is one JSON object: ``restart_s_100k``, ``restart_s_1m`` (for each size
-built), and with ``--rebuild`` the cold rebuild times ``rebuild_s_100k``...
+The last line printed is one JSON object: ``restart_s_100k``, ``restart_s_1m`` (medians, for
+each size built), ``restart_cpu_s_...``, each run's time, and the cold rebuild times
+``rebuild_s_...`` when one was made (always with ``--rebuild``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,19 +71,19 @@ def build(path: Path, n: int, seed: int = 7, chunk: int = 2000) -> None:
 
 def child(path: str, mode: str) -> None:
     """One restart, timed in this fresh process: open, warm, one decision."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     engine = Engine(path)
     if mode == "rebuild":
         engine.snapshots.enabled = False
     engine.warm_memory()
-    ready = time.perf_counter() - started
+    ready, cpu = time.perf_counter() - started, time.process_time() - cpu
     engine.dry_run([action(random.Random(1), 0)])
     loaded = engine.snapshot_loaded.status if engine.snapshot_loaded else None
     if mode == "save":
         info = engine.save_memory_snapshot()
         print(json.dumps({"seconds": ready, "snapshot": info.as_dict()}))
     else:
-        print(json.dumps({"seconds": ready, "snapshot": loaded, "cursor": engine.memory.cursor}))
+        print(json.dumps({"seconds": ready, "cpu_seconds": cpu, "snapshot": loaded, "cursor": engine.memory.cursor}))
     engine.close()
 
 
@@ -97,6 +101,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "clearance-bench-restart"))
     ap.add_argument("--rebuild", action="store_true", help="also time a cold rebuild from the log")
+    ap.add_argument("--runs", type=int, default=3, help="restarts timed per size (the median is reported)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -110,21 +115,25 @@ def main() -> None:
         path = cache / f"store-{n}.db"
         if not path.exists():
             build(path, n)
-        if args.rebuild or not Path(str(path) + ".memory.npz").exists():
+        snap = Path(str(path) + ".memory.npz")
+        warm = run_child(path, "load") if snap.exists() and not args.rebuild else {"snapshot": "none"}
+        if warm["snapshot"] != "loaded":  # none yet, or of another format or version than this code's
             cold = run_child(path, "save")  # a cold rebuild, then the snapshot a server saves
             result[f"rebuild_s_{label(n)}"] = round(cold["seconds"], 2)
-            result[f"snapshot_bytes_{label(n)}"] = cold["snapshot"]["bytes"]
             result[f"snapshot_save_s_{label(n)}"] = cold["snapshot"]["seconds"]
             with Engine(path, memory=NullMemory()) as engine:  # decided after the snapshot: caught up at start
                 rng = random.Random(n)
                 with engine.store.batch(sync=False):
                     for i in range(1000):
                         engine.evaluate(action(rng, i))
-        warm = run_child(path, "load")
-        assert warm["snapshot"] == "loaded", warm
-        result[f"restart_s_{label(n)}"] = round(warm["seconds"], 2)
-        print(f"{n:,} decisions: restart {warm['seconds']:.2f} s (snapshot loaded, caught up to event {warm['cursor']})",
-              file=sys.stderr)  # fmt: skip
+        runs = [run_child(path, "load") for _ in range(args.runs)]
+        assert all(r["snapshot"] == "loaded" for r in runs), runs
+        result[f"restart_s_{label(n)}"] = round(statistics.median(r["seconds"] for r in runs), 2)
+        result[f"restart_cpu_s_{label(n)}"] = round(statistics.median(r["cpu_seconds"] for r in runs), 2)
+        result[f"restart_runs_s_{label(n)}"] = [round(r["seconds"], 2) for r in runs]
+        result[f"snapshot_bytes_{label(n)}"] = snap.stat().st_size
+        print(f"{n:,} decisions: restart {result[f'restart_s_{label(n)}']:.2f} s, median of {args.runs} (snapshot "
+              f"loaded, caught up to event {runs[0]['cursor']})", file=sys.stderr)  # fmt: skip
     print(json.dumps(result))
 
 

@@ -7,7 +7,8 @@ large one held for approval, approved or rejected by a person, then run if appro
 call; reads of a decision and of the approvals queue. Samples the server's resident memory
 (Linux ``/proc``) throughout. Prints progress, then one JSON line: ``rss_growth_pct`` (the last
 quarter's median against the median just after warm-up), ``errors`` (any answer but the one
-expected, or no answer), ``p99_ms`` of all requests, and the counts.
+expected, or no answer), ``p99_ms`` of all requests, the counts, and ``rss_mb_by_minute`` (the
+median of each minute: growth that levels off is warm-up, growth that goes on is a leak).
 
     python benchmarks/soak.py [--minutes 10] [--rate 20]
 
@@ -43,6 +44,7 @@ rules:
 """
 
 AGENT = "agent-soak"
+IN_FLIGHT = 32  # flows at once, at most (and connections per client)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Soak:
     latencies: list[float] = field(default_factory=list)
     rss_kb: list[tuple[float, int]] = field(default_factory=list)
     problems: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0  # from the first flow started to the last one done
 
     def summary(self, warmup: float) -> dict[str, Any]:
         after = [kb for t, kb in self.rss_kb if t >= warmup] or [kb for _, kb in self.rss_kb]
@@ -63,9 +66,14 @@ class Soak:
         end = statistics.median(after[-max(1, len(after) // 4):]) if after else 0
         ordered = sorted(self.latencies)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000 if ordered else float("nan")
+        minutes: dict[int, list[int]] = {}
+        for t, kb in self.rss_kb:
+            minutes.setdefault(int(t // 60), []).append(kb)
+        by_minute = [round(statistics.median(kbs) / 1024, 1) for _, kbs in sorted(minutes.items())]
         return {"flows": self.flows, "requests": self.requests, "errors": self.errors, "answers_5xx": self.answers_5xx,
+                "rate_achieved": round(self.flows / self.seconds, 2) if self.seconds else None,
                 "p99_ms": round(p99, 2), "rss_start_mb": round(start / 1024, 1), "rss_end_mb": round(end / 1024, 1),
-                "rss_growth_pct": round((end / start - 1) * 100, 2) if start else None,
+                "rss_growth_pct": round((end / start - 1) * 100, 2) if start else None, "rss_mb_by_minute": by_minute,
                 "problems": dict(self.problems.most_common(5))}  # fmt: skip
 
 
@@ -137,7 +145,7 @@ async def _flow(i: int, agent: httpx.AsyncClient, approver: httpx.AsyncClient, s
 
 async def _drive(url: str, keys: dict[str, str], seconds: float, rate: float, pid: int | None, soak: Soak,
                  progress: float) -> None:  # fmt: skip
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {keys['agent']}"}, timeout=30,
                                  limits=limits) as agent, \
             httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {keys['approver']}"}, timeout=30,
@@ -145,6 +153,10 @@ async def _drive(url: str, keys: dict[str, str], seconds: float, rate: float, pi
         start = time.perf_counter()
         next_sample = next_report = start
         tasks: set[asyncio.Task[None]] = set()
+        # At most as many flows in flight as connections: a server that falls behind slows the
+        # start of new flows (the achieved rate says so) instead of queueing thousands of them in
+        # the client, whose connection pool then spends its time on the queue, not the server.
+        slots = asyncio.Semaphore(IN_FLIGHT)
         total = int(seconds * rate)
         for i in range(total):
             scheduled = start + i / rate
@@ -160,10 +172,13 @@ async def _drive(url: str, keys: dict[str, str], seconds: float, rate: float, pi
                 next_report = now + progress
             if scheduled > now:
                 await asyncio.sleep(scheduled - now)
+            await slots.acquire()
             task = asyncio.ensure_future(_flow(i, agent, approver, soak))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda _: slots.release())
         await asyncio.gather(*tasks)
+        soak.seconds = time.perf_counter() - start
         if pid is not None and (kb := rss_kb(pid)) is not None:
             soak.rss_kb.append((time.perf_counter() - start, kb))
 

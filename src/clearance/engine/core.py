@@ -601,10 +601,19 @@ class Engine:
         since the last save. Status ``off`` for a memory that keeps no snapshot."""
         if not self.memory.learns or not self._memory_warm:
             return SnapshotInfo("off" if not self.memory.learns else "cold")
+        drift = None
         with self.store.read() as tx:
             while not self._catch_up(tx):
                 pass
-        return self.snapshots.save(if_changed=if_changed)
+            if self.drift.settings.enabled:
+                # The drift streams too, when they reflect only what this transaction sees
+                # committed (not an outcome whose transaction is still open): a restart then
+                # reads only the outcomes after them instead of every outcome in the log.
+                self.drift.warm(tx)
+                drift = self.drift.copy()
+                if drift.cursor > tx.chain_head()[0]:
+                    drift = None
+        return self.snapshots.save(if_changed=if_changed, drift=drift)
 
     def prune(self, before: datetime, *, archive: str | Path | None = None) -> PruneReport:
         """Archive what was written before ``before`` to a gzip JSON-lines file and delete it,

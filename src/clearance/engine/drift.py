@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,19 @@ class DriftWatch:
         """Start over from the record (after a transaction that may not have committed)."""
         with self._lock:
             self._monitor = DriftMonitor(self.settings)
+
+    def copy(self) -> DriftMonitor:
+        """The streams as they are now, and the chain position they reflect (for a snapshot)."""
+        with self._lock:
+            m = self._monitor
+            return DriftMonitor(m.settings, {k: replace(v) for k, v in m.streams.items()}, m.cursor)
+
+    def adopt(self, monitor: DriftMonitor) -> None:
+        """Start from ``monitor`` (a snapshot's streams) if nothing was read yet; :meth:`warm`
+        then reads only the outcomes after its position."""
+        with self._lock:
+            if self._monitor.cursor == 0 and monitor.settings == self.settings:
+                self._monitor = monitor
 
     def warm(self, tx: SqlTx) -> None:
         """Read the record's outcomes (outside any writer lock: a server does this at start, so

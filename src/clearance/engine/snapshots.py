@@ -3,7 +3,9 @@
 A restart used to rebuild memory from the whole audit log (17 s at 100,000 decisions). With a
 snapshot it loads memory's state as data (:mod:`clearance.memory.snapshot`), checks that the
 store's chain still holds the event the snapshot reflects (same seq, same hash; or the chain's
-cut at exactly that event, after ``clearance store prune``), and reads only the events after it.
+cut at exactly that event, after ``clearance store prune``), and reads only the events after it;
+the drift streams saved with it (:meth:`DriftWatch.copy`) are adopted the same way, so warming
+them reads only the outcomes after their position instead of every outcome in the log.
 A snapshot that does not match (unreadable, other settings or version, another history) is
 ignored with a warning, and memory is rebuilt from the log as before: a snapshot can make a
 start faster, never make memory wrong.
@@ -20,6 +22,7 @@ from clearance.store.snapshots import SnapshotPlace
 
 if TYPE_CHECKING:
     from clearance.engine.core import Engine
+    from clearance.memory.drift import DriftMonitor
 
 __all__ = ["SnapshotInfo", "Snapshots"]
 
@@ -58,8 +61,9 @@ class Snapshots:
         self.enabled = isinstance(engine.memory, CaseMemory) and self.place.kept
         self.saved_seq = -1  # the cursor of the last snapshot saved or loaded by this engine
 
-    def save(self, *, if_changed: bool = False) -> SnapshotInfo:
-        """Save memory as it is now (caught up with the log first, so it reflects a chain position)."""
+    def save(self, *, if_changed: bool = False, drift: DriftMonitor | None = None) -> SnapshotInfo:
+        """Save memory as it is now (caught up with the log first, so it reflects a chain
+        position), with the engine's drift streams when given (``drift.cursor`` at most memory's)."""
         if not self.enabled:
             return SnapshotInfo("off")
         memory = self.engine.memory
@@ -67,7 +71,7 @@ class Snapshots:
             return SnapshotInfo("unchanged", seq=memory.cursor)
         started = time.perf_counter()
         snap = _snapshot_module()
-        data = snap.dump(memory)  # type: ignore[arg-type]
+        data = snap.dump(memory, drift)  # type: ignore[arg-type]
         seq = int(snap.read_meta(data)["cursor"])
         self.place.save(data, seq=seq, now=self.engine.clock())
         self.saved_seq = seq
@@ -90,7 +94,9 @@ class Snapshots:
             meta = snap.read_meta(data)
             problem = self._check_chain(int(meta["cursor"]), meta.get("cursor_hash"))
             if problem is None:
-                snap.load(data, memory)
+                drift = snap.load(data, memory, self.engine.drift.settings)
+                if drift is not None:
+                    self.engine.drift.adopt(drift)
         except snap.SnapshotError as exc:
             problem = str(exc)
         if problem is not None:

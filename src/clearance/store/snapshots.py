@@ -8,6 +8,7 @@ most 1 GB). An in-memory SQLite store keeps none.
 
 from __future__ import annotations
 
+import mmap
 import os
 from datetime import datetime
 from pathlib import Path
@@ -54,10 +55,14 @@ class SnapshotPlace:
             for part, start in enumerate(range(0, max(len(data), 1), _CHUNK)):
                 conn.execute(insert(t.memory_snapshots).values(part=part, seq=seq, saved_at=now, data=data[start : start + _CHUNK]))
 
-    def load(self) -> bytes | None:
+    def load(self) -> bytes | mmap.mmap | None:
+        """The snapshot's bytes; a file's as a read-only memory map (read in place, not copied:
+        a saved snapshot replaces the file rather than writing into it, so the map stays whole)."""
         if self.path is not None:
             try:
-                return self.path.read_bytes()
+                with open(self.path, "rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
             except FileNotFoundError:
                 return None
         if not self.kept:
