@@ -46,6 +46,23 @@ def test_reviewer_model_learns_catch_and_false_rejection_rates() -> None:
     assert model.false_reject == pytest.approx(0.02, abs=0.03)
 
 
+def test_a_rejection_is_read_with_its_own_kinds_rejection_rate() -> None:
+    """Reads a person rejects only at the reviewer's false-rejection rate are not made bad by
+    the transfers that are rejected far more often (issue 15: wrongly refused reads used to
+    count as harm, raising the reads' risk, which sent more of them to a person)."""
+    rng = random.Random(3)
+    model = ReviewerModel()
+    for _ in range(400):
+        model.answered(rng.random() < 0.6, "send_money")  # mostly bad: rejected often
+        model.answered(rng.random() < 0.1, "get_balance")  # good: refused at about f
+    assert model.asked_bad("send_money") > 0.5
+    assert model.asked_bad("get_balance") < 0.05
+    assert model.asked_bad("never_asked") == pytest.approx(model.asked_bad(), abs=1e-9)
+    # What a rejection of a read of low risk then says: weak evidence of harm, not strong.
+    assert model.bad_if_rejected(max(0.02, model.asked_bad("get_balance"))) < 0.3
+    assert model.bad_if_rejected(max(0.02, model.asked_bad("send_money"))) > 0.8
+
+
 def test_noise_model_estimates_the_share_of_wrong_reports() -> None:
     rng = random.Random(9)
     model = NoiseModel()

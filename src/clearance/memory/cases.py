@@ -336,15 +336,17 @@ class CaseMemory:
         if case.real:
             return  # a reported outcome outranks a person's guess
         # An approval is read with the call's own risk. A rejection is read with at least the
-        # share of bad calls among those put to a person: it is the surprise that says memory's
-        # own risk was too low, so that risk must not explain it away.
+        # share of bad calls among this tool's calls put to a person: it is the surprise that
+        # says memory's own risk was too low, so that risk must not explain it away; but a tool
+        # whose calls are rejected only as often as the reviewer refuses good ones is not bad
+        # (read with every tool's share, wrongly refused reads counted as harm).
         if resolution in ("approved", "rejected"):
-            self.reviewer.answered(resolution == "rejected")
+            self.reviewer.answered(resolution == "rejected", case.tool)
         if resolution == "approved":
             bad = self.reviewer.bad_if_approved(case.risk)
             self._label(case._replace(approved=True), bad, APPROVED_WEIGHT, "approved", None, None, real=False)
         elif resolution == "rejected":
-            bad = self.reviewer.bad_if_rejected(max(case.risk, self.reviewer.asked_bad))
+            bad = self.reviewer.bad_if_rejected(max(case.risk, self.reviewer.asked_bad(case.tool)))
             self.reviewer.rejected(case.risk)
             self._label(case, bad, REJECTED_WEIGHT, "rejected", None, None, real=False)
 

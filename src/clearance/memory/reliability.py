@@ -26,6 +26,8 @@ __all__ = ["CATCH_PRIOR", "FALSE_REJECT_PRIOR", "NOISE_PRIOR", "NoiseModel", "Re
 CATCH_PRIOR = (4.0, 1.0)
 FALSE_REJECT_PRIOR = (1.0, 9.0)
 NOISE_PRIOR = (0.5, 49.5)
+#: Answers' worth of weight every kind's rejection rate carries in one kind's (see asked_bad).
+KIND_STRENGTH = 10.0
 #: Reports believed wrong at most this often (beyond it, the groups are mixed, not noisy).
 NOISE_CAP = 0.25
 
@@ -33,24 +35,35 @@ NOISE_CAP = 0.25
 class ReviewerModel:
     """Online estimates of a reviewer's catch rate and false-rejection rate."""
 
-    __slots__ = ("caught", "missed", "refused", "passed", "answers", "rejections")
+    __slots__ = ("caught", "missed", "refused", "passed", "answers", "rejections", "by_kind")
 
     def __init__(self) -> None:
         self.caught, self.missed = CATCH_PRIOR
         self.refused, self.passed = FALSE_REJECT_PRIOR
         self.answers, self.rejections = 10.0, 3.0  # a prior: 3 rejections in 10 answers
+        #: kind of call (the engine passes the tool) -> [answers, rejections]
+        self.by_kind: dict[str, list[float]] = {}
 
-    @property
-    def asked_bad(self) -> float:
-        """The share of bad calls among those put to a person: what a rejection rate ``r``
-        means for a reviewer of these rates (``r = pi c + (1 - pi) f``)."""
+    def asked_bad(self, kind: str | None = None) -> float:
+        """The share of bad calls among those of this kind put to a person: what a rejection
+        rate ``r`` means for a reviewer of these rates (``r = pi c + (1 - pi) f``). Per kind,
+        shrunk towards every kind's rate with KIND_STRENGTH answers: a kind whose calls are
+        rejected about as often as the reviewer refuses good calls is not a bad kind, however
+        bad the other kinds put to a person are."""
         c, f = self.catch, self.false_reject
         r = self.rejections / self.answers
+        got = self.by_kind.get(kind) if kind is not None else None
+        if got is not None:
+            r = (got[1] + KIND_STRENGTH * r) / (got[0] + KIND_STRENGTH)
         return min(max((r - f) / (c - f), 0.01), 0.99) if c > f else 0.5
 
-    def answered(self, rejected: bool) -> None:
+    def answered(self, rejected: bool, kind: str | None = None) -> None:
         self.answers += 1.0
         self.rejections += float(rejected)
+        if kind is not None:
+            got = self.by_kind.setdefault(kind, [0.0, 0.0])
+            got[0] += 1.0
+            got[1] += float(rejected)
 
     @property
     def catch(self) -> float:
@@ -63,13 +76,13 @@ class ReviewerModel:
     def bad_if_rejected(self, p: float | None = None) -> float:
         """How likely a call of risk ``p`` (default: as bad as the calls put to a person
         usually are) that a person rejected was bad."""
-        p = min(max(self.asked_bad if p is None else p, 1e-4), 1.0 - 1e-4)
+        p = min(max(self.asked_bad() if p is None else p, 1e-4), 1.0 - 1e-4)
         c, f = self.catch, self.false_reject
         return p * c / (p * c + (1.0 - p) * f)
 
     def bad_if_approved(self, p: float | None = None) -> float:
         """How likely a call of risk ``p`` (default as above) that a person approved is bad."""
-        p = min(max(self.asked_bad if p is None else p, 1e-4), 1.0 - 1e-4)
+        p = min(max(self.asked_bad() if p is None else p, 1e-4), 1.0 - 1e-4)
         c, f = self.catch, self.false_reject
         return p * (1.0 - c) / (p * (1.0 - c) + (1.0 - p) * (1.0 - f))
 
