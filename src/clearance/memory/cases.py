@@ -647,9 +647,10 @@ def _posterior(bad: float, n: float, towards: float, strength: float, error_rate
     ll = mass + bad * np.log(np.maximum(r, 1e-300)) + (n - bad) * np.log(np.maximum(1.0 - r, 1e-300))
     w = np.exp(ll - ll.max())
     w /= w.sum()
-    mean = float(w @ _GRID)
+    # With no reports the mean is the prior's own, exactly (the grid only approximates it).
+    mean = towards if n <= 0.0 else float(w @ _GRID)
     lo = float(_GRID[min(int(np.searchsorted(np.cumsum(w), lower)), len(_GRID) - 1)])
-    return min(mean, 1.0), lo
+    return min(mean, 1.0), min(lo, mean)
 
 
 def _odds(p: float) -> float:
