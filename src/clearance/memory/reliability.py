@@ -117,7 +117,8 @@ class NoiseModel:
     Identical calls (same tool, same argument tokens) mostly share their fate, so each group is
     taken to be truly all good or all bad, its reports flipped at the rate sought; expectation-
     maximisation over every group of at least ``MIN_GROUP`` reports then weighs each group's
-    minority reports by how likely the group is good or bad. Groups of two count: a memory that
+    minority reports by how likely the group is good or bad, leaving out (and refitting without)
+    groups far too mixed for that rate to explain (those are truly mixed). Groups of two count: a memory that
     learns stops running the twins of a call reported bad, so the groups that grow large are
     mostly the ones whose reports all came back good, and counting only those would under-
     estimate the rate (and leave the risk of a harmless kind of call at the rate of wrong reports).
@@ -171,6 +172,22 @@ class NoiseModel:
         if not self.big:
             return a / (a + b)
         counts = np.asarray(list(self.big.values()), dtype=np.float64)
+        rate = self._fit(counts)
+        for _ in range(4):  # groups far more mixed than the rate explains are mixed, not noisy
+            minority = np.minimum(counts[:, 1], counts[:, 0] - counts[:, 1])
+            n = counts[:, 0]
+            keep = counts[minority <= n * rate + 3.0 * np.sqrt(n * rate * (1.0 - rate)) + 1.0]
+            new = self._fit(keep) if len(keep) else a / (a + b)
+            if abs(new - rate) < 1e-6:
+                rate = new
+                break
+            rate = new
+        return min(rate, NOISE_CAP)
+
+    def _fit(self, counts: np.ndarray) -> float:
+        """The rate of wrong reports that best explains these groups, each truly all good or all
+        bad (expectation-maximisation from the prior)."""
+        a, b = NOISE_PRIOR
         n, bad = counts[:, 0], counts[:, 1]
         good = n - bad
         rate, share_bad = a / (a + b), 0.1  # starting points: the prior, and a tenth of the groups bad
@@ -181,13 +198,12 @@ class NoiseModel:
             if_bad = math.log(share_bad) + good * le + bad * lg
             w_bad = 1.0 / (1.0 + np.exp(np.clip(if_good - if_bad, -50.0, 50.0)))
             wrong = float((w_bad * good + (1.0 - w_bad) * bad).sum())
-            new = (wrong + a) / (float(n.sum()) + a + b)
+            new = min((wrong + a) / (float(n.sum()) + a + b), NOISE_CAP)
             share_bad = min(max((float(w_bad.sum()) + 1.0) / (len(n) + 2.0), 1e-4), 1.0 - 1e-4)
             if abs(new - rate) < 1e-7:
-                rate = new
-                break
-            rate = min(new, NOISE_CAP)
-        return min(rate, NOISE_CAP)
+                return new
+            rate = new
+        return rate
 
 
 def cheapest(p: float, harm: float, refused: float, review: float, catch: float,
