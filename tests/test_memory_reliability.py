@@ -210,3 +210,18 @@ def test_a_blocked_family_is_asked_about_again(tmp_path) -> None:
         memory._decisions[f"get_thing_{i % 30}"] += 1
     assert memory._recurrence("get_thing_3", 2.0) >= 30.0
     assert memory._recurrence("send_money", 2.0) == 0.0
+
+
+def test_the_reviewers_answers_per_tool_survive_a_snapshot() -> None:
+    """What a restart loads is what memory had learnt of each tool's rejections (they are one
+    of the reviewer's slots, saved with the others)."""
+    from clearance.memory import snapshot
+    from clearance.memory.cases import CaseMemory
+
+    memory = CaseMemory()
+    memory.reviewer.answered(True, "send_money")
+    memory.reviewer.answered(False, "get_balance")
+    loaded = CaseMemory()
+    snapshot.load(snapshot.dump(memory), loaded)
+    assert loaded.reviewer.by_kind == {"send_money": [1.0, 1.0], "get_balance": [1.0, 0.0]}
+    assert loaded.reviewer.asked_bad("send_money") == memory.reviewer.asked_bad("send_money")
