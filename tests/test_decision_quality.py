@@ -516,3 +516,25 @@ def test_the_development_family_is_twenty_worlds_each_stating_its_own_costs():
             world_row(report((9, 8, 10), (8, 7, 9)))]  # fmt: skip
     assert [(r["lowest"], r["separate"]) for r in rows] == [(True, True), (True, False), (False, False)]
     assert "lowest loss on 2 of 3 worlds, with separate 95% intervals on 1" in render_family(rows)
+
+
+def test_record_cache_keys_never_cover_the_memory_under_development(tmp_path: Path) -> None:
+    """DQ_RECORD_CACHE keeps the records of guards memory does not change: the key follows what
+    the records depend on, and a learning clearance guard is never cached."""
+    from datetime import timedelta
+
+    from benchmarks.decision_quality.sim import Call, Episode
+    from benchmarks.decision_quality.tracks.common import _cache_key
+    from clearance import Action
+
+    rules = tmp_path / "r.yaml"
+    rules.write_text("version: 1\nrules: []\n")
+    cfg = {"costs": {"approval": 2.0}, "reviewer": {"catch_rate": 0.9}, "read_prefixes": ["get_"]}
+    call = Call(Action(tool="send_money", arguments={"to": "x"}), True, 10.0, 0.0, timedelta(hours=1), "attack", 0.5, 0.5)
+    eps = [Episode([call], attacked=True)]
+    key = _cache_key(cfg, {"name": "t", "kind": "tool_prior"}, eps, rules, 5, 0.0)
+    assert key == _cache_key(cfg, {"name": "t", "kind": "tool_prior"}, eps, rules, 5, 0.0)
+    assert key != _cache_key({**cfg, "costs": {"approval": 3.0}}, {"name": "t", "kind": "tool_prior"}, eps, rules, 5, 0.0)
+    assert key != _cache_key(cfg, {"name": "t", "kind": "tool_prior"}, eps, rules, 5, 0.1)
+    assert _cache_key(cfg, {"name": "c", "kind": "clearance", "learning": True}, eps, rules, 5, 0.0) is None
+    assert _cache_key(cfg, {"name": "c", "kind": "clearance", "learning": False}, eps, rules, 5, 0.0) is not None

@@ -64,7 +64,7 @@ RELATED_DISCOUNT = 0.5  # precedents of other tools in the same domain count thi
 DISTANT_DISCOUNT = 0.3  # and those of other domains this much
 EVIDENCE_CAP = 30.0  # weighed evidence gathered from the nearest shapes outwards, at most
 PRIOR_STRENGTH = 5.0  # precedents' worth of weight each level of the prior carries
-LOWER_Z = 1.28  # the risk's lower bound: its 10th percentile, roughly
+LOWER_Q = 0.1  # the risk's lower bound: its posterior's 10th percentile
 PER_PROTO = 512  # newest cases of one prototype that are weighed (older ones count for little)
 
 
@@ -336,15 +336,17 @@ class CaseMemory:
         if case.real:
             return  # a reported outcome outranks a person's guess
         # An approval is read with the call's own risk. A rejection is read with at least the
-        # share of bad calls among those put to a person: it is the surprise that says memory's
-        # own risk was too low, so that risk must not explain it away.
+        # share of bad calls among this tool's calls put to a person: it is the surprise that
+        # says memory's own risk was too low, so that risk must not explain it away; but a tool
+        # whose calls are rejected only as often as the reviewer refuses good ones is not bad
+        # (read with every tool's share, wrongly refused reads counted as harm).
         if resolution in ("approved", "rejected"):
-            self.reviewer.answered(resolution == "rejected")
+            self.reviewer.answered(resolution == "rejected", case.tool)
         if resolution == "approved":
             bad = self.reviewer.bad_if_approved(case.risk)
             self._label(case._replace(approved=True), bad, APPROVED_WEIGHT, "approved", None, None, real=False)
         elif resolution == "rejected":
-            bad = self.reviewer.bad_if_rejected(max(case.risk, self.reviewer.asked_bad))
+            bad = self.reviewer.bad_if_rejected(max(case.risk, self.reviewer.asked_bad(case.tool)))
             self.reviewer.rejected(case.risk)
             self._label(case, bad, REJECTED_WEIGHT, "rejected", None, None, real=False)
 
@@ -425,17 +427,20 @@ class CaseMemory:
             n = max(n, 0.0)
             return (_true_bad(max(bad, 0.0), n, e) + PRIOR_STRENGTH * towards) / (n + PRIOR_STRENGTH)
 
+        def own(bad: float, n: float, towards: float) -> float:  # one tool's: fewer reports, see _posterior
+            return _posterior(bad, n, towards, PRIOR_STRENGTH, e)[0]
+
         family = _family(tool)
         # The tool's family, without the tool itself (its own calls are weighed below it).
         kin = rate(self._bad_family[family] - self._bad[tool], self._labelled_family[family] - self._labelled[tool],
                    overall)  # fmt: skip
         if shape is None:
-            return rate(self._bad[tool], self._labelled[tool], kin)
+            return own(self._bad[tool], self._labelled[tool], kin)
         bad_ts, n_ts = self._bad_ts[(tool, shape)], self._labelled_ts[(tool, shape)]
-        other_shapes = rate(self._bad[tool] - bad_ts, self._labelled[tool] - n_ts, kin)
+        other_shapes = own(self._bad[tool] - bad_ts, self._labelled[tool] - n_ts, kin)
         other_tools = rate(self._bad_shape[shape] - bad_ts, self._labelled_shape[shape] - n_ts, overall)
         mixed = _from_odds(_odds(other_shapes) * _odds(other_tools) / _odds(overall))
-        return rate(bad_ts, n_ts, mixed)
+        return own(bad_ts, n_ts, mixed)
 
     def assess(
         self,
@@ -502,7 +507,7 @@ class CaseMemory:
                     del cands[i + 1 :]
                     break
             base = self.prior(action.tool, shape, outcome_error_rate) if prior is None else prior
-            risk = (prior_strength * base + _true_bad(bad, evidence, outcome_error_rate)) / (prior_strength + evidence)
+            risk, risk_lo = _posterior(bad, evidence, base, prior_strength, outcome_error_rate, LOWER_Q)
             precedents = self._cite(cands, action)
             novel = self._labelled[action.tool] >= NOVEL_AFTER and best_sim < NOVEL_SIMILARITY
             risk = min(max(risk, 0.0), 1.0)
@@ -518,12 +523,23 @@ class CaseMemory:
                 novel=novel,
                 expected_cost=None if stake is None else risk * max(stake, 0.0),
                 stake=action.value,
-                recurrence=self._decisions[action.tool] / (prior_strength + evidence),
-                risk_lo=max(0.0, risk - LOWER_Z * math.sqrt(risk * (1.0 - risk) / (prior_strength + evidence + 1.0))),
+                recurrence=self._recurrence(action.tool, prior_strength),
+                risk_lo=min(risk_lo, risk),
                 reviewer_catch=self.reviewer.catch,
                 reviewer_false_reject=self.reviewer.false_reject,
                 outcome_error_rate=outcome_error_rate,
             )
+
+    def _recurrence(self, tool: str, prior_strength: float) -> float:
+        """How many calls what is learnt about this one would inform: the decided calls of its
+        tool per unit of what has been learnt about the tool, or of its family (what is learnt
+        about one ``get_*`` tool moves every ``get_*`` tool's prior) if more. Many kinds of
+        call each come rarely; counted one tool at a time, none would ever seem worth a
+        question, and a family blocked from the start would stay blocked for good."""
+        own = self._decisions[tool] / (prior_strength + self._labelled[tool])
+        family = _family(tool)
+        decided = sum(n for t, n in self._decisions.items() if _family(t) == family)
+        return max(own, decided / (prior_strength + self._labelled_family[family]))
 
     def _cite(self, cands: list[tuple[float, float, int, int, float]], action: Action) -> list[Precedent]:
         """The strongest precedents: the most similar shapes first and, within one shape, its
@@ -598,6 +614,43 @@ def _true_bad(bad: float, n: float, error_rate: float) -> float:
     if error_rate <= 0.0:
         return bad
     return max(bad - error_rate * n, 0.0) / (1.0 - 2.0 * error_rate)
+
+
+#: The grid a rate's posterior is computed on: 0, then geometric from 1e-5 to 1 (rates of bad
+#: outcomes are mostly small, where resolution matters).
+_EDGES = np.concatenate(([0.0], np.geomspace(1e-5, 1.0, 96)))
+_GRID_LO, _GRID_HI = _EDGES[:-1], _EDGES[1:]
+_GRID = np.where(_GRID_LO > 0, np.sqrt(np.maximum(_GRID_LO, 1e-300) * _GRID_HI), _GRID_HI / 2.0)
+_LOG_HI = np.log(_GRID_HI)
+_LOG_LO = np.log(np.maximum(_GRID_LO, 1e-300))
+_LOG_1M = np.log1p(-np.minimum(_GRID, 1.0 - 1e-12))
+
+
+def _posterior(bad: float, n: float, towards: float, strength: float, error_rate: float,
+               lower: float = 0.1) -> tuple[float, float]:  # fmt: skip
+    """The rate of truly bad outcomes given ``bad`` reported bad of ``n``, each report wrong at
+    ``error_rate``, under a Beta prior of mean ``towards`` worth ``strength`` reports: its
+    posterior mean and ``lower`` quantile.
+
+    Subtracting the expected wrong reports and clipping at zero (the plain correction) leaves
+    every kind of call whose wrong reports came in above their average looking risky; with
+    many harmless kinds, some always do, and at a low asking threshold they are then all asked
+    about. The posterior instead weighs how likely the rate is nil given what came in."""
+    n = max(n, 0.0)
+    bad = min(max(bad, 0.0), n)
+    towards = min(max(towards, 1e-6), 1.0 - 1e-6)
+    a, b = strength * towards, strength * (1.0 - towards)
+    # Each cell's prior mass: the integral of x^(a-1) over it (exact), times (1-x)^(b-1) at its middle.
+    mass = np.log(np.maximum(np.exp(a * _LOG_HI) - np.exp(a * _LOG_LO), 1e-300)) + (b - 1.0) * _LOG_1M
+    e = min(max(error_rate, 0.0), 0.49)
+    r = e + (1.0 - 2.0 * e) * _GRID  # the chance of a bad report at each rate
+    ll = mass + bad * np.log(np.maximum(r, 1e-300)) + (n - bad) * np.log(np.maximum(1.0 - r, 1e-300))
+    w = np.exp(ll - ll.max())
+    w /= w.sum()
+    # With no reports the mean is the prior's own, exactly (the grid only approximates it).
+    mean = towards if n <= 0.0 else float(w @ _GRID)
+    lo = float(_GRID[min(int(np.searchsorted(np.cumsum(w), lower)), len(_GRID) - 1)])
+    return min(mean, 1.0), min(lo, mean)
 
 
 def _odds(p: float) -> float:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 __all__ = ["CATCH_PRIOR", "FALSE_REJECT_PRIOR", "NOISE_PRIOR", "NoiseModel", "ReviewerModel", "cheapest"]
 
 #: Beta priors as (successes, failures): reviewers catch 4 bad calls in 5 and refuse 1 good
@@ -26,6 +28,8 @@ __all__ = ["CATCH_PRIOR", "FALSE_REJECT_PRIOR", "NOISE_PRIOR", "NoiseModel", "Re
 CATCH_PRIOR = (4.0, 1.0)
 FALSE_REJECT_PRIOR = (1.0, 9.0)
 NOISE_PRIOR = (0.5, 49.5)
+#: Answers' worth of weight the reviewer's false-rejection rate carries in a kind's rejection rate (see asked_bad).
+KIND_STRENGTH = 10.0
 #: Reports believed wrong at most this often (beyond it, the groups are mixed, not noisy).
 NOISE_CAP = 0.25
 
@@ -33,24 +37,37 @@ NOISE_CAP = 0.25
 class ReviewerModel:
     """Online estimates of a reviewer's catch rate and false-rejection rate."""
 
-    __slots__ = ("caught", "missed", "refused", "passed", "answers", "rejections")
+    __slots__ = ("caught", "missed", "refused", "passed", "answers", "rejections", "by_kind")
 
     def __init__(self) -> None:
         self.caught, self.missed = CATCH_PRIOR
         self.refused, self.passed = FALSE_REJECT_PRIOR
         self.answers, self.rejections = 10.0, 3.0  # a prior: 3 rejections in 10 answers
+        #: kind of call (the engine passes the tool) -> [answers, rejections]
+        self.by_kind: dict[str, list[float]] = {}
 
-    @property
-    def asked_bad(self) -> float:
-        """The share of bad calls among those put to a person: what a rejection rate ``r``
-        means for a reviewer of these rates (``r = pi c + (1 - pi) f``)."""
+    def asked_bad(self, kind: str | None = None) -> float:
+        """The share of bad calls among those put to a person (of one kind, if given): what a
+        rejection rate ``r`` means for a reviewer of these rates (``r = pi c + (1 - pi) f``).
+        A kind's rate is shrunk, with KIND_STRENGTH answers, towards the reviewer's rate of
+        refusing good calls: a kind is taken to be bad only as far as its own calls are
+        rejected more often than good calls are, however bad other kinds put to a person are
+        (read with every kind's rate, wrongly refused reads counted as harm)."""
         c, f = self.catch, self.false_reject
-        r = self.rejections / self.answers
+        if kind is None:
+            r = self.rejections / self.answers
+        else:
+            got = self.by_kind.get(kind, (0.0, 0.0))
+            r = (got[1] + KIND_STRENGTH * f) / (got[0] + KIND_STRENGTH)
         return min(max((r - f) / (c - f), 0.01), 0.99) if c > f else 0.5
 
-    def answered(self, rejected: bool) -> None:
+    def answered(self, rejected: bool, kind: str | None = None) -> None:
         self.answers += 1.0
         self.rejections += float(rejected)
+        if kind is not None:
+            got = self.by_kind.setdefault(kind, [0.0, 0.0])
+            got[0] += 1.0
+            got[1] += float(rejected)
 
     @property
     def catch(self) -> float:
@@ -63,13 +80,13 @@ class ReviewerModel:
     def bad_if_rejected(self, p: float | None = None) -> float:
         """How likely a call of risk ``p`` (default: as bad as the calls put to a person
         usually are) that a person rejected was bad."""
-        p = min(max(self.asked_bad if p is None else p, 1e-4), 1.0 - 1e-4)
+        p = min(max(self.asked_bad() if p is None else p, 1e-4), 1.0 - 1e-4)
         c, f = self.catch, self.false_reject
         return p * c / (p * c + (1.0 - p) * f)
 
     def bad_if_approved(self, p: float | None = None) -> float:
         """How likely a call of risk ``p`` (default as above) that a person approved is bad."""
-        p = min(max(self.asked_bad if p is None else p, 1e-4), 1.0 - 1e-4)
+        p = min(max(self.asked_bad() if p is None else p, 1e-4), 1.0 - 1e-4)
         c, f = self.catch, self.false_reject
         return p * (1.0 - c) / (p * (1.0 - c) + (1.0 - p) * (1.0 - f))
 
@@ -97,13 +114,19 @@ class ReviewerModel:
 class NoiseModel:
     """How often outcome reports are wrong, from groups of identical calls.
 
-    Wrong reports make a group that truly always goes one way look mixed by their rate; groups
-    that are truly mixed look more mixed. So the estimate pools the minority reports of the
-    groups of at least ``MIN_GROUP`` reports, shrunk towards the prior, leaving out (and
-    re-pooling without) groups too mixed for that rate to explain."""
+    Identical calls (same tool, same argument tokens) mostly share their fate, so each group is
+    taken to be truly all good or all bad, its reports flipped at the rate sought; expectation-
+    maximisation over every group of at least ``MIN_GROUP`` reports then weighs each group's
+    minority reports by how likely the group is good or bad, leaving out (and refitting without)
+    groups far too mixed for that rate to explain (those are truly mixed). Groups of two count: a memory that
+    learns stops running the twins of a call reported bad, so the groups that grow large are
+    mostly the ones whose reports all came back good, and counting only those would under-
+    estimate the rate (and leave the risk of a harmless kind of call at the rate of wrong reports).
+    """
 
-    MIN_GROUP = 4
+    MIN_GROUP = 2
     REFRESH = 32  # reports between recomputations
+    ROUNDS = 25  # of expectation-maximisation per recomputation
 
     __slots__ = ("groups", "big", "limit", "_fresh", "_rate")
 
@@ -145,16 +168,42 @@ class NoiseModel:
         return self._rate
 
     def _compute(self) -> float:
-        big = [(n, min(b, n - b)) for n, b in self.big.values()]
         a, b = NOISE_PRIOR
-        rate = (sum(m for _, m in big) + a) / (sum(n for n, _ in big) + a + b)
+        if not self.big:
+            return a / (a + b)
+        counts = np.asarray(list(self.big.values()), dtype=np.float64)
+        rate = self._fit(counts)
         for _ in range(4):  # groups far more mixed than the rate explains are mixed, not noisy
-            keep = [(n, m) for n, m in big if m <= n * rate + 3.0 * math.sqrt(n * rate * (1.0 - rate)) + 1.0]
-            new = (sum(m for _, m in keep) + a) / (sum(n for n, _ in keep) + a + b)
+            minority = np.minimum(counts[:, 1], counts[:, 0] - counts[:, 1])
+            n = counts[:, 0]
+            keep = counts[minority <= n * rate + 3.0 * np.sqrt(n * rate * (1.0 - rate)) + 1.0]
+            new = self._fit(keep) if len(keep) else a / (a + b)
             if abs(new - rate) < 1e-6:
+                rate = new
                 break
             rate = new
         return min(rate, NOISE_CAP)
+
+    def _fit(self, counts: np.ndarray) -> float:
+        """The rate of wrong reports that best explains these groups, each truly all good or all
+        bad (expectation-maximisation from the prior)."""
+        a, b = NOISE_PRIOR
+        n, bad = counts[:, 0], counts[:, 1]
+        good = n - bad
+        rate, share_bad = a / (a + b), 0.1  # starting points: the prior, and a tenth of the groups bad
+        for _ in range(self.ROUNDS):
+            le, lg = math.log(rate), math.log1p(-rate)
+            # log-likelihood of each group's reports if it is truly good (its bad reports wrong) or bad
+            if_good = math.log1p(-share_bad) + bad * le + good * lg
+            if_bad = math.log(share_bad) + good * le + bad * lg
+            w_bad = 1.0 / (1.0 + np.exp(np.clip(if_good - if_bad, -50.0, 50.0)))
+            wrong = float((w_bad * good + (1.0 - w_bad) * bad).sum())
+            new = min((wrong + a) / (float(n.sum()) + a + b), NOISE_CAP)
+            share_bad = min(max((float(w_bad.sum()) + 1.0) / (len(n) + 2.0), 1e-4), 1.0 - 1e-4)
+            if abs(new - rate) < 1e-7:
+                return new
+            rate = new
+        return rate
 
 
 def cheapest(p: float, harm: float, refused: float, review: float, catch: float,
