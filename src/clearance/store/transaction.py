@@ -12,7 +12,7 @@ from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from clearance.store import schema as t
 from clearance.store import postgres, sqlite
 from clearance.store import statements as st
-from clearance.store.sqlite.counts import UsageCounts
+from clearance.store.sqlite.counts import SLOTS_OF_REQUEST, UsageCounts
 
 
 #: Called with the transaction and the events it has just appended (see ``SqlStore.on_append``).
@@ -154,16 +154,28 @@ class SqlTx:
 
     def keep_usage(self, request_id: str) -> None:
         """An approved call keeps its reserved slots for good."""
-        self._drop_counts()
+        slots = self._slots_of(request_id)
         self.conn.execute(update(t.usage).where(t.usage.c.request_id == request_id).values(expires_at=None))
+        if slots is not None:
+            self._counts.kept(slots)  # type: ignore[union-attr]
 
     def release_usage(self, request_id: str) -> None:
-        self._drop_counts()
+        slots = self._slots_of(request_id)
         self.conn.execute(update(t.usage).where(t.usage.c.request_id == request_id).values(active=False))
+        if slots is not None:
+            self._counts.released(slots)  # type: ignore[union-attr]
 
-    def _drop_counts(self) -> None:
-        if self._counts is not None:
-            self._counts.reset()
+    def _slots_of(self, request_id: str) -> list[tuple[str, str, str, str | None]] | None:
+        """The call's holding slots as stored, for the in-memory counts to follow a change of
+        them; None when there are no counts to keep current (they are dropped if stale)."""
+        counts = self._counts
+        if counts is None or counts.tip is None:
+            return None
+        if counts.tip != self.chain_head():
+            counts.reset()
+            return None
+        assert self._sqlite is not None
+        return self._sqlite.execute(SLOTS_OF_REQUEST, (request_id,)).fetchall()
 
     def count(self, rule_id: str, actor: str, since: datetime, now: datetime, cap: int | None = None) -> int:
         """Calls holding a slot since ``since``; with ``cap``, counting stops there (a limit
