@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from clearance.store import postgres, sqlite
 from clearance.store import schema as t
+from clearance.store import statements as st
 from clearance.store.migrate import upgrade
 from clearance.store.sqlite.checkpointer import Checkpointer
 from clearance.store.sqlite.counts import UsageCounts
@@ -61,6 +62,10 @@ class SqlStore:
         self.on_append: list[AppendHook] = []
         if migrate:
             upgrade(self.engine)
+        # The hot statements compiled now, not by the first decision (SQLAlchemy's compiler
+        # costs tens of milliseconds for them all).
+        for stmt, keys in st.HOT.items():
+            self._prepared[stmt] = Prepared(stmt, self.engine.dialect, keys)
 
     @contextmanager
     def read(self) -> Iterator[SqlTx]:
