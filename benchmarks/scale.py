@@ -13,7 +13,8 @@ a copy of each store (the cache stays as built), with the clock just after the b
   store, its reference);
 
 and their ratios to the empty store (``ratio_*``; target <= 1.3), with the CPU per decision
-(``cpu_ms_*``, which a loaded machine disturbs less than wall time)::
+(``cpu_ms_*``, which a loaded machine disturbs less than wall time). It also times, in a fresh
+process, opening an engine on a new store and its first two decisions (``start_*_ms``)::
 
     python benchmarks/scale.py [--sizes 0,100000,1000000] [--n 400] [--cache DIR] [--rounds 1]
 
@@ -34,6 +35,7 @@ import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -160,6 +162,35 @@ def measure(path: Path | None, n_calls: int, work: Path) -> dict[str, Any]:
         engine.close()
 
 
+def first_decision(work: Path) -> dict[str, float]:
+    """In a fresh process: the engine opened on a new store (rules, memory on), then its first
+    and second decisions timed, as a server's or a script's first call after start pays."""
+    code = (
+        "import json, sys, time\n"
+        "from benchmarks.scale import Clock, END, rules\n"
+        "from benchmarks.engine import ACTORS, make_action\n"
+        "import random\n"
+        "from clearance import Engine\n"
+        "t0 = time.perf_counter()\n"
+        "engine = Engine(sys.argv[1], rules=rules(), clock=Clock(END))\n"
+        "t1 = time.perf_counter()\n"
+        "rng = random.Random(3)\n"
+        "engine.evaluate(make_action(0, rng, ACTORS))\n"
+        "t2 = time.perf_counter()\n"
+        "engine.evaluate(make_action(1, rng, ACTORS))\n"
+        "t3 = time.perf_counter()\n"
+        "engine.close()\n"
+        "print(json.dumps({'open_ms': (t1 - t0) * 1e3, 'first_ms': (t2 - t1) * 1e3, 'second_ms': (t3 - t2) * 1e3}))\n"
+    )
+    for old in work.glob("*"):
+        old.unlink()
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), root) if p))
+    out = subprocess.run([sys.executable, "-c", code, str(work / "first.db")], check=True, capture_output=True, text=True,
+                         env=env, cwd=root)  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def label(n: int) -> str:
     return "0" if n == 0 else f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k"
 
@@ -182,10 +213,14 @@ def main() -> None:
         if n and not path.exists():
             result[f"build_s_{label(n)}"] = round(build(path, n), 1)
     runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
+    firsts: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(dir=cache) as work:
         for _ in range(args.rounds):
+            firsts.append(first_decision(Path(work)))
             for n in sizes:  # alternating sizes each round
                 runs[n].append(measure(cache / f"scale-{n}.db" if n else None, args.n, Path(work)))
+    for name in ("open_ms", "first_ms", "second_ms"):
+        result[f"start_{name}"] = round(statistics.median(f[name] for f in firsts), 2)
     for n in sizes:
         mix = statistics.median(r["mix"]["p50"] for r in runs[n])
         result[f"evaluate_p50_ms_at_{label(n)}"] = round(mix, 3)
