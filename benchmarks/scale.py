@@ -132,7 +132,10 @@ def measure(path: Path | None, n_calls: int, work: Path) -> dict[str, Any]:
     copy = work / "store.db"
     if path is not None:
         for part in path.parent.glob(path.name + "*"):
-            shutil.copyfile(part, work / ("store.db" + part.name[len(path.name):]))
+            target = work / ("store.db" + part.name[len(path.name):])
+            shutil.copyfile(part, target)
+            with open(target, "rb+") as fh:  # on disk before timing: else the first commits' fsyncs flush the copy
+                os.fsync(fh.fileno())
     clock = Clock(END)
     engine = Engine(copy, rules=rules(), clock=clock)
     try:
