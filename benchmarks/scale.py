@@ -168,7 +168,7 @@ def measure(path: Path | None, n_calls: int, work: Path) -> dict[str, Any]:
 
 def first_decision(work: Path) -> dict[str, float]:
     """In a fresh process: the engine opened on a new store (rules, memory on), then its first
-    and second decisions timed, as a server's or a script's first call after start pays."""
+    and second decisions timed (wall and CPU), as a server's or a script's first call pays."""
     code = (
         "import json, sys, time\n"
         "from benchmarks.scale import Clock, END, rules\n"
@@ -179,12 +179,14 @@ def first_decision(work: Path) -> dict[str, float]:
         "engine = Engine(sys.argv[1], rules=rules(), clock=Clock(END))\n"
         "t1 = time.perf_counter()\n"
         "rng = random.Random(3)\n"
+        "c1 = time.process_time()\n"
         "engine.evaluate(make_action(0, rng, ACTORS))\n"
-        "t2 = time.perf_counter()\n"
+        "t2, c2 = time.perf_counter(), time.process_time()\n"
         "engine.evaluate(make_action(1, rng, ACTORS))\n"
-        "t3 = time.perf_counter()\n"
+        "t3, c3 = time.perf_counter(), time.process_time()\n"
         "engine.close()\n"
-        "print(json.dumps({'open_ms': (t1 - t0) * 1e3, 'first_ms': (t2 - t1) * 1e3, 'second_ms': (t3 - t2) * 1e3}))\n"
+        "print(json.dumps({'open_ms': (t1 - t0) * 1e3, 'first_ms': (t2 - t1) * 1e3, 'second_ms': (t3 - t2) * 1e3,\n"
+        "                  'first_cpu_ms': (c2 - c1) * 1e3, 'second_cpu_ms': (c3 - c2) * 1e3}))\n"
     )
     for old in work.glob("*"):
         old.unlink()
@@ -243,7 +245,7 @@ def main() -> None:
             firsts.append(first_decision(Path(work)))
             for n in sizes:  # alternating sizes each round
                 runs[n].append(measure(cache / f"scale-{n}.db" if n else None, args.n, Path(work)))
-    for name in ("open_ms", "first_ms", "second_ms"):
+    for name in ("open_ms", "first_ms", "second_ms", "first_cpu_ms", "second_cpu_ms"):
         result[f"start_{name}"] = round(statistics.median(f[name] for f in firsts), 2)
     for n in sizes:
         mix = statistics.median(r["mix"]["p50"] for r in runs[n])

@@ -107,7 +107,9 @@ class SqlTx:
         dialect = self.conn.dialect
         answers = {id(lk): st.usage_value(lk[0], v, dialect) for lk, v in zip(others, self._prelude(others, now))}
         wanted = [lk for lk in lookups if lk[0] in _KEPT]
-        if counts.tip is not None and counts.tip == self._chain:
+        if counts.tip is None:  # nothing known (a new store, or counts dropped): known from here on
+            counts.reset(self._chain)
+        if counts.tip == self._chain:
             raw = self._sqlite
             assert raw is not None
             for lk in wanted:
@@ -115,7 +117,7 @@ class SqlTx:
                     answers[id(lk)] = counts.count(raw, lk[1], lk[2], lk[3], now, lk[4])
                 else:
                     answers[id(lk)] = counts.total(raw, lk[1], lk[2], lk[3], now)
-        else:  # someone else wrote since (or nothing is known): ask SQL, keep counts from here on
+        else:  # someone else wrote since: ask SQL (cheaper than loading windows that may move again), keep counts from here on
             values = self._run(st.lookup_statement(False, tuple(lk[0] for lk in wanted)), st.lookup_params(wanted, now)).fetchone()
             for lk, v in zip(wanted, values):
                 answers[id(lk)] = st.usage_value(lk[0], v, dialect)
