@@ -108,3 +108,25 @@ def test_pending_approvals_answered_keep_counts_and_totals_without_reloading(tmp
         kept, sql = both()
         assert kept == sql
 
+
+
+def test_many_actors_make_room_one_window_at_a_time(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Past the windows kept at most, the one used longest ago makes room: the others stay
+    (a full store would otherwise start again and reload every busy actor's window)."""
+    from clearance.store.sqlite.counts import UsageCounts
+
+    monkeypatch.setattr(UsageCounts, "MAX_SERIES", 3)
+    rules = RuleFile.model_validate({"version": 1, "rules": [{"id": "cap", "tool": "pay", "max_per_hour": 2}]})
+    clock = Clock()
+    with Engine(tmp_path / "x.db", rules=rules, clock=clock) as engine:
+        counts = engine.store._counts
+        assert counts is not None
+
+        def pay(actor: str) -> bool:
+            clock.now += timedelta(seconds=1)
+            return engine.evaluate({"tool": "pay", "actor": actor, "arguments": {}}).allowed
+
+        assert [pay(a) for a in ("a", "b", "c", "a")] == [True, True, True, True]
+        assert pay("d")  # "b" was used longest ago
+        assert sorted(actor for _, actor, _ in counts.series) == ["a", "c", "d"]
+        assert [pay(a) for a in ("a", "b", "b", "c", "d")] == [False, True, False, True, True]

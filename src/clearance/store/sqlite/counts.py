@@ -55,17 +55,27 @@ class UsageCounts:
         key = (rule_id, actor, now - since)
         series = self.series.get(key)
         if series is None or since_s < series.floor or now_s < series.now:  # first use, or the clock went back: load
-            if series is None and len(self.series) >= self.MAX_SERIES:
-                self.reset(self.tip)  # many actors: start again rather than keep every one's window
             if series is not None:
-                self.by_who[(rule_id, actor)].remove(series)
+                self._forget(key)
+            elif len(self.series) >= self.MAX_SERIES:  # many actors: the window used longest ago makes room
+                self._forget(next(iter(self.series)))
             series = self.series[key] = _Series(since_s)
             self.by_who.setdefault((rule_id, actor), []).append(series)
             self.loads += 1
             for at, expires, value in raw.execute(_HOLDING_SLOTS, (rule_id, actor, since_s)):
                 series.add(at, expires, value)
+        else:  # used now: last to be forgotten
+            del self.series[key]
+            self.series[key] = series
         series.advance(since_s, now_s)
         return series
+
+    def _forget(self, key: tuple[str, str, Any]) -> None:
+        series = self.series.pop(key)
+        windows = self.by_who[key[:2]]
+        windows.remove(series)
+        if not windows:
+            del self.by_who[key[:2]]
 
     def added(self, rows: Sequence[dict[str, Any]]) -> None:
         """Slots the transaction inserted (rows as given to the ``usage`` table)."""
