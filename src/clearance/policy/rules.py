@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -370,13 +371,21 @@ class CompiledRule:
         return self.rule.id
 
 
-def remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+def remember(memo: dict[Any, Any], key: Any, value: Any, limit: int = 65_536) -> None:
     """Keep ``value`` in a memo whose keys are names callers choose (a rule set's, the server's
-    metric label sets): it is emptied when it reaches 4,096 entries rather than grow without
-    bound."""
-    if len(memo) >= 4096:
-        memo.clear()
+    metric label sets): bounded, the oldest entry making room for the newest, so that a busy
+    deployment's many (domain, tool, actor) never empty it at once."""
+    if len(memo) >= limit:
+        del memo[next(iter(memo))]
     memo[key] = value
+
+
+def _exact_names(patterns: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """The names a selector matches when it has no wildcard, else None."""
+    if patterns is None:
+        return None
+    pats = [patterns] if isinstance(patterns, str) else list(patterns)
+    return None if any(ch in p for p in pats for ch in "*?[") else tuple(pats)
 
 
 @dataclass(frozen=True)
@@ -395,13 +404,39 @@ class RuleSet:
 
     def candidates(self, domain: str, tool: str) -> tuple[CompiledRule, ...]:
         """The rules that may apply to a call of ``tool`` in ``domain``, in file order (actor
-        selectors still to be checked). Memoised: calls repeat the same few tools."""
+        selectors still to be checked). Memoised: calls repeat the same few tools; a pair not
+        seen yet is looked up in :attr:`_index`, so a tool no rule names costs no scan."""
         key = (domain, tool)
         found = self._candidates.get(key)
         if found is None:
-            found = tuple(r for r in self.rules if r.rule.status != "paused" and r.domain_matches(domain) and r.tool_matches(tool))
+            by_tool, by_domain, rest = self._index
+            positions = sorted({*by_tool.get(tool, ()), *by_domain.get(domain, ()), *rest})
+            rules = self.rules
+            found = tuple(r for r in (rules[i] for i in positions) if r.domain_matches(domain) and r.tool_matches(tool))
             remember(self._candidates, key, found)
         return found
+
+    @cached_property
+    def _index(self) -> tuple[dict[str, list[int]], dict[str, list[int]], list[int]]:
+        """Positions of the rules that are not paused: by tool name for those whose tool
+        selector names tools exactly; by domain name for the others whose domain selector names
+        domains exactly; the rest (wildcards both ways) in a list every lookup checks."""
+        by_tool: dict[str, list[int]] = {}
+        by_domain: dict[str, list[int]] = {}
+        rest: list[int] = []
+        for i, compiled in enumerate(self.rules):
+            rule = compiled.rule
+            if rule.status == "paused":
+                continue
+            if (tools := _exact_names(rule.tool)) is not None:
+                for name in tools:
+                    by_tool.setdefault(name, []).append(i)
+            elif (domains := _exact_names(rule.domain)) is not None:
+                for name in domains:
+                    by_domain.setdefault(name, []).append(i)
+            else:
+                rest.append(i)
+        return by_tool, by_domain, rest
 
     @classmethod
     def empty(cls) -> RuleSet:
@@ -417,7 +452,9 @@ class RuleSet:
                 ah = rule.allowed_hours
                 hours = (_parse_clock(ah.start), _parse_clock(ah.end), ZoneInfo(ah.tz))
             compiled.append(CompiledRule(rule, (versions or {}).get(rule.id, 1), condition, hours))
-        return cls(rules=tuple(compiled), policy_version=policy_version, source=source)
+        rule_set = cls(rules=tuple(compiled), policy_version=policy_version, source=source)
+        rule_set._index  # built now, not on the first call
+        return rule_set
 
     def digest(self) -> str:
         return hashlib.sha256(canonical_json(self.source.model_dump(mode="json", exclude_none=True)).encode()).hexdigest()

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from clearance.store import postgres, sqlite
 from clearance.store import schema as t
+from clearance.store import statements as st
 from clearance.store.migrate import upgrade
 from clearance.store.sqlite.checkpointer import Checkpointer
 from clearance.store.sqlite.counts import UsageCounts
@@ -51,12 +52,20 @@ class SqlStore:
         path = sqlite.file_path(sa_url) if on_sqlite else None
         self._checkpointer = Checkpointer(path) if path else None
         self._writers = WriterQueue(path)
+        # An in-memory SQLite database lives in one connection, which every transaction shares
+        # in turn (held by this lock; a read inside this thread's own write reads through it).
+        self._solo = threading.RLock() if on_sqlite and path is None else None
+        self._solo_conn = threading.local()
         self._deferred = DeferredCommits(self.engine, path) if path else None
         #: Called inside each write transaction with the events it appends (the engine signs
         #: checkpoints of the audit chain here); the store itself knows nothing of them.
         self.on_append: list[AppendHook] = []
         if migrate:
             upgrade(self.engine)
+        # The hot statements compiled now, not by the first decision (SQLAlchemy's compiler
+        # costs tens of milliseconds for them all).
+        for stmt, keys in st.HOT.items():
+            self._prepared[stmt] = Prepared(stmt, self.engine.dialect, keys)
 
     @contextmanager
     def read(self) -> Iterator[SqlTx]:
@@ -64,6 +73,16 @@ class SqlStore:
         deferred = self._deferred
         if deferred is not None and deferred.synced < deferred.unsynced:
             self.sync()  # never show this process's readers a commit that is not durable yet
+        if self._solo is not None:
+            with self._solo:
+                joined = self._solo_conn.__dict__.get("conn")
+                if joined is not None:  # inside this thread's write: the one connection is in it
+                    yield SqlTx(joined, self._prepared)
+                    return
+                with self.engine.connect() as conn, conn.begin():
+                    sqlite.begin(conn, immediate=False)
+                    yield SqlTx(conn, self._prepared)
+            return
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 conn = postgres.snapshot(conn)
@@ -94,14 +113,18 @@ class SqlStore:
             # while this process's writer queue is held (so by one thread at a time); without
             # the queue (it could not be opened) they wait for the disk like any other.
             kept = deferred.connection() if deferred is not None and queued else None
-            with nullcontext(kept) if kept is not None else self.engine.connect() as conn:
+            with self._solo or nullcontext(), nullcontext(kept) if kept is not None else self.engine.connect() as conn:
                 try:
                     with conn.begin():
                         if self.dialect == "sqlite":
                             sqlite.begin(conn, immediate=True)
                         else:
                             postgres.lock_writers(conn)
-                        yield SqlTx(conn, self._prepared, self._counts, self.on_append)
+                        self._solo_conn.conn = conn
+                        try:
+                            yield SqlTx(conn, self._prepared, self._counts, self.on_append)
+                        finally:
+                            self._solo_conn.conn = None
                     if kept is not None:
                         deferred.unsynced += 1  # type: ignore[union-attr]  # under the writer lock: counted in order
                 except BaseException:

@@ -12,8 +12,12 @@ from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from clearance.store import schema as t
 from clearance.store import postgres, sqlite
 from clearance.store import statements as st
-from clearance.store.sqlite.counts import UsageCounts
+from clearance.store.sqlite.counts import SLOTS_OF_REQUEST, UsageCounts
 
+
+#: Usage questions a SQLite store's :class:`UsageCounts` answers (cooldowns' "last" looks back
+#: over a few seconds only, and stays in SQL).
+_KEPT = ("count", "total")
 
 #: Called with the transaction and the events it has just appended (see ``SqlStore.on_append``).
 AppendHook = Callable[["SqlTx", Sequence[dict[str, Any]]], None]
@@ -87,7 +91,7 @@ class SqlTx:
                 self._prelude()
             return []
         counts = self._counts
-        if counts is not None and self._policy_head is None and any(lk[0] == "count" for lk in lookups):
+        if counts is not None and self._policy_head is None and any(lk[0] in _KEPT for lk in lookups):
             return self._lookups_with_counts(counts, lookups, now)
         if self._policy_head is None:
             values = self._prelude(lookups, now)
@@ -97,21 +101,26 @@ class SqlTx:
         return [st.usage_value(key[0], value, dialect) for key, value in zip(lookups, values)]
 
     def _lookups_with_counts(self, counts: UsageCounts, lookups: Sequence[tuple[Any, ...]], now: datetime) -> list[Any]:
-        """As :meth:`usage_lookups`, with the counts from :class:`UsageCounts` when it holds
-        the state this transaction sees (the chain tip the prelude reads), else from SQL."""
-        others = [lk for lk in lookups if lk[0] != "count"]
+        """As :meth:`usage_lookups`, with counts and totals from :class:`UsageCounts` when it
+        holds the state this transaction sees (the chain tip the prelude reads), else from SQL."""
+        others = [lk for lk in lookups if lk[0] not in _KEPT]
         dialect = self.conn.dialect
         answers = {id(lk): st.usage_value(lk[0], v, dialect) for lk, v in zip(others, self._prelude(others, now))}
-        wanted = [lk for lk in lookups if lk[0] == "count"]
-        if counts.tip is not None and counts.tip == self._chain:
+        wanted = [lk for lk in lookups if lk[0] in _KEPT]
+        if counts.tip is None:  # nothing known (a new store, or counts dropped): known from here on
+            counts.reset(self._chain)
+        if counts.tip == self._chain:
             raw = self._sqlite
             assert raw is not None
             for lk in wanted:
-                answers[id(lk)] = counts.count(raw, lk[1], lk[2], lk[3], now, lk[4])
-        else:  # someone else wrote since (or nothing is known): count in SQL, keep counts from here on
+                if lk[0] == "count":
+                    answers[id(lk)] = counts.count(raw, lk[1], lk[2], lk[3], now, lk[4])
+                else:
+                    answers[id(lk)] = counts.total(raw, lk[1], lk[2], lk[3], now)
+        else:  # someone else wrote since: ask SQL (cheaper than loading windows that may move again), keep counts from here on
             values = self._run(st.lookup_statement(False, tuple(lk[0] for lk in wanted)), st.lookup_params(wanted, now)).fetchone()
             for lk, v in zip(wanted, values):
-                answers[id(lk)] = st.usage_value("count", v, dialect)
+                answers[id(lk)] = st.usage_value(lk[0], v, dialect)
             counts.reset(self._chain)
         return [answers[id(lk)] for lk in lookups]
 
@@ -154,16 +163,28 @@ class SqlTx:
 
     def keep_usage(self, request_id: str) -> None:
         """An approved call keeps its reserved slots for good."""
-        self._drop_counts()
+        slots = self._slots_of(request_id)
         self.conn.execute(update(t.usage).where(t.usage.c.request_id == request_id).values(expires_at=None))
+        if slots is not None:
+            self._counts.kept(slots)  # type: ignore[union-attr]
 
     def release_usage(self, request_id: str) -> None:
-        self._drop_counts()
+        slots = self._slots_of(request_id)
         self.conn.execute(update(t.usage).where(t.usage.c.request_id == request_id).values(active=False))
+        if slots is not None:
+            self._counts.released(slots)  # type: ignore[union-attr]
 
-    def _drop_counts(self) -> None:
-        if self._counts is not None:
-            self._counts.reset()
+    def _slots_of(self, request_id: str) -> list[tuple[str, str, str, str | None, float | None]] | None:
+        """The call's holding slots as stored, for the in-memory counts to follow a change of
+        them; None when there are no counts to keep current (they are dropped if stale)."""
+        counts = self._counts
+        if counts is None or counts.tip is None:
+            return None
+        if counts.tip != self.chain_head():
+            counts.reset()
+            return None
+        assert self._sqlite is not None
+        return self._sqlite.execute(SLOTS_OF_REQUEST, (request_id,)).fetchall()
 
     def count(self, rule_id: str, actor: str, since: datetime, now: datetime, cap: int | None = None) -> int:
         """Calls holding a slot since ``since``; with ``cap``, counting stops there (a limit

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.pool import StaticPool
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from clearance.store.statements import Prepared, json_dumps
@@ -29,10 +30,13 @@ def file_path(url: URL) -> str | None:
 
 
 def engine(url: URL, *, echo: bool) -> SAEngine:
-    if (db := url.database) and db != ":memory:":
-        Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-    sa_engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, pool_size=8, max_overflow=32,
-                              json_serializer=json_dumps)  # fmt: skip
+    if file_path(url) is None:  # in memory: one connection holds the database, shared in turn (SqlStore)
+        sa_engine = create_engine(url, echo=echo, poolclass=StaticPool, connect_args={"check_same_thread": False},
+                                  json_serializer=json_dumps)  # fmt: skip
+    else:
+        Path(url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+        sa_engine = create_engine(url, echo=echo, connect_args={"timeout": 30}, pool_size=8, max_overflow=32,
+                                  json_serializer=json_dumps)  # fmt: skip
     # A pool event only: no Connection events, which would put event dispatch on every
     # statement. Transactions are begun explicitly (see begin()).
     event.listen(sa_engine, "connect", _on_connect)
