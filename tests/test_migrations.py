@@ -154,3 +154,54 @@ def test_lean_events_survive_a_downgrade_and_old_rows_stay_valid(tmp_path: Path)
         with eng.store.write() as tx:
             answer = tx.idempotent_answer("k1", "idem-1")
         assert answer is not None and '"result"' in (answer[3] or "")
+
+
+def test_compact_rows_upgrade_a_store_with_data_and_old_rows_stay_valid(tmp_path: Path) -> None:
+    """0008 keeps a decision's arguments once (the event refers to its decisions row) and drops
+    the unique index of event ids.
+    A store at 0007 with data (made here by going down from head) is upgraded in place: its old
+    full rows and the new lean ones verify together and read back exactly as they were."""
+    import sqlite3
+
+    db = tmp_path / "compact.db"
+    with Engine(db) as eng:
+        first = eng.evaluate({"tool": "t", "arguments": {"note": "kept once", "n": 1}})
+        eng.evaluate_serialised({"tool": "t", "arguments": {"n": 2}}, key=("k1", "idem-1", "f" * 64))
+        before = [e.model_dump() for e in eng.audit_events(limit=100)]
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT body, arguments_at FROM events WHERE type = 'decision.made'").fetchall()
+        assert rows and all(at is not None and "kept once" not in body for body, at in rows)
+    conn.close()
+
+    store = open_store(db)
+    command.downgrade(migrate.alembic_config(store.engine), "0007")
+    store.close()
+    with sqlite3.connect(db) as conn:  # 0007's layout: arguments in the bodies, event ids unique
+        assert "kept once" in conn.execute("SELECT body FROM events WHERE request_id = ?", (first.request_id,)).fetchone()[0]
+        sql = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+        assert "UNIQUE" in sql["events"] and "arguments_at" not in sql["events"]
+    conn.close()
+
+    with Engine(db) as eng:  # upgraded on open
+        assert migrate.current_revision(eng.store.engine) == "0008" == migrate.HEAD
+        assert schema_diffs(eng.store.engine) == []
+        later = eng.evaluate({"tool": "t", "arguments": {"note": "after the upgrade"}})
+        report = eng.verify_audit()
+        assert report.ok and report.events_checked == len(before) + 1, report
+        assert [e.model_dump() for e in eng.audit_events(limit=len(before))] == before
+        assert eng.get_decision(first.request_id) == first and eng.get_decision(later.request_id) == later
+        assert eng.get_action(later.request_id).arguments == {"note": "after the upgrade"}
+        with eng.store.write() as tx:
+            answer = tx.idempotent_answer("k1", "idem-1")
+        assert answer is not None and answer[0] == "f" * 64 and '"result"' in (answer[3] or "")
+    with sqlite3.connect(db) as conn:
+        sql = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+        assert "UNIQUE" not in sql["events"]
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"ix_events_request_id", "ix_events_trace_id", "ix_events_type", "ix_idempotency_keys_created_at"} <= indexes
+        old = conn.execute("SELECT arguments_at FROM events WHERE request_id = ? AND type = 'decision.made'",
+                           (first.request_id,)).fetchone()[0]  # fmt: skip
+        new = conn.execute("SELECT body, arguments_at FROM events WHERE request_id = ? AND type = 'decision.made'",
+                           (later.request_id,)).fetchone()  # fmt: skip
+        assert old is None and new[1] is not None and "after the upgrade" not in new[0]
+    conn.close()

@@ -50,11 +50,13 @@ def append_all(
     trace_id: str | None = None,
     rows_out: list[dict[str, Any]] | None = None,
     decision_text: str | None = None,
+    arguments_text: str | None = None,
 ) -> list[str]:
     """Append consecutive events of one request (``(type, payload)`` pairs) in one write.
 
     ``decision_text``: the first event holds this decision's JSON, which its decisions row
     keeps; the store then keeps the event without it (the lean store) and puts it back on read.
+    ``arguments_text``: likewise the action's arguments (canonical JSON), kept in that row too.
 
     A payload may be :class:`RawJSON` holding its own :func:`canonical_json` text, so that a
     value already serialised for another column is not serialised again. ``rows_out``
@@ -75,6 +77,7 @@ def append_all(
         prev = digest
     if decision_text is not None and rows:
         rows[0]["decision_text"] = decision_text
+        rows[0]["arguments_text"] = arguments_text
     tx.append_events(rows)
     if rows_out is not None:
         rows_out.extend(rows)
