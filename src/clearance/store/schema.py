@@ -173,7 +173,8 @@ kill_switches = Table(
 )
 
 # The audit trail. `body` is the canonical JSON that is hashed; the other columns are copies
-# for querying, and `verify` checks that they still agree with it.
+# for querying, and `verify` checks that they still agree with it. A lean decision.made row
+# keeps less of it (see `decision_at`, `arguments_at` and `source_version`).
 events = Table(
     "events",
     metadata,
@@ -192,6 +193,10 @@ events = Table(
     # (since 0008) where its arguments go back in before that; positions in the stored body.
     Column("decision_at", Integer),
     Column("arguments_at", Integer),
+    # Set (since 0008) on a lean decision.made: `body` is then its payload alone, and the
+    # envelope around it (the fields these columns copy) is rebuilt from the columns, with
+    # this source version (clearance.store.envelope).
+    Column("source_version", String(64)),
     Index("ix_events_request_id", "request_id"),
     Index("ix_events_trace_id", "trace_id"),
     Index("ix_events_type", "type"),

@@ -63,7 +63,7 @@ HOT: dict[Any, tuple[str, ...] | None] = {
     INSERT_DECISION: tuple(c.name for c in t.decisions.columns),
     INSERT_USAGE: ("request_id", "rule_id", "actor", "target", "value", "at", "active", "expires_at"),
     INSERT_EVENT: ("seq", "event_id", "trace_id", "request_id", "type", "created_at", "body", "prev_hash", "hash",
-                   "decision_at", "arguments_at"),
+                   "decision_at", "arguments_at", "source_version"),
     MOVE_HEAD: ("seq", "hash"), PRELUDE: None, GET_IDEMPOTENT: None,
     INSERT_IDEMPOTENT: ("key_id", "idem_key", "fingerprint", "state", "status_code", "body", "created_at", "request_id"),
 }  # fmt: skip

@@ -1,9 +1,12 @@
-"""Compact rows: a decision's arguments kept once, and one index fewer per event.
+"""Compact rows: a decision's arguments and its event's envelope kept once, and one index
+fewer per event.
 
 - A ``decision.made`` event is stored without its action's arguments as well as without its
   decision's JSON: ``arguments_at`` says where the decisions row's arguments (canonical JSON
-  from this revision on) go back in. The hash still covers the whole body. Rows written before
-  keep their arguments (``arguments_at`` NULL) and stay valid.
+  from this revision on) go back in. Its body is kept as its payload alone when the row's own
+  columns rebuild the envelope around it (ids, type, time, seq; ``source_version`` is set
+  then, and names the version written into it). The hash still covers the whole body. Rows
+  written before keep their arguments and envelope (both columns NULL) and stay valid.
 - ``events.event_id`` loses its unique index: ids are random, and nothing looks an event up by
   its id.
 
@@ -41,7 +44,9 @@ def _events_columns(*, compact: bool) -> list[sa.Column]:  # type: ignore[type-a
         sa.Column("hash", sa.String(64), nullable=False),
         sa.Column("decision_at", sa.Integer),
     ]
-    return [*columns, sa.Column("arguments_at", sa.Integer)] if compact else columns
+    if not compact:
+        return columns
+    return [*columns, sa.Column("arguments_at", sa.Integer), sa.Column("source_version", sa.String(64))]
 
 
 def _rebuild(name: str, columns: Callable[[], list], indexes: dict[str, list[str]]) -> None:  # type: ignore[type-arg]
@@ -68,10 +73,33 @@ def upgrade() -> None:
         _rebuild("events", lambda: _events_columns(compact=True), _EVENTS_INDEXES)
         return
     op.add_column("events", sa.Column("arguments_at", sa.Integer))
+    op.add_column("events", sa.Column("source_version", sa.String(64)))
     op.execute(sa.text("ALTER TABLE events DROP CONSTRAINT IF EXISTS events_event_id_key"))
 
 
+def _whole_envelopes() -> None:
+    """Lean bodies get their envelopes back (rebuilt as the store does), in pages by seq."""
+    from clearance.store.envelope import envelope
+    from clearance.store.schema import UTCDateTime
+
+    bind = op.get_bind()
+    ev = sa.table("events", *(sa.column(n) for n in ("seq", "event_id", "trace_id", "request_id", "type", "body",
+                                                       "decision_at", "arguments_at", "source_version")),
+                  sa.column("created_at", UTCDateTime()))  # fmt: skip
+    last = 0
+    while rows := bind.execute(sa.select(ev).where(ev.c.seq > last, ev.c.source_version.is_not(None))
+                               .order_by(ev.c.seq).limit(1000)).mappings().all():  # fmt: skip
+        for r in rows:
+            before, after = envelope(dict(r), r["source_version"])
+            shift = len(before)
+            bind.execute(ev.update().where(ev.c.seq == r["seq"]).values(
+                body=before + r["body"] + after, decision_at=r["decision_at"] + shift,
+                arguments_at=None if r["arguments_at"] is None else r["arguments_at"] + shift))  # fmt: skip
+        last = rows[-1]["seq"]
+
+
 def downgrade() -> None:
+    _whole_envelopes()
     # The arguments go back into the events that refer to them (before the decision's place).
     args = "(SELECT CAST(d.arguments AS TEXT) FROM decisions d WHERE d.request_id = events.request_id)"
     op.execute(sa.text(
@@ -80,5 +108,6 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         _rebuild("events", lambda: _events_columns(compact=False), _EVENTS_INDEXES)
         return
+    op.drop_column("events", "source_version")
     op.drop_column("events", "arguments_at")
     op.create_unique_constraint("events_event_id_key", "events", ["event_id"])
