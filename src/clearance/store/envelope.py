@@ -2,7 +2,7 @@
 (ids, type, time, seq, versions) that the events row also keeps in columns.
 
 Here, below the engine, because the store rebuilds the envelope of a lean ``decision.made``
-row from its columns instead of keeping it twice (see ``SqlTx.append_events``)."""
+row from its columns instead of keeping it twice (see ``transaction._lean``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from clearance.model import RawJSON, canonical_json
 SCHEMA_VERSION = 1
 SOURCE_VERSION = f"clearance@{__version__}"
 _SCHEMA_FIELD = f'"schema_version":{canonical_json(SCHEMA_VERSION)},'  # the same in every event body
+_SOURCE_FIELD = f'"source_version":{canonical_json(SOURCE_VERSION)},'
 
 
 def event_body(*, event_id: str, seq: int, trace_id: str | None, request_id: str | None, type: str,
@@ -24,10 +25,10 @@ def event_body(*, event_id: str, seq: int, trace_id: str | None, request_id: str
     around a payload that may be canonical JSON already."""
     p = payload if isinstance(payload, RawJSON) else canonical_json(payload)
     c = canonical_json
+    source = _SOURCE_FIELD if source_version == SOURCE_VERSION else f'"source_version":{c(source_version)},'
     # The keys in sorted order, as canonical_json writes them.
     return (f'{{"created_at":{c(created_at)},"event_id":{c(event_id)},"payload":{p},"request_id":{c(request_id)},'
-            f'{_SCHEMA_FIELD}"seq":{c(seq)},"source_version":{c(source_version)},'
-            f'"trace_id":{c(trace_id)},"type":{c(type)}}}')
+            f'{_SCHEMA_FIELD}"seq":{c(seq)},{source}"trace_id":{c(trace_id)},"type":{c(type)}}}')
 
 
 def envelope(row: dict[str, Any], source_version: str) -> tuple[str, str]:
