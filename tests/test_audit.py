@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import cli_support
+from audit_support import forge_decision_and_rehash
 import pytest
 
 from clearance import Engine, __version__, parse_rules
 from clearance.engine import audit
 from clearance.model import Event
-from clearance.store.envelope import envelope
 
 T0 = datetime(2025, 6, 1, 9, 30, tzinfo=timezone.utc)
 
@@ -184,25 +184,7 @@ def edit_body(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
 def edit_body_and_rehash(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
     """A forger who knows the hash function fixes the edited row; the next link still breaks."""
     seq = seq_of(t, "decision.made")
-    row = dict(zip(("body", "prev_hash", "decision_at", "arguments_at", "source_version", "request_id", "event_id",
-                    "trace_id", "type", "created_at"), conn.execute(
-        "SELECT body, prev_hash, decision_at, arguments_at, source_version, request_id, event_id, trace_id, type, "
-        "created_at FROM events WHERE seq = ?", (seq,)).fetchone()), seq=seq)  # fmt: skip
-    # The lean store: the decision's JSON and its arguments are the decisions row's, spliced
-    # into the stored text at decision_at, then at arguments_at; the envelope around it is
-    # rebuilt from the row's columns.
-    decision, arguments = conn.execute("SELECT decision, arguments FROM decisions WHERE request_id = ?",
-                                       (row["request_id"],)).fetchone()  # fmt: skip
-    forged = decision.replace('"result":"allowed"', '"result":"blocked"')
-    at, args_at, body = row["decision_at"], row["arguments_at"], row["body"]
-    assert forged != decision and at is not None and args_at is not None and row["source_version"] is not None
-    conn.execute("UPDATE decisions SET decision = ? WHERE request_id = ?", (forged, row["request_id"]))
-    whole = body[:at] + forged + body[at:]
-    whole = whole[:args_at] + arguments + whole[args_at:]
-    created = datetime.fromisoformat(row["created_at"]).replace(tzinfo=timezone.utc)
-    before, after = envelope({**row, "created_at": created}, row["source_version"])
-    whole = before + whole + after
-    conn.execute("UPDATE events SET hash = ? WHERE seq = ?", (audit.link_hash(row["prev_hash"], whole), seq))
+    forge_decision_and_rehash(conn, seq)
     return seq + 1
 
 
