@@ -209,3 +209,25 @@ def test_compact_rows_upgrade_a_store_with_data_and_old_rows_stay_valid(tmp_path
         assert old is None and new[1] is not None and "after the upgrade" not in new[0]
         assert new[2] is not None and later.request_id not in new[0]
     conn.close()
+
+
+def test_compact_rows_upgrade_a_postgresql_store_with_data(pg_url: str) -> None:
+    """The same upgrade on PostgreSQL (a column added and a constraint dropped in place): the
+    rows written at 0007 and after 0008 verify together and read back as they were."""
+    with Engine(pg_url) as eng:
+        first = eng.evaluate({"tool": "t", "arguments": {"note": "kept once", "n": 1}})
+        before = [e.model_dump() for e in eng.audit_events(limit=100)]
+    store = open_store(pg_url)
+    command.downgrade(migrate.alembic_config(store.engine), "0007")
+    store.close()
+    with Engine(pg_url) as eng:  # upgraded on open
+        assert migrate.current_revision(eng.store.engine) == migrate.HEAD and schema_diffs(eng.store.engine) == []
+        later = eng.evaluate({"tool": "t", "arguments": {"note": "after the upgrade"}})
+        report = eng.verify_audit()
+        assert report.ok and report.events_checked == len(before) + 1, report
+        assert [e.model_dump() for e in eng.audit_events(limit=len(before))] == before
+        assert eng.get_decision(first.request_id) == first and eng.get_decision(later.request_id) == later
+        with eng.store.read() as tx:
+            lean = tx.conn.execute(text("SELECT body, arguments_at, source_version FROM events WHERE request_id = :r "
+                                        "AND type = 'decision.made'"), {"r": later.request_id}).one()  # fmt: skip
+        assert lean[1] is not None and lean[2] is not None and "after the upgrade" not in lean[0]
