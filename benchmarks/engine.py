@@ -16,7 +16,7 @@ which a loaded machine disturbs far less than it does latency.
 
 For context it also times a disk floor: bare ``sqlite3`` commits of about 3 KB (WAL,
 ``synchronous=FULL``) in the same directory, with no clearance code at all. It is a lower
-bound, not a like-for-like figure: one decision dirties about 13 pages (the decision, its
+bound, not a like-for-like figure: one decision dirties about 12 pages (the decision, its
 usage slots and audit event, their indexes, the chain head and the file header), the floor
 about 4. Each commit appends its pages to the WAL, and the commit that takes the WAL past
 the automatic checkpoint threshold also copies it back into the database file, with two more
