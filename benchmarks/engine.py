@@ -11,9 +11,12 @@ summary and ends with one line of JSON::
 
     python benchmarks/engine.py [--n 5000] [--seed 7] [--db PATH] [--profile] [--synchronous FULL]
 
+Beside latency it reports the CPU time and the bytes written per decision (``/proc/self/io``),
+which a loaded machine disturbs far less than it does latency.
+
 For context it also times a disk floor: bare ``sqlite3`` commits of about 3 KB (WAL,
 ``synchronous=FULL``) in the same directory, with no clearance code at all. It is a lower
-bound, not a like-for-like figure: one decision dirties about 13 pages (the decision, its
+bound, not a like-for-like figure: one decision dirties about 12 pages (the decision, its
 usage slots and audit event, their indexes, the chain head and the file header), the floor
 about 4. Each commit appends its pages to the WAL, and the commit that takes the WAL past
 the automatic checkpoint threshold also copies it back into the database file, with two more
@@ -173,6 +176,16 @@ def percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[k]
 
 
+def _written() -> int | None:
+    """Bytes this process has handed to write() so far (Linux ``/proc/self/io`` wchar): the
+    WAL frames of each commit and what the checkpointer copies back; None elsewhere."""
+    try:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("wchar:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
 def commit_floor(directory: Path, n: int = 1000) -> tuple[float, float]:
     """p50 and p99 (ms) of bare sqlite3 commits, WAL and synchronous=FULL, each a 2 KB row, a 1 KB
     row and an update: a lower bound for any durable commit on this disk."""
@@ -228,6 +241,7 @@ def run(n: int, seed: int, db: Path, profile: bool, synchronous: str = "FULL") -
 
             profiler = cProfile.Profile()
             profiler.enable()
+        io0, cpu0, thread0 = _written(), time.process_time(), time.thread_time()
         started = time.perf_counter()
         for i, action in enumerate(actions):
             t0 = time.perf_counter_ns()
@@ -239,6 +253,7 @@ def run(n: int, seed: int, db: Path, profile: bool, synchronous: str = "FULL") -
                 if i > 0:
                     checkpointed.append(i - 1)
         wall = time.perf_counter() - started
+        cpu, thread_cpu, io1 = time.process_time() - cpu0, time.thread_time() - thread0, _written()
         os.close(wal)
         if profiler is not None:
             import pstats
@@ -270,6 +285,10 @@ def run(n: int, seed: int, db: Path, profile: bool, synchronous: str = "FULL") -
         "evaluate_max_ms": round(ms[-1], 4),
         "evaluate_mean_ms": round(statistics.fmean(ms), 4),
         "decisions_per_s": round(n / wall, 1),
+        # CPU and bytes written survive a loaded machine better than latency does.
+        "cpu_us_per_decision": round(cpu / n * 1e6, 1),
+        "thread_cpu_us_per_decision": round(thread_cpu / n * 1e6, 1),
+        "written_bytes_per_decision": round((io1 - io0) / n) if io0 is not None and io1 is not None else None,
         "wal_checkpoints": len(checkpointed),
         "checkpoint_call_p50_ms": round(percentile(ckpt_ms, 50), 4) if ckpt_ms else None,
         "evaluate_p99_ms_without_checkpoint_calls": round(percentile(others, 99), 4),
@@ -317,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
           f"p99 {report['evaluate_p99_ms']:.3f} ms   p99.9 {report['evaluate_p999_ms']:.3f} ms   max {report['evaluate_max_ms']:.3f} ms   "
           f"mean {report['evaluate_mean_ms']:.3f} ms")  # fmt: skip
     print(f"  {report['decisions_per_s']:,.0f} decisions/s (one thread, each committed before evaluate returns)")
+    written = report["written_bytes_per_decision"]
+    print(f"  CPU {report['cpu_us_per_decision']:.0f} us per decision ({report['thread_cpu_us_per_decision']:.0f} us on the "
+          f"deciding thread)" + (f"; {written:,} bytes written per decision" if written is not None else ""))  # fmt: skip
     if report["wal_checkpoints"]:
         print(f"  calls that checkpointed (and restarted the WAL): {report['wal_checkpoints']} "
               f"({100 * report['wal_checkpoints'] / report['n']:.1f}% of calls, p50 {report['checkpoint_call_p50_ms']:.3f} ms); "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import cli_support
+from audit_support import forge_decision_and_rehash
 import pytest
 
 from clearance import Engine, __version__, parse_rules
@@ -183,15 +184,7 @@ def edit_body(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
 def edit_body_and_rehash(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
     """A forger who knows the hash function fixes the edited row; the next link still breaks."""
     seq = seq_of(t, "decision.made")
-    body, prev, at, rid = conn.execute("SELECT body, prev_hash, decision_at, request_id FROM events WHERE seq = ?",
-                                       (seq,)).fetchone()  # fmt: skip
-    # The lean store: the decision's JSON is the decisions row's, spliced into the body at decision_at.
-    (decision,) = conn.execute("SELECT decision FROM decisions WHERE request_id = ?", (rid,)).fetchone()
-    forged = decision.replace('"result":"allowed"', '"result":"blocked"')
-    assert forged != decision and at is not None
-    conn.execute("UPDATE decisions SET decision = ? WHERE request_id = ?", (forged, rid))
-    whole = body[:at] + forged + body[at:]
-    conn.execute("UPDATE events SET hash = ? WHERE seq = ?", (audit.link_hash(prev, whole), seq))
+    forge_decision_and_rehash(conn, seq)
     return seq + 1
 
 
@@ -201,6 +194,16 @@ def edit_decision_row(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
     (rid,) = conn.execute("SELECT request_id FROM events WHERE seq = ?", (seq,)).fetchone()
     conn.execute("UPDATE decisions SET decision = replace(decision, '\"result\":\"allowed\"', '\"result\":\"blocked\"') "
                  "WHERE request_id = ?", (rid,))  # fmt: skip
+    return seq
+
+
+def edit_arguments_row(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
+    """The arguments are kept once too, in the decisions row: the chain covers them there."""
+    seq = seq_of(t, "decision.made")
+    (rid,) = conn.execute("SELECT request_id FROM events WHERE seq = ?", (seq,)).fetchone()
+    (arguments,) = conn.execute("SELECT arguments FROM decisions WHERE request_id = ?", (rid,)).fetchone()
+    assert arguments.startswith("{") and arguments != "{}"
+    conn.execute("UPDATE decisions SET arguments = ? WHERE request_id = ?", (arguments.replace("}", ',"x":1}', 1), rid))
     return seq
 
 
@@ -294,7 +297,7 @@ def append_forgery(conn: sqlite3.Connection, t: dict[str, Any]) -> int:
     return n + 1
 
 
-TAMPERS = [edit_body, edit_body_and_rehash, edit_decision_row, edit_type, edit_request_id, edit_created_at, edit_hash, delete_middle,
+TAMPERS = [edit_body, edit_body_and_rehash, edit_decision_row, edit_arguments_row, edit_type, edit_request_id, edit_created_at, edit_hash, delete_middle,
            delete_newest, delete_two_newest, delete_all, swap_rows, swap_contents, replace_newest_with_forgery,
            append_forgery]  # fmt: skip
 

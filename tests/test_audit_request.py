@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from clearance.engine import audit
+from audit_support import forge_decision_and_rehash
 
 
 def _three(engine: Any) -> list[str]:
@@ -52,13 +52,7 @@ def test_a_rehashed_forgery_shows_in_the_link_to_the_next_event(engine: Any, db_
     first, middle, _ = _three(engine)
     seq = _seqs(engine, first)[-1]
     with sqlite3.connect(db_path) as conn:
-        body, prev, at = conn.execute("SELECT body, prev_hash, decision_at FROM events WHERE seq = ?", (seq,)).fetchone()
-        # The lean store: the decision's JSON is its decisions row's, spliced into the body at decision_at.
-        (decision,) = conn.execute("SELECT decision FROM decisions WHERE request_id = ?", (first,)).fetchone()
-        forged = decision.replace('"result":"allowed"', '"result":"blocked"')
-        assert forged != decision and at is not None
-        conn.execute("UPDATE decisions SET decision = ? WHERE request_id = ?", (forged, first))
-        conn.execute("UPDATE events SET hash = ? WHERE seq = ?", (audit.link_hash(prev, body[:at] + forged + body[at:]), seq))
+        forge_decision_and_rehash(conn, seq)
     report = engine.verify_audit(request_id=first)
     assert not report.ok and report.first_broken_seq == seq
     assert f"event {seq + 1} does not link to event {seq}" in (report.problem or "")

@@ -154,3 +154,80 @@ def test_lean_events_survive_a_downgrade_and_old_rows_stay_valid(tmp_path: Path)
         with eng.store.write() as tx:
             answer = tx.idempotent_answer("k1", "idem-1")
         assert answer is not None and '"result"' in (answer[3] or "")
+
+
+def test_compact_rows_upgrade_a_store_with_data_and_old_rows_stay_valid(tmp_path: Path) -> None:
+    """0008 keeps a decision's arguments once (the event refers to its decisions row), keeps a
+    decision event's envelope only in its columns, and drops the unique index of event ids.
+    A store at 0007 with data (made here by going down from head) is upgraded in place: its old
+    full rows and the new lean ones verify together and read back exactly as they were."""
+    import sqlite3
+
+    db = tmp_path / "compact.db"
+    with Engine(db) as eng:
+        first = eng.evaluate({"tool": "t", "arguments": {"note": "kept once", "n": 1}})
+        eng.evaluate_serialised({"tool": "t", "arguments": {"n": 2}}, key=("k1", "idem-1", "f" * 64))
+        before = [e.model_dump() for e in eng.audit_events(limit=100)]
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT body, arguments_at, source_version, request_id FROM events "
+                            "WHERE type = 'decision.made'").fetchall()  # fmt: skip
+        assert rows and all(at is not None and "kept once" not in body for body, at, _, _ in rows)
+        assert all(source is not None and rid not in body for body, _, source, rid in rows)
+    conn.close()
+
+    store = open_store(db)
+    command.downgrade(migrate.alembic_config(store.engine), "0007")
+    store.close()
+    with sqlite3.connect(db) as conn:  # 0007's layout: arguments in the bodies, event ids unique
+        body = conn.execute("SELECT body FROM events WHERE request_id = ?", (first.request_id,)).fetchone()[0]
+        assert "kept once" in body and body.startswith('{"created_at":') and first.request_id in body
+        sql = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+        assert "UNIQUE" in sql["events"] and "arguments_at" not in sql["events"]
+    conn.close()
+
+    with Engine(db) as eng:  # upgraded on open
+        assert migrate.current_revision(eng.store.engine) == "0008" == migrate.HEAD
+        assert schema_diffs(eng.store.engine) == []
+        later = eng.evaluate({"tool": "t", "arguments": {"note": "after the upgrade"}})
+        report = eng.verify_audit()
+        assert report.ok and report.events_checked == len(before) + 1, report
+        assert [e.model_dump() for e in eng.audit_events(limit=len(before))] == before
+        assert eng.get_decision(first.request_id) == first and eng.get_decision(later.request_id) == later
+        assert eng.get_action(later.request_id).arguments == {"note": "after the upgrade"}
+        with eng.store.write() as tx:
+            answer = tx.idempotent_answer("k1", "idem-1")
+        assert answer is not None and answer[0] == "f" * 64 and '"result"' in (answer[3] or "")
+    with sqlite3.connect(db) as conn:
+        sql = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+        assert "UNIQUE" not in sql["events"]
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"ix_events_request_id", "ix_events_trace_id", "ix_events_type", "ix_idempotency_keys_created_at"} <= indexes
+        old = conn.execute("SELECT arguments_at FROM events WHERE request_id = ? AND type = 'decision.made'",
+                           (first.request_id,)).fetchone()[0]  # fmt: skip
+        new = conn.execute("SELECT body, arguments_at, source_version FROM events WHERE request_id = ? "
+                           "AND type = 'decision.made'", (later.request_id,)).fetchone()  # fmt: skip
+        assert old is None and new[1] is not None and "after the upgrade" not in new[0]
+        assert new[2] is not None and later.request_id not in new[0]
+    conn.close()
+
+
+def test_compact_rows_upgrade_a_postgresql_store_with_data(pg_url: str) -> None:
+    """The same upgrade on PostgreSQL (a column added and a constraint dropped in place): the
+    rows written at 0007 and after 0008 verify together and read back as they were."""
+    with Engine(pg_url) as eng:
+        first = eng.evaluate({"tool": "t", "arguments": {"note": "kept once", "n": 1}})
+        before = [e.model_dump() for e in eng.audit_events(limit=100)]
+    store = open_store(pg_url)
+    command.downgrade(migrate.alembic_config(store.engine), "0007")
+    store.close()
+    with Engine(pg_url) as eng:  # upgraded on open
+        assert migrate.current_revision(eng.store.engine) == migrate.HEAD and schema_diffs(eng.store.engine) == []
+        later = eng.evaluate({"tool": "t", "arguments": {"note": "after the upgrade"}})
+        report = eng.verify_audit()
+        assert report.ok and report.events_checked == len(before) + 1, report
+        assert [e.model_dump() for e in eng.audit_events(limit=len(before))] == before
+        assert eng.get_decision(first.request_id) == first and eng.get_decision(later.request_id) == later
+        with eng.store.read() as tx:
+            lean = tx.conn.execute(text("SELECT body, arguments_at, source_version FROM events WHERE request_id = :r "
+                                        "AND type = 'decision.made'"), {"r": later.request_id}).one()  # fmt: skip
+        assert lean[1] is not None and lean[2] is not None and "after the upgrade" not in lean[0]

@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from clearance._version import __version__
-from clearance.model import Event, RawJSON, canonical_json, new_id
+from clearance.model import Event, RawJSON, new_id
 from clearance.store import GENESIS, SqlTx
+from clearance.store.envelope import SCHEMA_VERSION, SOURCE_VERSION, event_body
 
-SCHEMA_VERSION = 1
-SOURCE_VERSION = f"clearance@{__version__}"
-_SCHEMA_FIELD = f'"schema_version":{canonical_json(SCHEMA_VERSION)},'  # the same in every event body
-_SOURCE_FIELD = f'"source_version":{canonical_json(SOURCE_VERSION)},'
+__all__ = ["SCHEMA_VERSION", "SOURCE_VERSION", "append", "append_all", "event_body", "intact", "latest", "link_hash",
+           "to_event", "verify"]  # fmt: skip
 
 
 def link_hash(prev_hash: str, body: str) -> str:
@@ -50,11 +48,13 @@ def append_all(
     trace_id: str | None = None,
     rows_out: list[dict[str, Any]] | None = None,
     decision_text: str | None = None,
+    arguments_text: str | None = None,
 ) -> list[str]:
     """Append consecutive events of one request (``(type, payload)`` pairs) in one write.
 
     ``decision_text``: the first event holds this decision's JSON, which its decisions row
     keeps; the store then keeps the event without it (the lean store) and puts it back on read.
+    ``arguments_text``: likewise the action's arguments (canonical JSON), kept in that row too.
 
     A payload may be :class:`RawJSON` holding its own :func:`canonical_json` text, so that a
     value already serialised for another column is not serialised again. ``rows_out``
@@ -75,22 +75,11 @@ def append_all(
         prev = digest
     if decision_text is not None and rows:
         rows[0]["decision_text"] = decision_text
+        rows[0]["arguments_text"] = arguments_text
     tx.append_events(rows)
     if rows_out is not None:
         rows_out.extend(rows)
     return ids
-
-
-def event_body(*, event_id: str, seq: int, trace_id: str | None, request_id: str | None, type: str,
-               created_at: str, payload: dict[str, Any] | RawJSON) -> str:  # fmt: skip
-    """The canonical JSON of an event, exactly ``canonical_json`` of its fields, assembled
-    around a payload that may be canonical JSON already."""
-    p = payload if isinstance(payload, RawJSON) else canonical_json(payload)
-    c = canonical_json
-    # The keys in sorted order, as canonical_json writes them.
-    return (f'{{"created_at":{c(created_at)},"event_id":{c(event_id)},"payload":{p},"request_id":{c(request_id)},'
-            f'{_SCHEMA_FIELD}"seq":{c(seq)},{_SOURCE_FIELD}'
-            f'"trace_id":{c(trace_id)},"type":{c(type)}}}')
 
 
 def to_event(row: dict[str, Any]) -> Event:

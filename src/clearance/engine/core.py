@@ -398,7 +398,7 @@ class Engine:
         # What is kept (rows, audit, memory, counters' targets) is the redacted copy; the
         # rules judge ``action`` itself.
         stored = _redacted(redactor, action)
-        action_json = canonical_json(stored.model_dump(mode="json"))
+        action_json, arguments_json = _serialised(stored)
         lookups = usage_lookups(planned, stored, now) if planned is not None else []
         with self.store.write() as tx:
             if key is not None:
@@ -413,13 +413,13 @@ class Engine:
             if self.redactor_for(rules) is not redactor:  # the policy changed its redaction: block since
                 redactor = self.redactor_for(rules)
                 stored = _redacted(redactor, action)
-                action_json = canonical_json(stored.model_dump(mode="json"))
+                action_json, arguments_json = _serialised(stored)
             verdict, rules_result, estimate = self._judge(tx, rules, action, now, known, stored, redactor, use_memory=learns)
             patches = verdict.patches
             if verdict.action is not None:  # a constrained allow patched the call: the patched call is the one decided
                 action = verdict.action
                 stored = _redacted(redactor, action)
-                action_json = canonical_json(stored.model_dump(mode="json"))
+                action_json, arguments_json = _serialised(stored)
                 args_hash = self.args_hash(action.arguments)
                 # The originals are the caller's (redacted as arguments are); the new values are the rules file's.
                 patches = [p.model_copy(update={"original": redactor.value({p.argument: p.original})[p.argument]})
@@ -450,12 +450,13 @@ class Engine:
                 args_hash=args_hash,
                 patches=patches,
             )
-            # Serialised once: the decisions row and the audit body hold the same text.
+            # Serialised once: the decisions row and the audit body hold the same text (the store
+            # keeps it, and the arguments, once: in the row).
             decision_json = RawJSON(canonical_json(decision.model_dump(mode="json")))
             tx.insert_decision({
                 "request_id": request_id, "trace_id": trace_id, "tool": action.tool, "actor": action.actor,
                 "domain": action.domain, "target": stored.target, "value": action.value,
-                "arguments": stored.arguments, "context": stored.context, "result": verdict.result.value,
+                "arguments": arguments_json, "context": stored.context, "result": verdict.result.value,
                 "policy_version": rules.policy_version, "decided_at": now, "decision": decision_json,
             })  # fmt: skip
             if verdict.result is not DecisionResult.blocked and verdict.counted_rules:
@@ -481,7 +482,7 @@ class Engine:
                                "approvals_required": verdict.approvals_required}))  # fmt: skip
             written: list[dict[str, Any]] = []
             audit.append_all(tx, events, now=now, request_id=request_id, trace_id=trace_id, rows_out=written,
-                             decision_text=decision_json)  # fmt: skip
+                             decision_text=decision_json, arguments_text=arguments_json)  # fmt: skip
             if key is not None:
                 tx.keep_idempotent_answer(key[0], key[1], key[2], 200, None, now, request_id=request_id)
         if learns:
@@ -1256,6 +1257,13 @@ def _redacted(redactor: Redactor, action: Action) -> Action:
         return action
     return action.model_copy(update={"arguments": redactor.value(action.arguments), "context": redactor.value(action.context),
                                      "target": redactor.text(action.target) if action.target else action.target})  # fmt: skip
+
+
+def _serialised(stored: Action) -> tuple[str, RawJSON]:
+    """The kept action's canonical JSON and its arguments' (the text the decisions row keeps and
+    the audit event refers to), from one dump so that the two spell the arguments the same."""
+    dump = stored.model_dump(mode="json")
+    return canonical_json(dump), RawJSON(canonical_json(dump["arguments"]))
 
 
 def _aware(at: datetime | None) -> datetime | None:

@@ -60,6 +60,8 @@ decisions = Table(
     Column("domain", String(256), nullable=False),
     Column("target", String(512)),
     Column("value", Float),
+    # Canonical JSON (since 0008): the decision.made event's body is stored without this text
+    # and gets it back from here (``events.arguments_at``), so arguments are kept once.
     Column("arguments", JSON, nullable=False),
     Column("context", JSON, nullable=False),
     Column("result", String(32), nullable=False),
@@ -171,12 +173,15 @@ kill_switches = Table(
 )
 
 # The audit trail. `body` is the canonical JSON that is hashed; the other columns are copies
-# for querying, and `verify` checks that they still agree with it.
+# for querying, and `verify` checks that they still agree with it. A lean decision.made row
+# keeps less of it (see `decision_at`, `arguments_at` and `source_version`).
 events = Table(
     "events",
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("event_id", String(64), nullable=False, unique=True),
+    # Not unique in the schema: ids are random and nothing looks an event up by its id, so a
+    # unique index would only cost every event one more index entry.
+    Column("event_id", String(64), nullable=False),
     Column("trace_id", String(128)),
     Column("request_id", String(64)),
     Column("type", String(64), nullable=False),
@@ -184,8 +189,14 @@ events = Table(
     Column("body", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    # decision.made: where the decisions row's JSON goes back into `body` (the lean store).
+    # decision.made: where the decisions row's JSON goes back into `body` (the lean store), and
+    # (since 0008) where its arguments go back in before that; positions in the stored body.
     Column("decision_at", Integer),
+    Column("arguments_at", Integer),
+    # Set (since 0008) on a lean decision.made: `body` is then its payload alone, and the
+    # envelope around it (the fields these columns copy) is rebuilt from the columns, with
+    # this source version (clearance.store.envelope).
+    Column("source_version", String(64)),
     Index("ix_events_request_id", "request_id"),
     Index("ix_events_trace_id", "trace_id"),
     Index("ix_events_type", "type"),

@@ -22,6 +22,7 @@ from clearance.store.migrate import upgrade
 from clearance.store.sqlite.checkpointer import Checkpointer
 from clearance.store.sqlite.counts import UsageCounts
 from clearance.store.sqlite.deferred import DeferredCommits
+from clearance.store.sqlite.kept import KeptConnection
 from clearance.store.writers import WriterQueue
 from clearance.store.statements import Prepared, bind_processor
 from clearance.store.transaction import AppendHook, SqlTx
@@ -57,6 +58,8 @@ class SqlStore:
         self._solo = threading.RLock() if on_sqlite and path is None else None
         self._solo_conn = threading.local()
         self._deferred = DeferredCommits(self.engine, path) if path else None
+        # The connection that durable writes use while they hold the writer queue (SQLite file).
+        self._kept = KeptConnection(self.engine) if path else None
         #: Called inside each write transaction with the events it appends (the engine signs
         #: checkpoints of the audit chain here); the store itself knows nothing of them.
         self.on_append: list[AppendHook] = []
@@ -109,10 +112,18 @@ class SqlStore:
         queue = self._writers
         queued = queue.enter(blocking)
         try:
-            # Commits that do not wait for the disk run on a connection kept for them, used only
-            # while this process's writer queue is held (so by one thread at a time); without
-            # the queue (it could not be opened) they wait for the disk like any other.
-            kept = deferred.connection() if deferred is not None and queued else None
+            # Writes run on a connection kept for them (on a SQLite file), used only while this
+            # process's writer queue is held (so by one thread at a time); commits that do not
+            # wait for the disk, on one kept for those. Without the queue (it could not be
+            # opened) a write takes a connection from the pool and waits for the disk. An
+            # in-memory store has one connection, taken in turn (``_solo``).
+            kept, deferring = None, False
+            if queued:
+                if deferred is not None:
+                    kept = deferred.connection()
+                    deferring = kept is not None
+                if kept is None and self._kept is not None:
+                    kept = self._kept.connection()
             with self._solo or nullcontext(), nullcontext(kept) if kept is not None else self.engine.connect() as conn:
                 try:
                     with conn.begin():
@@ -125,7 +136,7 @@ class SqlStore:
                             yield SqlTx(conn, self._prepared, self._counts, self.on_append)
                         finally:
                             self._solo_conn.conn = None
-                    if kept is not None:
+                    if deferring:
                         deferred.unsynced += 1  # type: ignore[union-attr]  # under the writer lock: counted in order
                 except BaseException:
                     if self._counts is not None:  # rolled back (or not known to be committed)
@@ -213,6 +224,8 @@ class SqlStore:
     def close(self) -> None:
         if self._deferred is not None:
             self._deferred.close()
+        if self._kept is not None:
+            self._kept.drop()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         self.engine.dispose()

@@ -46,6 +46,8 @@ _ik = t.idempotency_keys.c
 _d = t.decisions.c
 #: A decision's JSON as the text it was stored as (the canonical text the audit chain hashed).
 DECISION_TEXT = cast(_d.decision, Text)
+#: Its arguments likewise (canonical JSON since revision 0008, which the decision.made event refers to).
+ARGUMENTS_TEXT = cast(_d.arguments, Text)
 GET_IDEMPOTENT = select(_ik.fingerprint, _ik.state, _ik.status_code, func.coalesce(_ik.body, DECISION_TEXT)).select_from(
     t.idempotency_keys.outerjoin(t.decisions, _d.request_id == _ik.request_id)).where(
     _ik.key_id == bindparam("key_id"), _ik.idem_key == bindparam("idem_key"))  # fmt: skip
@@ -61,7 +63,7 @@ HOT: dict[Any, tuple[str, ...] | None] = {
     INSERT_DECISION: tuple(c.name for c in t.decisions.columns),
     INSERT_USAGE: ("request_id", "rule_id", "actor", "target", "value", "at", "active", "expires_at"),
     INSERT_EVENT: ("seq", "event_id", "trace_id", "request_id", "type", "created_at", "body", "prev_hash", "hash",
-                   "decision_at"),
+                   "decision_at", "arguments_at", "source_version"),
     MOVE_HEAD: ("seq", "hash"), PRELUDE: None, GET_IDEMPOTENT: None,
     INSERT_IDEMPOTENT: ("key_id", "idem_key", "fingerprint", "state", "status_code", "body", "created_at", "request_id"),
 }  # fmt: skip

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, and_, delete, insert, or_, select, update
 from clearance.store import schema as t
 from clearance.store import postgres, sqlite
 from clearance.store import statements as st
+from clearance.store.envelope import SOURCE_VERSION, envelope
 from clearance.store.sqlite.counts import SLOTS_OF_REQUEST, UsageCounts
 
 
@@ -335,20 +336,32 @@ class SqlTx:
         return self._whole([self._one(select(t.events).where(t.events.c.seq == seq + 1))])[0]
 
     def _whole(self, rows: list[Any]) -> list[Any]:
-        """Event rows with their whole bodies: a lean ``decision.made`` body gets its decision's
-        JSON back (from the decisions row) where ``decision_at`` says. A decision row that is
-        gone or changed leaves a body whose hash no longer holds, as any other edit would."""
+        """Event rows with their whole bodies: a lean ``decision.made`` gets its decision's JSON
+        and its arguments back (from the decisions row) where ``decision_at`` and ``arguments_at``
+        say, and its envelope (from its own columns) when ``source_version`` is set. A decision
+        row that is gone or changed, or an edited column, leaves a body whose hash no longer
+        holds, as any other edit would."""
         lean = [r for r in rows if r is not None and r.get("decision_at") is not None]
         if lean:
             d = t.decisions.c
-            texts = dict(self.conn.execute(select(d.request_id, st.DECISION_TEXT).where(
-                d.request_id.in_({r["request_id"] for r in lean}))).all())  # fmt: skip
+            texts = {rid: (decision, arguments) for rid, decision, arguments in self.conn.execute(
+                select(d.request_id, st.DECISION_TEXT, st.ARGUMENTS_TEXT).where(
+                    d.request_id.in_({r["request_id"] for r in lean})))}  # fmt: skip
             for r in lean:
-                at = r["decision_at"]
-                r["body"] = r["body"][:at] + texts.get(r["request_id"], "") + r["body"][at:]
+                decision, arguments = texts.get(r["request_id"], ("", ""))
+                at, body = r["decision_at"], r["body"]
+                body = body[:at] + decision + body[at:]
+                if (args_at := r.get("arguments_at")) is not None:  # before the decision: unmoved by it
+                    body = body[:args_at] + arguments + body[args_at:]
+                if (source := r.get("source_version")) is not None:
+                    before, after = envelope(r, source)
+                    body = before + body + after
+                r["body"] = body
         for r in rows:
             if r is not None:
                 r.pop("decision_at", None)
+                r.pop("arguments_at", None)
+                r.pop("source_version", None)
         return rows
 
     # -- idempotency keys of the server ------------------------------------------------------
@@ -451,10 +464,32 @@ class SqlTx:
 
 
 def _lean(row: dict[str, Any]) -> dict[str, Any]:
-    """The row an event is stored as: a ``decision.made`` whose body holds ``row["decision_text"]``
-    (the decisions row's JSON) is stored without it, and ``decision_at`` says where it goes."""
+    """The row an event is stored as. A ``decision.made`` whose body holds ``row["decision_text"]``
+    (the decisions row's JSON) is stored without it, ``decision_at`` saying where it goes;
+    without ``row["arguments_text"]`` (the row's arguments, the action's first), ``arguments_at``
+    saying where those go; and, when its columns rebuild the envelope around the payload
+    exactly (:func:`envelope`), without that envelope, ``source_version`` saying which. Positions
+    are in the stored text; the arguments go back first, then the envelope around it all."""
     text = row.get("decision_text")
-    at = row["body"].find(text) if text else -1
+    body = row["body"]
+    at = body.find(text) if text else -1
     if at < 0:
-        return {**row, "decision_at": None}
-    return {**row, "body": row["body"][:at] + row["body"][at + len(text) :], "decision_at": at}
+        return {**row, "decision_at": None, "arguments_at": None, "source_version": None}
+    body = body[:at] + body[at + len(text) :]
+    args = row.get("arguments_text")
+    # A key's text cannot occur inside a JSON string (its quotes would be escaped there), so the
+    # first '"arguments":' followed by the text is the action's own, before the decision.
+    found = body.find(f'"arguments":{args}', 0, at) if args else -1
+    args_at = None
+    if found >= 0:
+        args_at = found + len('"arguments":')
+        body = body[:args_at] + body[args_at + len(args) :]
+        at -= len(args)
+    source = None
+    before, after = envelope(row, SOURCE_VERSION)
+    if body.startswith(before) and body.endswith(after) and len(body) >= len(before) + len(after):
+        source, cut = SOURCE_VERSION, len(before)
+        body = body[cut : len(body) - len(after)]
+        at -= cut
+        args_at = None if args_at is None else args_at - cut
+    return {**row, "body": body, "decision_at": at, "arguments_at": args_at, "source_version": source}

@@ -22,7 +22,7 @@ class Checkpointer:
     waiting at most :attr:`valve_timeout_ms` for readers and writers.
     """
 
-    every = 48  # commits between passive checkpoints (a decision appends about 13 pages)
+    every = 48  # commits between passive checkpoints (a decision appends about 12 pages)
     idle = 0.2  # seconds without a commit before the rest is copied back
     valve_frames = 2 * WAL_AUTOCHECKPOINT_PAGES  # WAL frames (32 MB) the autocheckpoint failed to reset
     valve_timeout_ms = 50

@@ -9,6 +9,8 @@ import threading
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine as SAEngine
 
+from clearance.store.sqlite.kept import KeptConnection
+
 
 class DeferredCommits:
     """The commits of ``batch(sync=False)``, made on one connection kept for them with
@@ -20,51 +22,24 @@ class DeferredCommits:
         self.wal = f"{path}-wal"
         self.wal_mode: bool | None = None  # whether the file is in WAL mode (asked once)
         self.unsynced = self.synced = 0  # deferred commits made, and how many are known durable
-        self.kept: Connection | None = None
-        self._kept_pid = 0
+        self._kept = KeptConnection(engine, setup=lambda raw: raw.execute("PRAGMA synchronous=NORMAL"),
+                                    teardown=lambda raw: raw.execute("PRAGMA synchronous=FULL"))  # fmt: skip
         self._lock = threading.Lock()
 
     def connection(self) -> Connection | None:
         """The connection whose commits do not wait for the disk, kept across batches since
         setting one up for each is costly. None when the file is not in WAL mode."""
-        if self.wal_mode is False:
-            return None
-        conn = self.kept
-        if conn is not None:
-            if self._kept_pid != os.getpid():  # a forked child: never the parent's connection
-                self.kept = None
-            elif not conn.invalidated and not conn.closed:
-                return conn
-            else:
-                self._drop_kept()
-        conn = self.engine.connect()
-        try:
-            raw = conn.connection.dbapi_connection
-            assert raw is not None
-            if self.wal_mode is None:  # once: is the WAL what holds commits?
+        if self.wal_mode is None:  # once: is the WAL what holds commits?
+            with self.engine.connect() as conn:
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
                 self.wal_mode = str(raw.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
-            if not self.wal_mode:
-                conn.close()
-                return None
-            raw.execute("PRAGMA synchronous=NORMAL")
-        except BaseException:
-            conn.invalidate()
-            conn.close()
-            raise
-        self.kept, self._kept_pid = conn, os.getpid()
-        return conn
+        return self._kept.connection() if self.wal_mode else None
 
-    def _drop_kept(self) -> None:
-        """Give the kept connection back to the pool set to wait for the disk (or discard it)."""
-        conn, self.kept = self.kept, None
-        if conn is None or self._kept_pid != os.getpid():
-            return
-        try:
-            if not conn.invalidated and not conn.closed:
-                conn.connection.dbapi_connection.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
-        except Exception:  # noqa: BLE001 - a broken connection is not put back
-            conn.invalidate()
-        conn.close()
+    @property
+    def kept(self) -> Connection | None:
+        """The connection kept for deferred commits now, if any."""
+        return self._kept.current
 
     def sync(self) -> None:
         """Make every deferred commit before this call durable: one fsync of the WAL, which holds
@@ -84,4 +59,4 @@ class DeferredCommits:
 
     def close(self) -> None:
         self.sync()  # a no-op when every deferred commit is durable already
-        self._drop_kept()
+        self._kept.drop()
