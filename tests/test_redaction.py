@@ -158,3 +158,32 @@ def test_skipping_the_scan_never_changes_what_is_redacted(text: str) -> None:
 
     r = Redactor(b"k" * 32)
     assert r.text(text) == _BUILTIN.sub(r._replace, text)
+
+
+def test_memory_decides_the_same_whatever_the_stores_redaction_key(tmp_path: Path) -> None:
+    """A marker's keyed part is a per-store secret: two stores with other keys, fed the same
+    history, must judge the next calls alike (the keyed hex once went into the vector's hashed
+    buckets, so the decision-quality tables changed from run to run)."""
+    from datetime import datetime, timedelta, timezone
+
+    from clearance import Engine
+
+    def history(key: str) -> list[tuple[str, float]]:
+        now = [datetime(2025, 3, 3, tzinfo=timezone.utc)]
+        out = []
+        with Engine(tmp_path / f"{key[:4]}.db", redaction_key=key, clock=lambda: now[0]) as engine:
+            for i in range(120):
+                now[0] += timedelta(minutes=3)
+                card = ["4111111111111111", "5555555555554444", "4012888888881881"][i % 3]
+                d = engine.evaluate({"tool": "charge_card", "actor": "shop",
+                                     "arguments": {"card_number": card, "amount": 10 + i % 7}})  # fmt: skip
+                out.append((d.result.value, d.risk_score))
+                if d.allowed:
+                    engine.record_execution(d.request_id, "executed")
+                    engine.report_outcome(d.request_id, "harmful" if card.startswith("5") else "succeeded",
+                                          severity=1.0 if card.startswith("5") else 0.0)  # fmt: skip
+        return out
+
+    a, b = history("a" * 64), history("b" * 64)
+    assert any(r != a[0][1] for _, r in a)  # memory learnt something to differ on
+    assert a == b
