@@ -20,6 +20,9 @@ from clearance.store.sqlite.counts import SLOTS_OF_REQUEST, UsageCounts
 #: over a few seconds only, and stays in SQL).
 _KEPT = ("count", "total")
 
+#: The hot statements that only write (an INSERT or UPDATE whose result nobody reads).
+_WRITES = frozenset(stmt for stmt, keys in st.HOT.items() if keys is not None)
+
 #: Called with the transaction and the events it has just appended (see ``SqlStore.on_append``).
 AppendHook = Callable[["SqlTx", Sequence[dict[str, Any]]], None]
 
@@ -41,6 +44,8 @@ class SqlTx:
                 self._sqlite = raw
         if self._sqlite is None:
             self._counts = None
+        #: On PostgreSQL, where the writes of a hot statement wait to be sent with the next read.
+        self._pipe = postgres.Pipeline.of(conn) if conn.dialect.name == "postgresql" else None
         # Read once per transaction and kept current by this transaction's own writes: the
         # policy head, the number of kill switches, the chain tip. Safe because writers are
         # serialised, so nothing else moves them while a write transaction is open.
@@ -58,6 +63,15 @@ class SqlTx:
                 self._prepared[stmt] = prepared
         if self._sqlite is not None:
             return sqlite.run(prepared, self._sqlite, params)
+        if (pipe := self._pipe) is not None:
+            if stmt in _WRITES:  # nothing is read back: sent with the next statement
+                if isinstance(params, dict) or params is None:
+                    pipe.queue(prepared.sql, prepared.values(params or {}))
+                else:
+                    for p in params:
+                        pipe.queue(prepared.sql, prepared.values(p))
+                return None
+            return pipe.send(prepared.sql, prepared.values(params or {}))  # type: ignore[arg-type]
         return prepared.execute(self.conn, params)
 
     def _one(self, q: Any, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
