@@ -62,7 +62,10 @@ def lock_writers(conn: Connection) -> None:
     if found is None:
         compiled = _LOCK_HEAD.compile(dialect=conn.dialect)
         found = _LOCK_SQL[conn.dialect] = (compiled.string, dict(compiled.params))
-    Pipeline.of(conn).queue(*found)
+    Pipeline.of(conn).queue(*found, write=False)
+
+
+_COMMIT = "COMMIT"
 
 
 class Pipeline:
@@ -77,7 +80,7 @@ class Pipeline:
     Anything run on the connection through SQLAlchemy sends the queue first (an engine event),
     so statements always run in the order they were issued."""
 
-    __slots__ = ("conn", "queued", "raw")
+    __slots__ = ("conn", "queued", "raw", "writes")
 
     _KEY = "clearance_pipeline"
 
@@ -85,6 +88,7 @@ class Pipeline:
         self.conn = conn
         self.raw: Any = conn.connection.dbapi_connection
         self.queued: list[tuple[str, Any]] = []
+        self.writes = False  # whether a write is queued (not only savepoints and the lock)
 
     @classmethod
     def of(cls, conn: Connection) -> Pipeline:
@@ -99,12 +103,19 @@ class Pipeline:
         """Forget what is queued (the transaction is rolled back, or over)."""
         conn.info.pop(cls._KEY, None)
 
-    def queue(self, sql: str, params: Any) -> None:
+    def queue(self, sql: str, params: Any, *, write: bool = True) -> None:
         self.queued.append((sql, params))
+        self.writes = self.writes or write
+
+    def commit(self) -> None:
+        """Send what is queued and COMMIT, in one round trip. The driver then finds no
+        transaction open, so SQLAlchemy's own commit that follows sends nothing."""
+        self.send(_COMMIT)
 
     def send(self, sql: str | None = None, params: Any = None) -> Any:
         """Send what is queued, then ``sql`` if given, in one round trip; the cursor of ``sql``."""
         queued, self.queued = self.queued, []
+        self.writes = False
         if sql is None and not queued:
             return None
         raw = self.raw

@@ -137,7 +137,7 @@ class SqlStore:
                         finally:
                             self._solo_conn.conn = None
                         if self.dialect == "postgresql":
-                            postgres.Pipeline.of(conn).send()  # what is queued, before the commit
+                            postgres.Pipeline.of(conn).commit()  # with what is queued
                     if deferring:
                         deferred.unsynced += 1  # type: ignore[union-attr]  # under the writer lock: counted in order
                 except BaseException:
@@ -220,13 +220,14 @@ class SqlStore:
     @contextmanager
     def _pg_savepoint(self, conn: Connection, begin: str, rollback: str, release: str) -> Iterator[None]:
         """A savepoint on PostgreSQL, its SAVEPOINT and RELEASE queued with the operation's own
-        statements (see :class:`postgres.Pipeline`); what the operation queued is sent before it
-        ends, so that its errors are its own."""
+        statements (see :class:`postgres.Pipeline`); the writes the operation queued are sent
+        before it ends, so that their errors are its own."""
         pipe = postgres.Pipeline.of(conn)
-        pipe.queue(begin, None)
+        pipe.queue(begin, None, write=False)
         try:
             yield
-            pipe.send()
+            if pipe.writes:
+                pipe.send()
         except BaseException:
             try:
                 pipe.send()  # the SAVEPOINT at least, so that there is something to roll back to
@@ -235,7 +236,7 @@ class SqlStore:
             conn.exec_driver_sql(rollback)
             conn.exec_driver_sql(release)
             raise
-        pipe.queue(release, None)
+        pipe.queue(release, None, write=False)
 
     def watch_approvals(self, on_change: Callable[[str], None]) -> postgres.ApprovalListener | None:
         """On PostgreSQL, a listener calling ``on_change(approval_id)`` after each committed change
