@@ -62,7 +62,9 @@ def lock_writers(conn: Connection) -> None:
     if found is None:
         compiled = _LOCK_HEAD.compile(dialect=conn.dialect)
         found = _LOCK_SQL[conn.dialect] = (compiled.string, dict(compiled.params))
-    Pipeline.of(conn).queue(*found, write=False)
+    pipe = Pipeline.of(conn)
+    pipe.queue(*found, write=False)
+    pipe.locked = True
 
 
 _COMMIT = "COMMIT"
@@ -80,7 +82,7 @@ class Pipeline:
     Anything run on the connection through SQLAlchemy sends the queue first (an engine event),
     so statements always run in the order they were issued."""
 
-    __slots__ = ("conn", "queued", "raw", "writes")
+    __slots__ = ("conn", "known", "locked", "queued", "raw", "writes")
 
     _KEY = "clearance_pipeline"
 
@@ -89,6 +91,10 @@ class Pipeline:
         self.raw: Any = conn.connection.dbapi_connection
         self.queued: list[tuple[str, Any]] = []
         self.writes = False  # whether a write is queued (not only savepoints and the lock)
+        self.locked = False  # whether this transaction asked for the writer lock
+        #: (policy head, kill switch count, chain tip) as this transaction knows them, shared by
+        #: the operations of a batch: under the writer lock only this transaction moves them.
+        self.known: tuple[int, int, tuple[int, str]] | None = None
 
     @classmethod
     def of(cls, conn: Connection) -> Pipeline:

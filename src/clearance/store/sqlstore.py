@@ -229,6 +229,7 @@ class SqlStore:
             if pipe.writes:
                 pipe.send()
         except BaseException:
+            pipe.known = None  # what the operation learnt is undone with it
             try:
                 pipe.send()  # the SAVEPOINT at least, so that there is something to roll back to
             except Exception:  # noqa: BLE001 - the operation's own error is the one raised

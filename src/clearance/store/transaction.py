@@ -52,6 +52,9 @@ class SqlTx:
         self._policy_head: int | None = None
         self._kill_count: int | None = None
         self._chain: tuple[int, str] | None = None
+        if self._pipe is not None and self._pipe.locked and self._pipe.known is not None:
+            # A batch's earlier operation read them, and nothing else can move them meanwhile.
+            self._policy_head, self._kill_count, self._chain = self._pipe.known
 
     def _run(self, stmt: Any, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> Any:
         """Execute a hot-path statement (see :class:`st.Prepared`); ``stmt`` is one of ``st.HOT``
@@ -96,7 +99,16 @@ class SqlTx:
                 return list(self._run(st.lookup_statement(False, tuple(x[0] for x in lookups)), st.lookup_params(lookups, now)).fetchone())  # type: ignore[arg-type]
             return []
         self._policy_head, self._kill_count, self._chain = int(r[0]), int(r[1]), (int(r[2]), str(r[3]))
+        self._share()
         return list(r[4:])
+
+    def _share(self) -> None:
+        """Hand what this transaction knows of the policy head, kill switches and chain tip to
+        the batch's next operation (PostgreSQL; see ``Pipeline.known``)."""
+        pipe = self._pipe
+        if pipe is not None and pipe.locked:
+            head, kills, chain = self._policy_head, self._kill_count, self._chain
+            pipe.known = None if head is None or kills is None or chain is None else (head, kills, chain)
 
     def usage_lookups(self, lookups: Sequence[tuple[Any, ...]], now: datetime) -> list[Any]:
         """Answer several usage questions (see :func:`clearance.policy.usage_lookups`) in one
@@ -290,6 +302,7 @@ class SqlTx:
     def insert_policy(self, row: dict[str, Any]) -> None:
         self.conn.execute(insert(t.policies), row)
         self._policy_head = None
+        self._share()
 
     def list_policies(self) -> list[dict[str, Any]]:
         q = select(t.policies.c.version, t.policies.c.digest, t.policies.c.applied_at, t.policies.c.applied_by)
@@ -307,10 +320,12 @@ class SqlTx:
         self.clear_kill_switch(row["scope"], row["value"])
         self.conn.execute(insert(t.kill_switches), row)
         self._kill_count = None
+        self._share()
 
     def clear_kill_switch(self, scope: str, value: str) -> bool:
         k = t.kill_switches.c
         self._kill_count = None
+        self._share()
         return self.conn.execute(delete(t.kill_switches).where(k.scope == scope, k.value == value)).rowcount > 0
 
     # -- suspended runs ---------------------------------------------------------------------
@@ -416,6 +431,7 @@ class SqlTx:
             else:
                 counts.reset()
         self._chain = (last["seq"], last["hash"])
+        self._share()
         for hook in self._on_append:
             hook(self, rows)
 
