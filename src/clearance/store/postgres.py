@@ -7,8 +7,10 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import Connection, create_engine, select, text
+from sqlalchemy import Connection, create_engine, event, select, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.engine import Engine as SAEngine
 
@@ -41,14 +43,121 @@ def _setting(name: str, default: int) -> int:
 def engine(url: URL, *, echo: bool) -> SAEngine:
     size = _setting("CLEARANCE_PG_POOL_SIZE", POOL_SIZE)
     overflow = _setting("CLEARANCE_PG_MAX_OVERFLOW", MAX_OVERFLOW)
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=max(size, 1), max_overflow=overflow,
-                         json_serializer=json_dumps)  # fmt: skip
+    sa_engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=max(size, 1), max_overflow=overflow,
+                              json_serializer=json_dumps)  # fmt: skip
+    event.listen(sa_engine, "before_cursor_execute", _send_queued_first)
+    event.listen(sa_engine, "commit", _send_queued_first)  # a safety net: the store sends before it commits
+    event.listen(sa_engine, "rollback", Pipeline.discard)
+    return sa_engine
+
+
+_LOCK_SQL: dict[Any, tuple[str, dict[str, Any]]] = {}
 
 
 def lock_writers(conn: Connection) -> None:
     """The store's writer lock: the audit chain's head row, which every write transaction
-    appends to anyway, locked until the transaction ends."""
-    conn.execute(_LOCK_HEAD)
+    appends to anyway, locked until the transaction ends. Queued (see :class:`Pipeline`): it
+    travels with the transaction's first read, whose answer waits for the lock anyway."""
+    found = _LOCK_SQL.get(conn.dialect)
+    if found is None:
+        compiled = _LOCK_HEAD.compile(dialect=conn.dialect)
+        found = _LOCK_SQL[conn.dialect] = (compiled.string, dict(compiled.params))
+    pipe = Pipeline.of(conn)
+    pipe.queue(*found, write=False)
+    pipe.locked = True
+
+
+_COMMIT = "COMMIT"
+
+
+class Pipeline:
+    """The statements of a write transaction whose answers nobody reads (the decision's
+    inserts, the chain head's move, savepoints, the writer lock), queued and sent together with
+    the next statement that is read, or at the end of each operation, in one round trip
+    (psycopg's pipeline mode). Each round trip is paid while the writer lock is held, so
+    fewer of them is what lets replicas take turns faster.
+
+    Errors of queued statements surface when they are sent: :meth:`send` is called before a
+    savepoint is released and before the commit, so an operation's failure is still its own.
+    Anything run on the connection through SQLAlchemy sends the queue first (an engine event),
+    so statements always run in the order they were issued."""
+
+    __slots__ = ("conn", "known", "locked", "queued", "raw", "writes")
+
+    _KEY = "clearance_pipeline"
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.raw: Any = conn.connection.dbapi_connection
+        self.queued: list[tuple[str, Any]] = []
+        self.writes = False  # whether a write is queued (not only savepoints and the lock)
+        self.locked = False  # whether this transaction asked for the writer lock
+        #: (policy head, kill switch count, chain tip) as this transaction knows them, shared by
+        #: the operations of a batch: under the writer lock only this transaction moves them.
+        self.known: tuple[int, int, tuple[int, str]] | None = None
+
+    @classmethod
+    def of(cls, conn: Connection) -> Pipeline:
+        """The pipeline of ``conn``'s current transaction (made on first use)."""
+        pipe = conn.info.get(cls._KEY)
+        if pipe is None or pipe.conn is not conn:
+            pipe = conn.info[cls._KEY] = cls(conn)
+        return pipe
+
+    @classmethod
+    def discard(cls, conn: Connection) -> None:
+        """Forget what is queued (the transaction is rolled back, or over)."""
+        conn.info.pop(cls._KEY, None)
+
+    def queue(self, sql: str, params: Any, *, write: bool = True) -> None:
+        self.queued.append((sql, params))
+        self.writes = self.writes or write
+
+    def commit(self) -> None:
+        """Send what is queued and COMMIT, in one round trip. The driver then finds no
+        transaction open, so SQLAlchemy's own commit that follows sends nothing."""
+        self.send(_COMMIT)
+
+    def send(self, sql: str | None = None, params: Any = None) -> Any:
+        """Send what is queued, then ``sql`` if given, in one round trip; the cursor of ``sql``."""
+        queued, self.queued = self.queued, []
+        self.writes = False
+        if sql is None and not queued:
+            return None
+        raw = self.raw
+        last = sql
+        try:
+            if len(queued) + (sql is not None) == 1:  # one statement: no pipeline needed
+                cur = raw.cursor()
+                last, p = queued[0] if sql is None else (sql, params)
+                cur.execute(last, p)
+                return cur
+            with raw.pipeline():
+                cur = raw.cursor()
+                for last, p in queued:
+                    cur.execute(last, p)
+                if sql is not None:
+                    last = sql
+                    cur = raw.cursor()
+                    cur.execute(sql, params)
+            return cur if sql is not None else None
+        except Exception as exc:
+            import psycopg
+
+            if not isinstance(exc, psycopg.Error):
+                raise
+            dialect = self.conn.dialect
+            invalidated = dialect.is_disconnect(exc, raw, None)
+            if invalidated:
+                self.conn.invalidate(exc)
+            raise sa_exc.DBAPIError.instance(last, None, exc, psycopg.Error, connection_invalidated=invalidated,
+                                             dialect=dialect) from exc  # fmt: skip
+
+
+def _send_queued_first(conn: Connection, *_: Any) -> None:
+    pipe = conn.info.get(Pipeline._KEY)
+    if pipe is not None and pipe.queued:
+        pipe.send()
 
 
 def snapshot(conn: Connection) -> Connection:

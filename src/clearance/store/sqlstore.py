@@ -136,12 +136,17 @@ class SqlStore:
                             yield SqlTx(conn, self._prepared, self._counts, self.on_append)
                         finally:
                             self._solo_conn.conn = None
+                        if self.dialect == "postgresql":
+                            postgres.Pipeline.of(conn).commit()  # with what is queued
                     if deferring:
                         deferred.unsynced += 1  # type: ignore[union-attr]  # under the writer lock: counted in order
                 except BaseException:
                     if self._counts is not None:  # rolled back (or not known to be committed)
                         self._counts.reset()
                     raise
+                finally:
+                    if self.dialect == "postgresql":
+                        postgres.Pipeline.discard(conn)
         finally:
             if queued:
                 queue.exit()
@@ -193,8 +198,12 @@ class SqlStore:
         depth = local.__dict__.get("depth", 0) + 1
         local.depth = depth
         begin, rollback, release = _SAVEPOINTS[depth] if depth < len(_SAVEPOINTS) else _savepoint_sql(depth)
-        run = conn.connection.dbapi_connection.execute if self.dialect == "sqlite" else conn.exec_driver_sql  # type: ignore[union-attr]
         try:
+            if self.dialect == "postgresql":
+                with self._pg_savepoint(conn, begin, rollback, release):
+                    yield
+                return
+            run = conn.connection.dbapi_connection.execute  # type: ignore[union-attr]
             run(begin)
             try:
                 yield
@@ -207,6 +216,28 @@ class SqlStore:
             run(release)
         finally:
             local.depth = depth - 1
+
+    @contextmanager
+    def _pg_savepoint(self, conn: Connection, begin: str, rollback: str, release: str) -> Iterator[None]:
+        """A savepoint on PostgreSQL, its SAVEPOINT and RELEASE queued with the operation's own
+        statements (see :class:`postgres.Pipeline`); the writes the operation queued are sent
+        before it ends, so that their errors are its own."""
+        pipe = postgres.Pipeline.of(conn)
+        pipe.queue(begin, None, write=False)
+        try:
+            yield
+            if pipe.writes:
+                pipe.send()
+        except BaseException:
+            pipe.known = None  # what the operation learnt is undone with it
+            try:
+                pipe.send()  # the SAVEPOINT at least, so that there is something to roll back to
+            except Exception:  # noqa: BLE001 - the operation's own error is the one raised
+                pass
+            conn.exec_driver_sql(rollback)
+            conn.exec_driver_sql(release)
+            raise
+        pipe.queue(release, None, write=False)
 
     def watch_approvals(self, on_change: Callable[[str], None]) -> postgres.ApprovalListener | None:
         """On PostgreSQL, a listener calling ``on_change(approval_id)`` after each committed change

@@ -20,6 +20,9 @@ from clearance.store.sqlite.counts import SLOTS_OF_REQUEST, UsageCounts
 #: over a few seconds only, and stays in SQL).
 _KEPT = ("count", "total")
 
+#: The hot statements that only write (an INSERT or UPDATE whose result nobody reads).
+_WRITES = frozenset(stmt for stmt, keys in st.HOT.items() if keys is not None)
+
 #: Called with the transaction and the events it has just appended (see ``SqlStore.on_append``).
 AppendHook = Callable[["SqlTx", Sequence[dict[str, Any]]], None]
 
@@ -41,12 +44,17 @@ class SqlTx:
                 self._sqlite = raw
         if self._sqlite is None:
             self._counts = None
+        #: On PostgreSQL, where the writes of a hot statement wait to be sent with the next read.
+        self._pipe = postgres.Pipeline.of(conn) if conn.dialect.name == "postgresql" else None
         # Read once per transaction and kept current by this transaction's own writes: the
         # policy head, the number of kill switches, the chain tip. Safe because writers are
         # serialised, so nothing else moves them while a write transaction is open.
         self._policy_head: int | None = None
         self._kill_count: int | None = None
         self._chain: tuple[int, str] | None = None
+        if self._pipe is not None and self._pipe.locked and self._pipe.known is not None:
+            # A batch's earlier operation read them, and nothing else can move them meanwhile.
+            self._policy_head, self._kill_count, self._chain = self._pipe.known
 
     def _run(self, stmt: Any, params: dict[str, Any] | Sequence[dict[str, Any]] | None = None) -> Any:
         """Execute a hot-path statement (see :class:`st.Prepared`); ``stmt`` is one of ``st.HOT``
@@ -58,6 +66,15 @@ class SqlTx:
                 self._prepared[stmt] = prepared
         if self._sqlite is not None:
             return sqlite.run(prepared, self._sqlite, params)
+        if (pipe := self._pipe) is not None:
+            if stmt in _WRITES:  # nothing is read back: sent with the next statement
+                if isinstance(params, dict) or params is None:
+                    pipe.queue(prepared.sql, prepared.values(params or {}))
+                else:
+                    for p in params:
+                        pipe.queue(prepared.sql, prepared.values(p))
+                return None
+            return pipe.send(prepared.sql, prepared.values(params or {}))  # type: ignore[arg-type]
         return prepared.execute(self.conn, params)
 
     def _one(self, q: Any, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -82,7 +99,16 @@ class SqlTx:
                 return list(self._run(st.lookup_statement(False, tuple(x[0] for x in lookups)), st.lookup_params(lookups, now)).fetchone())  # type: ignore[arg-type]
             return []
         self._policy_head, self._kill_count, self._chain = int(r[0]), int(r[1]), (int(r[2]), str(r[3]))
+        self._share()
         return list(r[4:])
+
+    def _share(self) -> None:
+        """Hand what this transaction knows of the policy head, kill switches and chain tip to
+        the batch's next operation (PostgreSQL; see ``Pipeline.known``)."""
+        pipe = self._pipe
+        if pipe is not None and pipe.locked:
+            head, kills, chain = self._policy_head, self._kill_count, self._chain
+            pipe.known = None if head is None or kills is None or chain is None else (head, kills, chain)
 
     def usage_lookups(self, lookups: Sequence[tuple[Any, ...]], now: datetime) -> list[Any]:
         """Answer several usage questions (see :func:`clearance.policy.usage_lookups`) in one
@@ -276,6 +302,7 @@ class SqlTx:
     def insert_policy(self, row: dict[str, Any]) -> None:
         self.conn.execute(insert(t.policies), row)
         self._policy_head = None
+        self._share()
 
     def list_policies(self) -> list[dict[str, Any]]:
         q = select(t.policies.c.version, t.policies.c.digest, t.policies.c.applied_at, t.policies.c.applied_by)
@@ -293,10 +320,12 @@ class SqlTx:
         self.clear_kill_switch(row["scope"], row["value"])
         self.conn.execute(insert(t.kill_switches), row)
         self._kill_count = None
+        self._share()
 
     def clear_kill_switch(self, scope: str, value: str) -> bool:
         k = t.kill_switches.c
         self._kill_count = None
+        self._share()
         return self.conn.execute(delete(t.kill_switches).where(k.scope == scope, k.value == value)).rowcount > 0
 
     # -- suspended runs ---------------------------------------------------------------------
@@ -402,6 +431,7 @@ class SqlTx:
             else:
                 counts.reset()
         self._chain = (last["seq"], last["hash"])
+        self._share()
         for hook in self._on_append:
             hook(self, rows)
 
