@@ -10,12 +10,17 @@ original can never both run it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from clearance.model import Action, Decision, ExecutionStatus
 from clearance.store import SqlTx
 
-__all__ = ["open_approval"]
+if TYPE_CHECKING:
+    from clearance.engine.core import Engine
+
+__all__ = ["decide_joining", "open_approval"]
 
 
 def open_approval(tx: SqlTx, action: Action, args_hash: str, now: datetime) -> Decision | None:
@@ -32,3 +37,15 @@ def open_approval(tx: SqlTx, action: Action, args_hash: str, now: datetime) -> D
         if execution is None or execution["status"] == ExecutionStatus.approval_required.value:
             return Decision.model_validate(decided["decision"])
     return None
+
+
+def decide_joining(engine: Engine, action: Action) -> Callable[[SqlTx], Decision]:
+    """An operation for the engine's group commit (:class:`~clearance.engine.batch.BatchWriter`):
+    in the batch's own transaction, the open approval of an identical call (asked for before, in
+    this process or an earlier one: the call waits for or runs under it rather than ask a person
+    again), else a new decision. One transaction, so a face never holds the store's."""
+
+    def decide(tx: SqlTx) -> Decision:
+        return open_approval(tx, action, engine.args_hash(action.arguments), engine.clock()) or engine.evaluate(action)
+
+    return decide

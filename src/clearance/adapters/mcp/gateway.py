@@ -39,12 +39,11 @@ from clearance.adapters.mcp.upstream import Upstream, definition_digest
 from clearance.engine import Engine
 from clearance.engine.batch import BatchWriter
 from clearance.engine.contract import ExecutionReport
-from clearance.engine.open_calls import open_approval
+from clearance.engine.open_calls import decide_joining
 from clearance.engine.tool_pins import ToolPin
 from clearance.errors import AlreadyClaimed, ClearanceError
 from clearance.model import Action, ApprovalStatus, Decision, DecisionResult, ExecutionStatus
 from clearance.policy.outright import blocked_outright
-from clearance.store import SqlTx
 
 __all__ = ["Gateway", "Progress"]
 
@@ -200,7 +199,7 @@ class Gateway:
             return await self._refuse(name, str(exc))
         self._hand_over_reports()  # the executions recorded so far share this decision's commit
         try:
-            decision = await self._writer.submit(functools.partial(self._decide, action))
+            decision = await self._writer.submit(decide_joining(self.engine, action))
         except Exception as exc:  # noqa: BLE001 - fail closed: no decision, no call
             log.exception("the engine could not decide a call of %s", name)
             return _error({"verdict": "blocked", "reason": f"the engine could not decide this call ({type(exc).__name__}: "
@@ -212,13 +211,6 @@ class Gateway:
             if ready is not None:
                 return ready
         return await self._forward(route, decision, arguments)
-
-    def _decide(self, action: Action, tx: SqlTx) -> Decision:
-        """In the writer's batch: the open approval of an identical call (asked for before, in this
-        process or an earlier one: it waits for or runs under that approval rather than ask a
-        person again), else a new decision."""
-        engine = self.engine
-        return open_approval(tx, action, engine.args_hash(action.arguments), engine.clock()) or engine.evaluate(action)
 
     async def _still_changed(self, route: _Route) -> bool:
         """Whether a changed tool is still unaccepted (another process may have accepted it)."""
