@@ -18,6 +18,7 @@ several processes sharing one store each learn everything the others record.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -626,6 +627,7 @@ _LOG_LO = np.log(np.maximum(_GRID_LO, 1e-300))
 _LOG_1M = np.log1p(-np.minimum(_GRID, 1.0 - 1e-12))
 
 
+@functools.lru_cache(maxsize=8192)  # a tool's counts change only with its labels: most calls ask again
 def _posterior(bad: float, n: float, towards: float, strength: float, error_rate: float,
                lower: float = 0.1) -> tuple[float, float]:  # fmt: skip
     """The rate of truly bad outcomes given ``bad`` reported bad of ``n``, each report wrong at
