@@ -27,10 +27,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clearance.model import canonical_json
 
-__all__ = ["DEFAULT_FIELDS", "MARKER", "RedactionSettings", "Redactor", "luhn_valid"]
+__all__ = ["DEFAULT_FIELDS", "MARKER", "RedactionSettings", "Redactor", "luhn_valid", "unkeyed"]
 
+_KIND = r"[a-z0-9_]{1,32}"
+_KEYED = r"[0-9a-f]{16}"
+_MARKER = rf"\[redacted:{_KIND}:{_KEYED}\]"
 #: A marker as :class:`Redactor` writes it.
-MARKER = re.compile(r"\[redacted:[a-z0-9_]{1,32}:[0-9a-f]{16}\]")
+MARKER = re.compile(_MARKER)
+_UNKEYED = re.compile(rf"(\[redacted:{_KIND}):{_KEYED}\]")
+
+
+def unkeyed(text: str) -> str:
+    """``text`` with each marker's keyed part dropped (``[redacted:card]``): for what must not
+    depend on the store's key, such as where memory hashes a value into its vector."""
+    return _UNKEYED.sub(r"\1]", text) if "[redacted:" in text else text
+
 
 #: Argument names whose values are secrets whatever they look like (compared without case,
 #: ``-`` or ``_``); a name that ends with one of ``_SUFFIXES`` is one too (``db_password``).
@@ -45,7 +56,7 @@ _TEXT_NAMES = r"[A-Za-z0-9_-]*(?:password|passwd|passphrase|secret|token|api[_-]
 # The built-in detectors, one alternation so a string is scanned once. A group named like a
 # kind is that kind; ``v`` inside ``kv`` and ``bearer`` is the part that is replaced.
 _BUILTIN = re.compile(
-    r"(?P<marker>\[redacted:[a-z0-9_]{1,32}:[0-9a-f]{16}\])"
+    rf"(?P<marker>{_MARKER})"
     r"|(?P<private_key>-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY-----.*?(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY-----|\Z))"
     r"|(?P<jwt>\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"
     r"|(?P<bearer>\b(?:[Bb]earer|BEARER|[Bb]asic|BASIC)\s+)(?P<bv>[A-Za-z0-9\-._~+/]{8,}=*)"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clearance.model import Action
+from clearance.redaction import unkeyed
 
 __all__ = ["DIM", "Featuriser", "Profile", "identifiers"]
 
@@ -31,11 +32,6 @@ __all__ = ["DIM", "Featuriser", "Profile", "identifiers"]
 DIM = 48
 _HASHED_ARGS = slice(12, 44)  # 32 dimensions of signed feature hashing over argument tokens
 _HASHED_ACTOR = slice(44, 48)
-#: The keyed part of a redaction marker (``[redacted:card:0123456789abcdef]``): a per-store
-#: secret, so a vector must not depend on it (two stores, or two runs, with other keys would
-#: place the same history's values in other buckets and decide differently). Memory still tells
-#: one card from another by the whole token, in its sets of seen values, which compare equal.
-_MARKER_KEYED = re.compile(r"(\[redacted:[a-z0-9_]{1,32}):[0-9a-f]{16}\]")
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b")
@@ -206,7 +202,10 @@ class Featuriser:
         v[10] = float(bool(action.target) and ("party", action.target.strip().lower()) not in good
                       and not any(i in good for i in target_ids))  # fmt: skip
         v[11] = 0.5 * float(self.actor_values[(action.actor, action.tool)].n < 3)
-        self._hash_into(v, _HASHED_ARGS, [_MARKER_KEYED.sub(r"\1]", t) if "[redacted:" in t else t for t in toks], 0.5)
+        # A redaction marker's keyed part is the store's secret: the same history must give the same
+        # vector under any key. Memory still tells one card from another by the whole token, in
+        # its sets of seen values.
+        self._hash_into(v, _HASHED_ARGS, [unkeyed(t) for t in toks], 0.5)
         self._hash_into(v, _HASHED_ACTOR, [f"actor={action.actor}"], 0.25)
         profile = Profile(
             novel_ids=tuple(sorted({k for k, _ in novel})),
